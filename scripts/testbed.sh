@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# The test bed: a private dockerd on a socket of its own, plus the local test images.
+#
+#   scripts/testbed.sh install   install docker.io and friends from apt (idempotent)
+#   scripts/testbed.sh start     install, start dockerd, build the test images; prints the env file path
+#   scripts/testbed.sh stop      stop dockerd by its pid and unmount what it left
+#   scripts/testbed.sh status    exit 0 when the daemon answers
+#
+# Facts this relies on are in ../shared/TESTBED.md: no registry is reachable, so images are
+# built from busybox-static and bash-static with `docker import`; systemd does not run, so the
+# daemon is started by hand with setsid and its output sent to files (a daemon that inherits
+# our stdout would keep CI's pipe open); a second daemon must not fight over docker0, so ours
+# runs with --bridge=none.
+set -euo pipefail
+
+TESTBED_DIR="${GPU_EXECUTOR_TESTBED_DIR:-/tmp/gpu-executor-testbed}"
+SOCKET="$TESTBED_DIR/docker.sock"
+PIDFILE="$TESTBED_DIR/docker.pid"
+ENV_FILE="$TESTBED_DIR/env"
+# One tag per image recipe: bump it when the recipe changes so a cached image is rebuilt.
+TEST_IMAGE="gpu-executor-test/bash:1"
+
+log() { printf 'testbed: %s\n' "$*" >&2; }
+
+install_packages() {
+  local missing=()
+  command -v dockerd >/dev/null || missing+=(docker.io)
+  command -v curl >/dev/null || missing+=(curl)
+  [ -x /bin/busybox ] || missing+=(busybox-static)
+  [ -x /bin/bash-static ] || missing+=(bash-static)
+  command -v hyperfine >/dev/null || missing+=(hyperfine)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing ${missing[*]}"
+  # Installing docker.io must not start a system daemon that would take docker0 and
+  # /var/run/docker.sock; policy-rc.d answering 101 forbids service starts.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >&2
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+daemon_answers() {
+  curl -fsS --max-time 2 --unix-socket "$SOCKET" http://localhost/_ping >/dev/null 2>&1
+}
+
+start_daemon() {
+  mkdir -p "$TESTBED_DIR"
+  if daemon_answers; then
+    log "dockerd already answers on $SOCKET"
+    return 0
+  fi
+  log "starting dockerd on $SOCKET"
+  setsid dockerd \
+    --host "unix://$SOCKET" \
+    --data-root "$TESTBED_DIR/data" \
+    --exec-root "$TESTBED_DIR/exec" \
+    --pidfile "$PIDFILE" \
+    --bridge=none --iptables=false --ip-masq=false \
+    --live-restore \
+    </dev/null >"$TESTBED_DIR/dockerd.log" 2>&1 &
+  local waited=0
+  until daemon_answers; do
+    sleep 0.2
+    waited=$((waited + 1))
+    if [ "$waited" -gt 150 ]; then
+      log "dockerd did not answer within 30 s; its log:"
+      tail -n 30 "$TESTBED_DIR/dockerd.log" >&2
+      return 1
+    fi
+  done
+}
+
+docker_cli() { docker --host "unix://$SOCKET" "$@"; }
+
+build_images() {
+  if docker_cli image inspect "$TEST_IMAGE" >/dev/null 2>&1; then
+    return 0
+  fi
+  log "building $TEST_IMAGE from busybox-static and bash-static"
+  local rootfs
+  rootfs="$(mktemp -d)"
+  mkdir -p "$rootfs"/{bin,sbin,usr/bin,usr/sbin,etc,tmp,root}
+  chmod 1777 "$rootfs/tmp"
+  cp /bin/busybox "$rootfs/bin/busybox"
+  local applet
+  for applet in $(/bin/busybox --list); do
+    [ -e "$rootfs/bin/$applet" ] || ln -s busybox "$rootfs/bin/$applet"
+  done
+  rm -f "$rootfs/bin/bash"
+  cp /bin/bash-static "$rootfs/bin/bash"
+  # The runner's scripts start with #!/usr/bin/env bash.
+  ln -sf /bin/env "$rootfs/usr/bin/env"
+  printf 'root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n' > "$rootfs/etc/passwd"
+  printf 'root:x:0:\nnogroup:x:65534:\n' > "$rootfs/etc/group"
+  tar -C "$rootfs" -c . | docker_cli import -c 'CMD ["/bin/bash"]' - "$TEST_IMAGE" >/dev/null
+  rm -rf "$rootfs"
+}
+
+write_env_file() {
+  cat > "$ENV_FILE" <<EOF
+export DOCKER_HOST=unix://$SOCKET
+export GPU_EXECUTOR_TEST_IMAGE=$TEST_IMAGE
+export GPU_EXECUTOR_TESTBED_DIR=$TESTBED_DIR
+EOF
+}
+
+stop_daemon() {
+  if [ -f "$PIDFILE" ]; then
+    local pid
+    pid="$(cat "$PIDFILE")"
+    if kill -0 "$pid" 2>/dev/null; then
+      log "stopping dockerd (pid $pid)"
+      kill "$pid" 2>/dev/null || true
+      local waited=0
+      while kill -0 "$pid" 2>/dev/null && [ "$waited" -lt 150 ]; do
+        sleep 0.2
+        waited=$((waited + 1))
+      done
+      kill -9 "$pid" 2>/dev/null || true
+    fi
+    rm -f "$PIDFILE"
+  fi
+  # With --live-restore the daemon leaves containers and their mounts behind on purpose;
+  # end the containers' shims and unmount so the next start and any rm -rf work.
+  pkill -f "containerd-shim.*$TESTBED_DIR" 2>/dev/null || true
+  local mountpoint
+  for mountpoint in $(awk -v dir="$TESTBED_DIR" 'index($2, dir) == 1 { print $2 }' /proc/mounts | sort -r); do
+    umount -l "$mountpoint" 2>/dev/null || true
+  done
+}
+
+case "${1:-}" in
+  install) install_packages ;;
+  start)
+    install_packages
+    start_daemon
+    build_images
+    write_env_file
+    echo "$ENV_FILE"
+    ;;
+  stop) stop_daemon ;;
+  status) daemon_answers ;;
+  *)
+    echo "usage: $0 install|start|stop|status" >&2
+    exit 2
+    ;;
+esac

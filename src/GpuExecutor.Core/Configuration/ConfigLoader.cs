@@ -1,0 +1,334 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using GpuExecutor.Images;
+using GpuExecutor.Outcomes;
+using Tomlyn;
+using Tomlyn.Model;
+using Tomlyn.Serialization;
+
+namespace GpuExecutor.Configuration;
+
+/// <summary>
+/// Reads the TOML file into <see cref="ExecutorConfig"/>. Every value is checked here, and every
+/// error names the key, so an admin can fix the file from the job log alone. Unknown keys are
+/// errors too: a misspelt key silently falling back to a default is worse than a failed job.
+/// </summary>
+public static partial class ConfigLoader
+{
+    private static readonly HashSet<string> KnownUlimits = new(StringComparer.Ordinal)
+    {
+        "core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc",
+        "rss", "rtprio", "rttime", "sigpending", "stack",
+    };
+
+    private static readonly HashSet<string> IpcModes = new(StringComparer.Ordinal) { "private", "shareable", "host", "none" };
+
+    /// <summary>Signals a training process can reasonably be asked to checkpoint and stop on.</summary>
+    public static readonly IReadOnlySet<string> StopSignals = new HashSet<string>(StringComparer.Ordinal)
+    {
+        "TERM", "INT", "HUP", "QUIT", "USR1", "USR2",
+    };
+
+    public static ExecutorConfig LoadFile(string path)
+    {
+        string text;
+        try
+        {
+            text = File.ReadAllText(path);
+        }
+        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+        {
+            throw new SystemFailureException($"the executor config '{path}' cannot be read: {error.Message}. Pass --config PATH or create {ExecutorConfig.DefaultPath}.", error);
+        }
+
+        return Parse(text, path);
+    }
+
+    public static ExecutorConfig Parse(string toml, string sourceName)
+    {
+        TomlTable root;
+        try
+        {
+            root = TomlSerializer.Deserialize(toml, ConfigTomlContext.Default.TomlTable) ?? new TomlTable();
+        }
+        catch (TomlException error)
+        {
+            throw new SystemFailureException($"the executor config '{sourceName}' is not valid TOML: {error.Message}", error);
+        }
+
+        var top = new TableReader(root, "");
+        var defaults = new ExecutorConfig();
+        var stateDir = top.AbsolutePath("state_dir", defaults.StateDir);
+
+        var config = new ExecutorConfig
+        {
+            StateDir = stateDir,
+            Docker = ReadDocker(top.Table("docker")),
+            Images = ReadImages(top.Table("images")),
+            Builds = ReadMount(top.Table("builds"), defaults.Builds),
+            Cache = ReadMount(top.Table("cache"), defaults.Cache),
+            Container = ReadContainer(top.Table("container")),
+            Run = ReadRun(top.Table("run")),
+            Cleanup = ReadCleanup(top.Table("cleanup")),
+        };
+        top.RejectUnknownKeys();
+
+        if (config.Builds.ContainerDir == config.Cache.ContainerDir)
+            throw new ConfigurationException("cache.container_dir", $"must differ from builds.container_dir ('{config.Builds.ContainerDir}').");
+        return config;
+    }
+
+    private static DockerSettings ReadDocker(TableReader table)
+    {
+        var endpoint = table.String("endpoint") ?? new DockerSettings().Endpoint;
+        if (!Uri.TryCreate(endpoint, UriKind.Absolute, out var uri) || uri.Scheme is not ("unix" or "tcp" or "http" or "https"))
+            throw new ConfigurationException(table.KeyPath("endpoint"), $"'{endpoint}' is not a Docker endpoint; use unix:///var/run/docker.sock or tcp://host:2375.");
+        table.RejectUnknownKeys();
+        return new DockerSettings { Endpoint = endpoint };
+    }
+
+    private static ImageSettings ReadImages(TableReader table)
+    {
+        var defaultImage = table.String("default") ?? "";
+        if (defaultImage.Length > 0 && !ImageReference.IsValid(defaultImage))
+            throw new ConfigurationException(table.KeyPath("default"), $"'{defaultImage}' is not a valid image reference.");
+        var helper = table.String("helper") ?? "";
+        if (helper.Length > 0 && !ImageReference.IsValid(helper))
+            throw new ConfigurationException(table.KeyPath("helper"), $"'{helper}' is not a valid image reference.");
+
+        var allowed = table.StringList("allowed");
+        for (var index = 0; index < allowed.Count; index++)
+        {
+            if (!ImageAllowlist.IsValidPattern(allowed[index]))
+                throw new ConfigurationException($"{table.KeyPath("allowed")}[{index}]", $"'{allowed[index]}' is not an image pattern; use names like 'nvcr.io/nvidia/pytorch:*' or 'registry.example.com/ml/**'.");
+        }
+
+        var pullPolicyText = table.String("pull_policy") ?? "if-not-present";
+        var pullPolicy = pullPolicyText switch
+        {
+            "never" => PullPolicy.Never,
+            "if-not-present" => PullPolicy.IfNotPresent,
+            "always" => PullPolicy.Always,
+            _ => throw new ConfigurationException(table.KeyPath("pull_policy"), $"'{pullPolicyText}' is not one of never, if-not-present, always."),
+        };
+        table.RejectUnknownKeys();
+        return new ImageSettings { Default = defaultImage, Allowed = allowed, PullPolicy = pullPolicy, Helper = helper };
+    }
+
+    private static MountSettings ReadMount(TableReader table, MountSettings defaults)
+    {
+        var hostDir = table.AbsolutePath("host_dir", defaults.HostDir);
+        var containerDir = table.AbsolutePath("container_dir", defaults.ContainerDir);
+        if (containerDir == "/")
+            throw new ConfigurationException(table.KeyPath("container_dir"), "must not be '/'.");
+        table.RejectUnknownKeys();
+        return new MountSettings(hostDir, containerDir);
+    }
+
+    private static ContainerDefaults ReadContainer(TableReader table)
+    {
+        long? shmSize = null;
+        if (table.Raw("shm_size") is { } shmRaw)
+            shmSize = table.Size("shm_size", shmRaw);
+
+        var ipcMode = table.String("ipc_mode");
+        if (ipcMode is not null && !IpcModes.Contains(ipcMode))
+            throw new ConfigurationException(table.KeyPath("ipc_mode"), $"'{ipcMode}' is not one of private, shareable, host, none.");
+        if (ipcMode == "host" && shmSize is not null)
+            throw new ConfigurationException(table.KeyPath("shm_size"), "has no effect with ipc_mode = \"host\" (the host's /dev/shm is used); remove one of them.");
+
+        var networkMode = table.String("network_mode");
+        if (networkMode is not null && !NetworkName().IsMatch(networkMode))
+            throw new ConfigurationException(table.KeyPath("network_mode"), $"'{networkMode}' is not a network mode or network name.");
+
+        double? cpus = null;
+        if (table.Raw("cpus") is { } cpusRaw)
+        {
+            cpus = cpusRaw switch
+            {
+                long whole => whole,
+                double fraction => fraction,
+                _ => throw new ConfigurationException(table.KeyPath("cpus"), "must be a number of CPUs, such as 8 or 7.5."),
+            };
+            if (cpus <= 0 || cpus > 4096)
+                throw new ConfigurationException(table.KeyPath("cpus"), $"{cpus} is out of range (0, 4096].");
+        }
+
+        long? memory = null;
+        if (table.Raw("memory") is { } memoryRaw)
+        {
+            memory = table.Size("memory", memoryRaw);
+            if (memory < 6L << 20)
+                throw new ConfigurationException(table.KeyPath("memory"), "must be at least 6m; Docker refuses smaller limits.");
+        }
+
+        var ulimits = new List<Ulimit>();
+        var ulimitTable = table.Table("ulimits");
+        foreach (var name in ulimitTable.Keys)
+        {
+            if (!KnownUlimits.Contains(name))
+                throw new ConfigurationException(ulimitTable.KeyPath(name), $"'{name}' is not a ulimit; use one of {string.Join(", ", KnownUlimits.Order())}.");
+            ulimits.Add(ParseUlimit(ulimitTable.KeyPath(name), name, ulimitTable.Raw(name)!));
+        }
+        ulimitTable.RejectUnknownKeys();
+        table.RejectUnknownKeys();
+
+        return new ContainerDefaults
+        {
+            ShmSizeBytes = shmSize,
+            IpcMode = ipcMode,
+            NetworkMode = networkMode,
+            Cpus = cpus,
+            MemoryBytes = memory,
+            Ulimits = ulimits,
+        };
+    }
+
+    private static Ulimit ParseUlimit(string key, string name, object raw)
+    {
+        // Accepts 8192, -1, "unlimited", or "soft:hard" like `docker run --ulimit`.
+        static long? Limit(string text) => text.Trim() switch
+        {
+            "-1" or "unlimited" => -1,
+            var number when long.TryParse(number, NumberStyles.Integer, CultureInfo.InvariantCulture, out var value) && value >= 0 => value,
+            _ => null,
+        };
+
+        string text = raw switch
+        {
+            long number => number.ToString(CultureInfo.InvariantCulture),
+            string value => value,
+            _ => throw new ConfigurationException(key, "must be a number, \"unlimited\" or \"soft:hard\"."),
+        };
+        var parts = text.Split(':');
+        var soft = Limit(parts[0]);
+        var hard = parts.Length == 2 ? Limit(parts[1]) : soft;
+        if (parts.Length > 2 || soft is null || hard is null)
+            throw new ConfigurationException(key, $"'{text}' must be a number, \"unlimited\" or \"soft:hard\".");
+        if (hard != -1 && (soft == -1 || soft > hard))
+            throw new ConfigurationException(key, $"soft limit exceeds hard limit in '{text}'.");
+        return new Ulimit(name, soft.Value, hard.Value);
+    }
+
+    private static RunSettings ReadRun(TableReader table)
+    {
+        var defaults = new RunSettings();
+        var grace = table.Seconds("stop_grace_seconds", defaults.StopGracePeriod, maximum: 3600);
+        var signal = (table.String("stop_signal") ?? defaults.StopSignal).ToUpperInvariant();
+        if (signal.StartsWith("SIG", StringComparison.Ordinal))
+            signal = signal[3..];
+        if (!StopSignals.Contains(signal))
+            throw new ConfigurationException(table.KeyPath("stop_signal"), $"'{signal}' is not one of {string.Join(", ", StopSignals)}.");
+        table.RejectUnknownKeys();
+        return new RunSettings { StopGracePeriod = grace, StopSignal = signal };
+    }
+
+    private static CleanupSettings ReadCleanup(TableReader table)
+    {
+        var defaults = new CleanupSettings();
+        var settings = new CleanupSettings
+        {
+            Timeout = table.Seconds("timeout_seconds", defaults.Timeout, maximum: 3600),
+            GcGracePeriod = table.Seconds("gc_grace_seconds", defaults.GcGracePeriod, maximum: 30L * 24 * 3600),
+            RemoveBuildsDir = table.Boolean("remove_builds_dir") ?? defaults.RemoveBuildsDir,
+        };
+        table.RejectUnknownKeys();
+        return settings;
+    }
+
+    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
+    private static partial Regex NetworkName();
+
+    /// <summary>Typed access to one TOML table that remembers which keys were read.</summary>
+    private sealed class TableReader(TomlTable table, string path)
+    {
+        private readonly HashSet<string> _read = new(StringComparer.Ordinal);
+
+        public IEnumerable<string> Keys => table.Keys.ToList();
+
+        public string KeyPath(string key) => path.Length == 0 ? key : $"{path}.{key}";
+
+        public object? Raw(string key)
+        {
+            _read.Add(key);
+            return table.TryGetValue(key, out var value) ? value : null;
+        }
+
+        public TableReader Table(string key) => Raw(key) switch
+        {
+            null => new TableReader(new TomlTable(), KeyPath(key)),
+            TomlTable nested => new TableReader(nested, KeyPath(key)),
+            _ => throw new ConfigurationException(KeyPath(key), "must be a table ([" + KeyPath(key) + "])."),
+        };
+
+        public string? String(string key) => Raw(key) switch
+        {
+            null => null,
+            string text => text,
+            _ => throw new ConfigurationException(KeyPath(key), "must be a string."),
+        };
+
+        public bool? Boolean(string key) => Raw(key) switch
+        {
+            null => null,
+            bool flag => flag,
+            _ => throw new ConfigurationException(KeyPath(key), "must be true or false."),
+        };
+
+        public IReadOnlyList<string> StringList(string key)
+        {
+            switch (Raw(key))
+            {
+                case null:
+                    return [];
+                case TomlArray array:
+                    var items = new List<string>();
+                    foreach (var item in array)
+                    {
+                        if (item is not string text || text.Length == 0)
+                            throw new ConfigurationException(KeyPath(key), "must be a list of non-empty strings.");
+                        items.Add(text);
+                    }
+                    return items;
+                default:
+                    throw new ConfigurationException(KeyPath(key), "must be a list of strings.");
+            }
+        }
+
+        public string AbsolutePath(string key, string fallback)
+        {
+            var value = String(key) ?? fallback;
+            if (value.Length == 0 || !Path.IsPathRooted(value) || value.Contains('\0') || value.Split('/').Contains(".."))
+                throw new ConfigurationException(KeyPath(key), $"'{value}' must be an absolute path without '..'.");
+            return value.Length > 1 ? value.TrimEnd('/') : value;
+        }
+
+        public TimeSpan Seconds(string key, TimeSpan fallback, long maximum) => Raw(key) switch
+        {
+            null => fallback,
+            long seconds when seconds >= 0 && seconds <= maximum => TimeSpan.FromSeconds(seconds),
+            long seconds => throw new ConfigurationException(KeyPath(key), $"{seconds} is out of range [0, {maximum}]."),
+            _ => throw new ConfigurationException(KeyPath(key), "must be a whole number of seconds."),
+        };
+
+        public long Size(string key, object raw) => raw switch
+        {
+            long bytes when bytes > 0 => bytes,
+            string text when ByteSize.TryParse(text, out var bytes) => bytes,
+            _ => throw new ConfigurationException(KeyPath(key), $"'{raw}' is not a size; use bytes or a string such as \"512m\" or \"16g\"."),
+        };
+
+        public void RejectUnknownKeys()
+        {
+            foreach (var key in table.Keys)
+            {
+                if (!_read.Contains(key))
+                    throw new ConfigurationException(KeyPath(key), "is not a known key. See config.toml.example for every key.");
+            }
+        }
+    }
+}
+
+/// <summary>Source-generated so that NativeAOT reads the TOML document model without reflection.</summary>
+[TomlSerializable(typeof(TomlTable))]
+internal sealed partial class ConfigTomlContext : TomlSerializerContext;

@@ -1,0 +1,95 @@
+namespace GpuExecutor.Configuration;
+
+/// <summary>The executor's whole configuration, read once per call from one TOML file.</summary>
+public sealed record ExecutorConfig
+{
+    public const string DefaultPath = "/etc/gpu-executor/config.toml";
+
+    /// <summary>Host directory for state that cannot live on container labels.</summary>
+    public string StateDir { get; init; } = "/var/lib/gpu-executor";
+
+    public DockerSettings Docker { get; init; } = new();
+    public ImageSettings Images { get; init; } = new();
+    public MountSettings Builds { get; init; } = new("/var/lib/gpu-executor/builds", "/builds");
+    public MountSettings Cache { get; init; } = new("/var/lib/gpu-executor/cache", "/cache");
+    public ContainerDefaults Container { get; init; } = new();
+    public RunSettings Run { get; init; } = new();
+    public CleanupSettings Cleanup { get; init; } = new();
+}
+
+public sealed record DockerSettings
+{
+    /// <summary>unix:///path or tcp://host:port. API version is negotiated (dockerd 20.10 speaks 1.41).</summary>
+    public string Endpoint { get; init; } = "unix:///var/run/docker.sock";
+}
+
+public enum PullPolicy
+{
+    Never,
+    IfNotPresent,
+    Always,
+}
+
+public sealed record ImageSettings
+{
+    /// <summary>Used when the job names no image.</summary>
+    public string Default { get; init; } = "";
+
+    /// <summary>Glob patterns; empty admits every image (as GitLab's allowed_images does).</summary>
+    public IReadOnlyList<string> Allowed { get; init; } = [];
+
+    public PullPolicy PullPolicy { get; init; } = PullPolicy.IfNotPresent;
+
+    /// <summary>
+    /// Image for the runner's own stages (sources, caches, artifacts). Empty runs them in the job
+    /// container, which then needs git and gitlab-runner-helper.
+    /// </summary>
+    public string Helper { get; init; } = "";
+}
+
+/// <summary>A host directory and where it appears inside the job's containers.</summary>
+public sealed record MountSettings(string HostDir, string ContainerDir);
+
+public sealed record Ulimit(string Name, long Soft, long Hard);
+
+public sealed record ContainerDefaults
+{
+    /// <summary>Size of /dev/shm in bytes; PyTorch DataLoader workers need far more than Docker's 64 MiB.</summary>
+    public long? ShmSizeBytes { get; init; }
+
+    /// <summary>"private", "shareable" or "host". With "host" the shm size does not apply.</summary>
+    public string? IpcMode { get; init; }
+
+    public string? NetworkMode { get; init; }
+
+    /// <summary>CPU limit in CPUs (Docker's NanoCPUs / 1e9).</summary>
+    public double? Cpus { get; init; }
+
+    public long? MemoryBytes { get; init; }
+
+    public IReadOnlyList<Ulimit> Ulimits { get; init; } = [];
+}
+
+public sealed record RunSettings
+{
+    /// <summary>
+    /// After SIGTERM, how long the stage's processes inside the container get between the
+    /// graceful signal and SIGKILL. Keep it below the runner's graceful_kill_timeout (600 s).
+    /// </summary>
+    public TimeSpan StopGracePeriod { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>The signal sent first on cancel or timeout.</summary>
+    public string StopSignal { get; init; } = "TERM";
+}
+
+public sealed record CleanupSettings
+{
+    /// <summary>cleanup's own bound; cleanup is not bounded by the job's timeout or cancel.</summary>
+    public TimeSpan Timeout { get; init; } = TimeSpan.FromSeconds(120);
+
+    /// <summary>gc removes managed containers this long after their job's deadline passed.</summary>
+    public TimeSpan GcGracePeriod { get; init; } = TimeSpan.FromHours(1);
+
+    /// <summary>Whether cleanup deletes the job's host builds directory.</summary>
+    public bool RemoveBuildsDir { get; init; } = true;
+}

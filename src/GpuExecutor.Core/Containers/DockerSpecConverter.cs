@@ -1,0 +1,52 @@
+using Docker.DotNet.Models;
+
+namespace GpuExecutor.Containers;
+
+/// <summary>The one place that turns a <see cref="ContainerSpec"/> into Docker's create request.</summary>
+public static class DockerSpecConverter
+{
+    public static CreateContainerParameters ToCreateParameters(ContainerSpec spec)
+    {
+        var resources = spec.Resources;
+        return new CreateContainerParameters
+        {
+            Name = spec.Name,
+            Image = spec.Image,
+            Cmd = spec.Command.ToList(),
+            // The image's entrypoint would wrap our idle PID 1 (NGC images start a banner script);
+            // stages are exec'd, so the entrypoint has no role here.
+            Entrypoint = new List<string>(),
+            Labels = new Dictionary<string, string>(spec.Labels),
+            Env = spec.Environment.Select(pair => $"{pair.Key}={pair.Value}").ToList(),
+            WorkingDir = spec.WorkingDir ?? "",
+            AttachStdin = false,
+            AttachStdout = false,
+            AttachStderr = false,
+            Tty = false,
+            HostConfig = new HostConfig
+            {
+                // Structured mounts, not "src:dst" strings: a path with ':' or ',' cannot change meaning.
+                Mounts = spec.Mounts
+                    .Select(mount => new Mount
+                    {
+                        Type = "bind",
+                        Source = mount.HostPath,
+                        Target = mount.ContainerPath,
+                        ReadOnly = mount.ReadOnly,
+                    })
+                    .ToList(),
+                ShmSize = resources.ShmSizeBytes ?? 0,
+                IpcMode = resources.IpcMode ?? "",
+                NetworkMode = resources.NetworkMode ?? "",
+                NanoCPUs = resources.Cpus is { } cpus ? (long)Math.Round(cpus * 1e9) : 0,
+                Memory = resources.MemoryBytes ?? 0,
+                Ulimits = resources.Ulimits.Select(limit => new Docker.DotNet.Models.Ulimit
+                {
+                    Name = limit.Name,
+                    Soft = limit.Soft,
+                    Hard = limit.Hard,
+                }).ToList(),
+            },
+        };
+    }
+}

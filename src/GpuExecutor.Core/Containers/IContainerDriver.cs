@@ -1,0 +1,68 @@
+using GpuExecutor.Configuration;
+using GpuExecutor.Outcomes;
+
+namespace GpuExecutor.Containers;
+
+/// <summary>
+/// Everything the executor asks of a container engine, in the project's own types. Docker is
+/// the one implementation; another backend (Podman, a scheduler) would sit beside it.
+/// </summary>
+public interface IContainerDriver : IDisposable
+{
+    Task<bool> ImageExistsAsync(string image, CancellationToken cancellationToken);
+
+    /// <summary>Throws <see cref="ImageUnavailableException"/> when the registry has no such image or refuses access.</summary>
+    Task PullImageAsync(string image, Action<string> progress, CancellationToken cancellationToken);
+
+    /// <summary>Creates and starts the container; returns its id.</summary>
+    Task<string> CreateAndStartAsync(ContainerSpec spec, CancellationToken cancellationToken);
+
+    /// <summary>Containers (running or not) carrying every one of the given labels.</summary>
+    Task<IReadOnlyList<ContainerSummary>> FindAsync(IReadOnlyDictionary<string, string> labels, CancellationToken cancellationToken);
+
+    /// <summary>Force-removes a container. A container that is already gone counts as removed.</summary>
+    Task RemoveAsync(string idOrName, CancellationToken cancellationToken);
+
+    /// <summary>Null when the container does not exist.</summary>
+    Task<bool?> IsRunningAsync(string idOrName, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Runs a command inside a running container, feeding <paramref name="stdin"/> and streaming
+    /// output as it arrives. Returns the command's exit code. Cancelling abandons the stream; the
+    /// process inside the container is not signalled by that.
+    /// </summary>
+    Task<long> ExecAsync(string container, IReadOnlyList<string> command, Stream? stdin, Stream stdout, Stream stderr, CancellationToken cancellationToken);
+}
+
+public sealed record BindMount(string HostPath, string ContainerPath, bool ReadOnly);
+
+/// <summary>What the executor wants a container to be, before any engine's vocabulary.</summary>
+public sealed record ContainerSpec(
+    string Name,
+    string Image,
+    IReadOnlyList<string> Command,
+    IReadOnlyDictionary<string, string> Labels,
+    IReadOnlyList<BindMount> Mounts,
+    IReadOnlyDictionary<string, string> Environment,
+    ContainerDefaults Resources,
+    string? WorkingDir);
+
+public sealed record ContainerSummary(
+    string Id,
+    string Name,
+    IReadOnlyDictionary<string, string> Labels,
+    bool Running,
+    DateTimeOffset Created);
+
+/// <summary>The engine could not be reached or refused a request: infrastructure, so a system failure.</summary>
+public class ContainerEngineException(string message, Exception? inner = null) : SystemFailureException(message, inner);
+
+public sealed class ContainerNotFoundException(string container, Exception? inner = null)
+    : ContainerEngineException($"container '{container}' does not exist (removed by cleanup, gc or by hand?)", inner);
+
+/// <summary>The registry has no such image, or refuses to serve it: the job named it, so callers make this a build failure.</summary>
+public sealed class ImageUnavailableException(string image, string reason, Exception? inner = null)
+    : Exception($"image '{image}' is unavailable: {reason}", inner)
+{
+    public string Image { get; } = image;
+}

@@ -1,0 +1,81 @@
+using System.Globalization;
+using GpuExecutor.Protocol;
+
+namespace GpuExecutor.Containers;
+
+/// <summary>
+/// Docker is the ledger: the facts other processes need about a job live on its containers'
+/// labels, under one reverse-DNS prefix, so "my container" and "what is orphaned" are label
+/// queries and there are no lease files to go stale.
+/// </summary>
+public static class JobLabels
+{
+    public const string Prefix = "io.gpu-executor.";
+    public const string Managed = Prefix + "managed";
+    public const string JobId = Prefix + "job.id";
+    public const string ProjectId = Prefix + "project.id";
+    public const string PipelineId = Prefix + "pipeline.id";
+    public const string RunKey = Prefix + "run-key";
+    public const string StartedAt = Prefix + "started-at";
+    public const string Deadline = Prefix + "deadline";
+    public const string Role = Prefix + "role";
+
+    public static IReadOnlyDictionary<string, string> For(JobIdentity job, string role, DateTimeOffset startedAt) =>
+        new Dictionary<string, string>
+        {
+            [Managed] = "true",
+            [JobId] = job.JobId.ToString(CultureInfo.InvariantCulture),
+            [ProjectId] = job.ProjectId.ToString(CultureInfo.InvariantCulture),
+            [PipelineId] = job.PipelineId.ToString(CultureInfo.InvariantCulture),
+            [RunKey] = job.RunKey,
+            [StartedAt] = startedAt.ToUnixTimeSeconds().ToString(CultureInfo.InvariantCulture),
+            [Deadline] = (startedAt + job.Timeout).ToUnixTimeSeconds().ToString(CultureInfo.InvariantCulture),
+            [Role] = role,
+        };
+
+    public static IReadOnlyDictionary<string, string> SelectJob(long jobId) =>
+        new Dictionary<string, string>
+        {
+            [Managed] = "true",
+            [JobId] = jobId.ToString(CultureInfo.InvariantCulture),
+        };
+
+    public static IReadOnlyDictionary<string, string> SelectManaged() =>
+        new Dictionary<string, string> { [Managed] = "true" };
+
+    public static DateTimeOffset? ReadDeadline(IReadOnlyDictionary<string, string> labels) =>
+        labels.TryGetValue(Deadline, out var text) && long.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var seconds)
+            ? DateTimeOffset.FromUnixTimeSeconds(seconds)
+            : null;
+}
+
+/// <summary>Per-job container names: deterministic, so `run` reaches its container without a lookup.</summary>
+public static class JobContainerNames
+{
+    public const string JobRole = "job";
+    public const string HelperRole = "helper";
+
+    public static string For(long jobId, string role) =>
+        string.Create(CultureInfo.InvariantCulture, $"gpu-executor-{jobId}-{role}");
+
+    public static string ForStage(long jobId, string stageName, bool hasHelper) =>
+        hasHelper && StagePlacement.For(stageName) == StageContainer.Helper
+            ? For(jobId, HelperRole)
+            : For(jobId, JobRole);
+}
+
+/// <summary>
+/// The job container's PID 1. Images need nothing but bash: the loop keeps one idle child and
+/// waits on it, and bash's wait reaps every orphan the stages leave, so no zombies pile up. PID 1
+/// itself is spared by kill(-1), which is how a stop clears a stage's processes; the idle child is
+/// simply restarted. A fixed string: nothing from the job reaches it.
+/// </summary>
+public static class IdleInit
+{
+    public static readonly IReadOnlyList<string> Command =
+    [
+        "bash",
+        "-c",
+        "trap 'exit 0' TERM; while :; do bash -c 'exec 3<> <(:); read -r -u 3 _' & wait $!; done",
+    ];
+}

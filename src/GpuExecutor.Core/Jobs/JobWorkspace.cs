@@ -1,0 +1,32 @@
+using System.Globalization;
+using GpuExecutor.Configuration;
+using GpuExecutor.Containers;
+using GpuExecutor.Protocol;
+
+namespace GpuExecutor.Jobs;
+
+/// <summary>
+/// The host directories a job's containers mount. Built only from the config and numeric ids
+/// out of the trusted payload, so no job input can steer them elsewhere on the host.
+/// </summary>
+public sealed record JobWorkspace(string BuildsHostDir, string CacheHostDir)
+{
+    public const string BuildsDirPrefix = "job-";
+
+    public static JobWorkspace For(ExecutorConfig config, JobIdentity job) => new(
+        Path.Combine(config.Builds.HostDir, BuildsDirPrefix + job.JobId.ToString(CultureInfo.InvariantCulture)),
+        Path.Combine(config.Cache.HostDir, "project-" + job.ProjectId.ToString(CultureInfo.InvariantCulture)));
+
+    public IReadOnlyList<BindMount> Mounts(ExecutorConfig config) =>
+    [
+        new BindMount(BuildsHostDir, config.Builds.ContainerDir, ReadOnly: false),
+        new BindMount(CacheHostDir, config.Cache.ContainerDir, ReadOnly: false),
+    ];
+
+    /// <summary>The job id of a builds directory name, or null when the name is not one of ours.</summary>
+    public static long? JobIdOfBuildsDir(string directoryName) =>
+        directoryName.StartsWith(BuildsDirPrefix, StringComparison.Ordinal)
+        && long.TryParse(directoryName.AsSpan(BuildsDirPrefix.Length), NumberStyles.None, CultureInfo.InvariantCulture, out var jobId)
+            ? jobId
+            : null;
+}

@@ -1,0 +1,97 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using GpuExecutor.Outcomes;
+
+namespace GpuExecutor.Protocol;
+
+/// <summary>
+/// Who the job is, taken only from JOB_RESPONSE_FILE: CUSTOM_ENV_* values can be overridden by the
+/// job author, the payload cannot (PROTOCOL.md, "Environment of every call").
+/// </summary>
+public sealed record JobIdentity(
+    long JobId,
+    long ProjectId,
+    string ProjectPath,
+    long PipelineId,
+    string Ref,
+    string JobName,
+    TimeSpan Timeout)
+{
+    /// <summary>The runner falls back to 7200 s when runner_info.timeout is not positive.</summary>
+    public static readonly TimeSpan DefaultTimeout = TimeSpan.FromSeconds(7200);
+
+    /// <summary>
+    /// Names a training run across retries: a retried job gets a new job id but keeps its name,
+    /// ref and project, so the key is built from those and never from the job id.
+    /// </summary>
+    public string RunKey
+    {
+        get
+        {
+            var material = $"{ProjectId}\n{Ref}\n{JobName}";
+            var hash = SHA256.HashData(Encoding.UTF8.GetBytes(material));
+            return "run-" + Convert.ToHexStringLower(hash)[..16];
+        }
+    }
+
+    public static JobIdentity From(JobPayload payload) => new(
+        payload.Id,
+        payload.JobInfo.ProjectId,
+        payload.JobInfo.ProjectFullPath,
+        payload.JobInfo.PipelineId,
+        payload.GitInfo.Ref,
+        payload.JobInfo.Name,
+        payload.RunnerInfo.Timeout > 0 ? TimeSpan.FromSeconds(payload.RunnerInfo.Timeout) : DefaultTimeout);
+}
+
+public static class JobPayloadReader
+{
+    /// <summary>
+    /// Reads and checks the payload. Every problem is a system failure: the file is written by the
+    /// runner, so a missing or malformed one means the runner or host is broken, not the job.
+    /// </summary>
+    public static JobPayload Read(IRunnerEnvironment environment)
+    {
+        var path = environment.Get(RunnerVariables.JobResponseFile);
+        if (string.IsNullOrWhiteSpace(path))
+            throw new SystemFailureException($"{RunnerVariables.JobResponseFile} is not set: gpu-executor must be started by GitLab Runner's custom executor (or `gpu-executor simulate`).");
+
+        byte[] bytes;
+        try
+        {
+            bytes = File.ReadAllBytes(path);
+        }
+        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+        {
+            throw new SystemFailureException($"{RunnerVariables.JobResponseFile} '{path}' cannot be read: {error.Message}", error);
+        }
+
+        return Parse(bytes, path);
+    }
+
+    public static JobPayload Parse(ReadOnlySpan<byte> json, string source)
+    {
+        JobPayload? payload;
+        try
+        {
+            payload = JsonSerializer.Deserialize(json, ProtocolJsonContext.Default.JobPayload);
+        }
+        catch (JsonException error)
+        {
+            throw new SystemFailureException($"{RunnerVariables.JobResponseFile} '{source}' is not a valid job payload: {error.Message}", error);
+        }
+
+        if (payload is null)
+            throw new SystemFailureException($"{RunnerVariables.JobResponseFile} '{source}' is not a valid job payload: it is JSON null.");
+        // A field sent as JSON null would otherwise surface later as a NullReferenceException.
+        payload.JobInfo ??= new JobInfo();
+        payload.GitInfo ??= new GitInfo();
+        payload.RunnerInfo ??= new RunnerInfo();
+        payload.Variables ??= [];
+        payload.Steps ??= [];
+        if (payload.Id <= 0)
+            throw new SystemFailureException($"{RunnerVariables.JobResponseFile} '{source}' is not a valid job payload: 'id' is missing or not a positive number.");
+        return payload;
+    }
+}

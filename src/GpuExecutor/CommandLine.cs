@@ -1,0 +1,114 @@
+using System.Runtime.InteropServices;
+using GpuExecutor.Configuration;
+using GpuExecutor.Outcomes;
+using GpuExecutor.Protocol;
+using GpuExecutor.Verbs;
+
+namespace GpuExecutor;
+
+/// <summary>
+/// `gpu-executor [--config PATH] VERB [ARGS]`. The runner appends `&lt;script&gt; &lt;stage&gt;` to run_args,
+/// so global options come before the verb and the verb's own arguments after it.
+/// </summary>
+public static class CommandLine
+{
+    public const string ConfigEnvironmentVariable = "GPU_EXECUTOR_CONFIG";
+
+    private const string Usage = """
+        usage: gpu-executor [--config PATH] VERB [ARGS]
+
+        Verbs called by GitLab Runner ([runners.custom] in config.toml):
+          config                    print the runner's JSON (builds_dir, cache_dir, ...)
+          prepare                   pull the image, create and start the job's containers
+          run SCRIPT STAGE          run one stage script inside the job's container
+          cleanup                   remove the job's containers (idempotent)
+
+        Verbs for admins and developers:
+          gc                        remove managed containers whose jobs are long gone
+          simulate JOB [OPTIONS]    play GitLab Runner: drive a job file through all the stages
+          version                   print the version
+
+        The config file is --config PATH, else $GPU_EXECUTOR_CONFIG, else /etc/gpu-executor/config.toml.
+        """;
+
+    public static async Task<int> RunAsync(string[] args, IRunnerEnvironment environment)
+    {
+        var stdout = Console.Out;
+        var stderr = Console.Error;
+        string? configPath = null;
+        var index = 0;
+        while (index < args.Length && args[index].StartsWith("--", StringComparison.Ordinal))
+        {
+            if (args[index] == "--config" && index + 1 < args.Length)
+            {
+                configPath = args[index + 1];
+                index += 2;
+            }
+            else if (args[index] is "--help")
+            {
+                stdout.WriteLine(Usage);
+                return 0;
+            }
+            else
+            {
+                stderr.WriteLine($"ERROR: unknown option '{args[index]}'.\n{Usage}");
+                return ExitCodes.FromOutcome(new SystemFailureException("bad command line"), environment, TextWriter.Null);
+            }
+        }
+
+        if (index >= args.Length)
+        {
+            stderr.WriteLine(Usage);
+            return ExitCodes.FromOutcome(new SystemFailureException("no verb given"), environment, TextWriter.Null);
+        }
+
+        var verb = args[index];
+        var verbArgs = args[(index + 1)..];
+        configPath ??= environment.Get(ConfigEnvironmentVariable) is { Length: > 0 } fromEnvironment ? fromEnvironment : ExecutorConfig.DefaultPath;
+
+        // The runner stops a stage with SIGTERM to the process group (cancel, timeout, shutdown).
+        // Turn it into a cancellation so the verb can stop the work inside the container and still
+        // exit with a protocol exit code, instead of dying by the signal.
+        using var stop = new CancellationTokenSource();
+        using var onTerm = PosixSignalRegistration.Create(PosixSignal.SIGTERM, context => { context.Cancel = true; stop.Cancel(); });
+        using var onInt = PosixSignalRegistration.Create(PosixSignal.SIGINT, context => { context.Cancel = true; stop.Cancel(); });
+
+        if (verb == "version")
+        {
+            stdout.WriteLine($"gpu-executor {VersionInfo.Version}");
+            return 0;
+        }
+
+        if (verb == "simulate")
+            return await SimulateVerb.RunAsync(verbArgs, configPath, stdout, stderr, stop.Token);
+
+        try
+        {
+            var config = ConfigLoader.LoadFile(configPath);
+            var context = new VerbContext(config, environment, stderr, stop.Token);
+            return verb switch
+            {
+                "config" => ConfigVerb.Run(context, stdout),
+                "prepare" => await PrepareVerb.RunAsync(context),
+                "run" when verbArgs.Length == 2 => await RunVerb.RunAsync(context, verbArgs[0], verbArgs[1]),
+                "run" => throw new SystemFailureException($"run takes SCRIPT STAGE, got {verbArgs.Length} arguments."),
+                "cleanup" => await CleanupVerb.RunAsync(context),
+                "gc" => await GcVerb.RunAsync(context, stdout),
+                _ => throw new SystemFailureException($"unknown verb '{verb}'.\n{Usage}"),
+            };
+        }
+        catch (Exception error)
+        {
+            return ExitCodes.FromOutcome(error, environment, stderr);
+        }
+    }
+}
+
+/// <summary>What every protocol verb gets: the config, the runner's environment, a log, and the stop token.</summary>
+public sealed record VerbContext(ExecutorConfig Config, IRunnerEnvironment Environment, TextWriter Log, CancellationToken Stop);
+
+public static class VersionInfo
+{
+    public const string Version = "0.1.0";
+    public const string DriverName = "gpu-executor";
+}

@@ -1,0 +1,61 @@
+using System.Globalization;
+using GpuExecutor.Outcomes;
+using GpuExecutor.Protocol;
+
+namespace GpuExecutor;
+
+/// <summary>
+/// The one place that turns an outcome into the runner's exit codes. Only three codes ever leave
+/// a protocol verb: 0, BUILD_FAILURE_EXIT_CODE and SYSTEM_FAILURE_EXIT_CODE. Anything else (or a
+/// crash) would be an "unknown failure" to the runner, so every exception ends up here.
+/// </summary>
+public static class ExitCodes
+{
+    public static int Success => 0;
+
+    public static int FromOutcome(Exception? error, IRunnerEnvironment environment, TextWriter log)
+    {
+        var buildFailure = environment.GetExitCode(RunnerVariables.BuildFailureExitCode, RunnerVariables.DefaultBuildFailureExitCode);
+        var systemFailure = environment.GetExitCode(RunnerVariables.SystemFailureExitCode, RunnerVariables.DefaultSystemFailureExitCode);
+
+        switch (error)
+        {
+            case null:
+                return Success;
+            case BuildFailureException build:
+                if (build.Message.Length > 0)
+                    log.WriteLine($"ERROR: {build.Message}");
+                WriteBuildExitCode(environment, build.ScriptExitCode, log);
+                return buildFailure;
+            case SystemFailureException system:
+                log.WriteLine($"ERROR: system failure: {system.Message}");
+                return systemFailure;
+            case OperationCanceledException:
+                log.WriteLine("ERROR: system failure: stopped before the work was done (SIGTERM or timeout).");
+                return systemFailure;
+            default:
+                // A bug: say so plainly, with the diagnostics an issue needs.
+                log.WriteLine($"ERROR: system failure: unexpected error in gpu-executor: {error}");
+                return systemFailure;
+        }
+    }
+
+    /// <summary>
+    /// The runner reads the job's reported exit code from the first line of this file, which is
+    /// what makes `allow_failure: exit_codes` work (PROTOCOL.md, "run").
+    /// </summary>
+    private static void WriteBuildExitCode(IRunnerEnvironment environment, int exitCode, TextWriter log)
+    {
+        var path = environment.Get(RunnerVariables.BuildExitCodeFile);
+        if (string.IsNullOrEmpty(path))
+            return;
+        try
+        {
+            File.WriteAllText(path, exitCode.ToString(CultureInfo.InvariantCulture) + "\n");
+        }
+        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+        {
+            log.WriteLine($"WARNING: could not write {RunnerVariables.BuildExitCodeFile} '{path}': {error.Message}");
+        }
+    }
+}

@@ -1,0 +1,4 @@
+using GpuExecutor;
+using GpuExecutor.Protocol;
+
+return await CommandLine.RunAsync(args, ProcessRunnerEnvironment.Instance);

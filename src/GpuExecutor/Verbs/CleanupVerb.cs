@@ -1,0 +1,64 @@
+using GpuExecutor.Containers;
+using GpuExecutor.Jobs;
+using GpuExecutor.Outcomes;
+using GpuExecutor.Protocol;
+
+namespace GpuExecutor.Verbs;
+
+/// <summary>
+/// `cleanup`: remove the job's containers by label. It runs on its own timeout, not the job's
+/// (the runner calls it after cancel and timeout too), treats not-found as done, and one failed
+/// removal does not stop the others. Its exit code never changes the job's status.
+/// </summary>
+public static class CleanupVerb
+{
+    public static async Task<int> RunAsync(VerbContext context)
+    {
+        var config = context.Config;
+        var job = JobIdentity.From(JobPayloadReader.Read(context.Environment));
+        using var timeout = new CancellationTokenSource(config.Cleanup.Timeout);
+        using var driver = new DockerContainerDriver(config.Docker.Endpoint);
+
+        var failures = new List<string>();
+        try
+        {
+            var containers = await driver.FindAsync(JobLabels.SelectJob(job.JobId), timeout.Token);
+            var removals = containers.Select(async container =>
+            {
+                try
+                {
+                    await driver.RemoveAsync(container.Id, timeout.Token);
+                    context.Log.WriteLine($"Removed {container.Name}.");
+                }
+                catch (Exception error) when (error is ContainerEngineException or OperationCanceledException)
+                {
+                    lock (failures)
+                        failures.Add($"{container.Name}: {error.Message}");
+                }
+            });
+            await Task.WhenAll(removals);
+        }
+        catch (Exception error) when (error is ContainerEngineException or OperationCanceledException)
+        {
+            failures.Add(error.Message);
+        }
+
+        if (config.Cleanup.RemoveBuildsDir)
+        {
+            var buildsDir = JobWorkspace.For(config, job).BuildsHostDir;
+            try
+            {
+                if (Directory.Exists(buildsDir))
+                    Directory.Delete(buildsDir, recursive: true);
+            }
+            catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+            {
+                failures.Add($"builds directory {buildsDir}: {error.Message}");
+            }
+        }
+
+        if (failures.Count > 0)
+            throw new SystemFailureException($"cleanup of job {job.JobId} left work undone (gc will retry): {string.Join("; ", failures)}");
+        return ExitCodes.Success;
+    }
+}

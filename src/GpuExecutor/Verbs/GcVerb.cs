@@ -1,0 +1,57 @@
+using GpuExecutor.Containers;
+using GpuExecutor.Jobs;
+
+namespace GpuExecutor.Verbs;
+
+/// <summary>
+/// `gc`: the janitor for what cleanup never got to (runner killed, host rebooted). A managed
+/// container is long gone once its job's deadline (start + timeout, on its labels) plus
+/// cleanup.gc_grace_seconds has passed: the runner would have killed the job by then.
+/// </summary>
+public static class GcVerb
+{
+    /// <summary>For containers without a readable deadline label: older than this is long gone.</summary>
+    private static readonly TimeSpan FallbackMaximumAge = TimeSpan.FromDays(31);
+
+    public static async Task<int> RunAsync(VerbContext context, TextWriter stdout)
+    {
+        var config = context.Config;
+        var now = DateTimeOffset.UtcNow;
+        using var driver = new DockerContainerDriver(config.Docker.Endpoint);
+        var managed = await driver.FindAsync(JobLabels.SelectManaged(), context.Stop);
+
+        var liveJobIds = new HashSet<long>();
+        var removed = 0;
+        foreach (var container in managed)
+        {
+            var expiry = (JobLabels.ReadDeadline(container.Labels) ?? container.Created + FallbackMaximumAge) + config.Cleanup.GcGracePeriod;
+            if (now < expiry)
+            {
+                if (container.Labels.TryGetValue(JobLabels.JobId, out var jobIdText) && long.TryParse(jobIdText, out var jobId))
+                    liveJobIds.Add(jobId);
+                continue;
+            }
+            await driver.RemoveAsync(container.Id, context.Stop);
+            stdout.WriteLine($"removed container {container.Name} (job deadline passed {now - expiry + config.Cleanup.GcGracePeriod:g} ago)");
+            removed++;
+        }
+
+        // Builds directories whose job has no container left and that nobody touched for the grace period.
+        if (Directory.Exists(config.Builds.HostDir))
+        {
+            foreach (var directory in new DirectoryInfo(config.Builds.HostDir).EnumerateDirectories())
+            {
+                if (JobWorkspace.JobIdOfBuildsDir(directory.Name) is not { } jobId || liveJobIds.Contains(jobId))
+                    continue;
+                if (now - directory.LastWriteTimeUtc < config.Cleanup.GcGracePeriod)
+                    continue;
+                directory.Delete(recursive: true);
+                stdout.WriteLine($"removed builds directory {directory.FullName}");
+                removed++;
+            }
+        }
+
+        stdout.WriteLine($"gc: removed {removed}, kept {liveJobIds.Count} live job(s).");
+        return ExitCodes.Success;
+    }
+}

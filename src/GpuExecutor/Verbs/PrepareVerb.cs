@@ -1,0 +1,118 @@
+using GpuExecutor.Configuration;
+using GpuExecutor.Containers;
+using GpuExecutor.Images;
+using GpuExecutor.Jobs;
+using GpuExecutor.JobLog;
+using GpuExecutor.Outcomes;
+using GpuExecutor.Protocol;
+
+namespace GpuExecutor.Verbs;
+
+/// <summary>
+/// `prepare`: admit the job's image, pull it per policy, and start the job's containers.
+/// The runner retries preparation after calling cleanup (PROTOCOL.md, "prepare"), so this must be
+/// safe to call again for the same job: leftovers of an earlier attempt are removed first.
+/// </summary>
+public static class PrepareVerb
+{
+    public static async Task<int> RunAsync(VerbContext context)
+    {
+        var config = context.Config;
+        var log = context.Log;
+        var payload = JobPayloadReader.Read(context.Environment);
+        var job = JobIdentity.From(payload);
+        var image = ResolveImage(config, payload);
+
+        using var driver = new DockerContainerDriver(config.Docker.Endpoint);
+        using (JobLogSection.Start(log, "gpu_executor_prepare", $"Preparing containers for job {job.JobId} (run key {job.RunKey})"))
+        {
+            foreach (var leftover in await driver.FindAsync(JobLabels.SelectJob(job.JobId), context.Stop))
+            {
+                log.WriteLine($"Removing {leftover.Name} left by an earlier attempt of this job.");
+                await driver.RemoveAsync(leftover.Id, context.Stop);
+            }
+
+            await EnsureImageAsync(driver, image, config.Images.PullPolicy, jobChoseIt: true, log, context.Stop);
+            var hasHelper = config.Images.Helper.Length > 0;
+            if (hasHelper)
+                await EnsureImageAsync(driver, config.Images.Helper, config.Images.PullPolicy, jobChoseIt: false, log, context.Stop);
+
+            var workspace = JobWorkspace.For(config, job);
+            Directory.CreateDirectory(workspace.BuildsHostDir);
+            Directory.CreateDirectory(workspace.CacheHostDir);
+
+            var startedAt = DateTimeOffset.UtcNow;
+            var jobContainer = await StartAsync(driver, config, job, workspace, JobContainerNames.JobRole, image, startedAt, context.Stop);
+            log.WriteLine($"Job container {jobContainer} runs {image}.");
+            if (hasHelper)
+            {
+                var helperContainer = await StartAsync(driver, config, job, workspace, JobContainerNames.HelperRole, config.Images.Helper, startedAt, context.Stop);
+                log.WriteLine($"Helper container {helperContainer} runs {config.Images.Helper} for sources, caches and artifacts.");
+            }
+        }
+        return ExitCodes.Success;
+    }
+
+    private static string ResolveImage(ExecutorConfig config, JobPayload payload)
+    {
+        // The payload, not CUSTOM_ENV_CI_JOB_IMAGE, is the trusted source for the image.
+        var image = payload.Image?.Name is { Length: > 0 } named ? named : config.Images.Default;
+        if (image.Length == 0)
+            throw new BuildFailureException("the job names no image and the runner has no images.default; add `image:` to the job.");
+        if (!ImageReference.IsValid(image))
+            throw new BuildFailureException($"'{image}' is not a valid image reference.");
+
+        var allowlist = new ImageAllowlist(config.Images.Allowed);
+        if (allowlist.FindAdmittingPattern(image) is null)
+            throw new BuildFailureException(
+                $"image '{image}' is not allowed on this runner: it matches no pattern of images.allowed " +
+                $"[{string.Join(", ", allowlist.Patterns.Select(pattern => $"\"{pattern}\""))}]. Use an allowed image or ask the runner's admin to add a pattern.");
+        return image;
+    }
+
+    private static async Task EnsureImageAsync(IContainerDriver driver, string image, PullPolicy policy, bool jobChoseIt, TextWriter log, CancellationToken cancellationToken)
+    {
+        if (policy != PullPolicy.Always && await driver.ImageExistsAsync(image, cancellationToken))
+            return;
+        if (policy == PullPolicy.Never)
+        {
+            var message = $"image '{image}' is not on this host and images.pull_policy is \"never\".";
+            throw jobChoseIt ? new BuildFailureException(message) : new SystemFailureException(message);
+        }
+
+        log.WriteLine($"Pulling {image} (images.pull_policy = \"{(policy == PullPolicy.Always ? "always" : "if-not-present")}\")...");
+        try
+        {
+            await driver.PullImageAsync(image, line => log.WriteLine($"  {line}"), cancellationToken);
+        }
+        catch (ImageUnavailableException error)
+        {
+            // The job chose the image, so a missing one is its author's to fix; the helper is the admin's.
+            throw jobChoseIt ? new BuildFailureException(error.Message, inner: error) : new SystemFailureException(error.Message, error);
+        }
+    }
+
+    private static async Task<string> StartAsync(
+        IContainerDriver driver,
+        ExecutorConfig config,
+        JobIdentity job,
+        JobWorkspace workspace,
+        string role,
+        string image,
+        DateTimeOffset startedAt,
+        CancellationToken cancellationToken)
+    {
+        var name = JobContainerNames.For(job.JobId, role);
+        var spec = new ContainerSpec(
+            name,
+            image,
+            IdleInit.Command,
+            JobLabels.For(job, role, startedAt),
+            workspace.Mounts(config),
+            new Dictionary<string, string>(),
+            config.Container,
+            WorkingDir: null);
+        await driver.CreateAndStartAsync(spec, cancellationToken);
+        return name;
+    }
+}
