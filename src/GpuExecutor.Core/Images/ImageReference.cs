@@ -13,7 +13,21 @@ public static partial class ImageReference
         @"(?:@(?<digest>sha256:[a-f0-9]{64}))?$")]
     private static partial Regex Grammar();
 
-    public static bool IsValid(string reference) => reference.Length <= 512 && Grammar().IsMatch(reference);
+    public static bool IsValid(string reference)
+    {
+        if (reference.Length > 512)
+            return false;
+        var match = Grammar().Match(reference);
+        if (!match.Success)
+            return false;
+        // A first component that is not a registry host is a lowercase repository namespace.
+        var first = match.Groups["registry"];
+        return !first.Success || IsRegistryHost(first.Value) || first.Value == first.Value.ToLowerInvariant();
+    }
+
+    /// <summary>Only a first component with a dot or a port, or "localhost", names a registry.</summary>
+    private static bool IsRegistryHost(string component) =>
+        component.Contains('.') || component.Contains(':') || component == "localhost";
 
     /// <summary>
     /// The reference with ":latest" added when it has neither tag nor digest. The pull API takes
@@ -46,20 +60,27 @@ public static partial class ImageReference
 
         var registry = match.Groups["registry"].Success ? match.Groups["registry"].Value : null;
         var path = match.Groups["path"].Value;
-        // Only a first component with a dot or port, or "localhost", is a registry; otherwise
-        // it is a Docker Hub namespace ("nvidia/cuda").
-        var isRegistry = registry is not null && (registry.Contains('.') || registry.Contains(':') || registry == "localhost");
-        if (registry is not null && !isRegistry)
+        if (registry is not null && !IsRegistryHost(registry))
         {
+            // "nvidia/cuda": a Docker Hub namespace, not a registry.
             path = registry + "/" + path;
             registry = null;
         }
 
-        var qualified = registry is null
-            ? $"docker.io/{(path.Contains('/') ? path : "library/" + path)}{suffix}"
-            : $"{registry}/{path}{suffix}";
+        string qualified, familiar;
+        if (registry is null or "docker.io" or "index.docker.io" or "registry-1.docker.io")
+        {
+            var hubPath = path.Contains('/') ? path : "library/" + path;
+            qualified = $"docker.io/{hubPath}{suffix}";
+            familiar = (hubPath.StartsWith("library/", StringComparison.Ordinal) ? hubPath["library/".Length..] : hubPath) + suffix;
+        }
+        else
+        {
+            qualified = familiar = $"{registry}/{path}{suffix}";
+        }
+
         var written = reference[..(match.Groups["path"].Index + match.Groups["path"].Length)] + suffix;
-        foreach (var form in new[] { written, qualified })
+        foreach (var form in new[] { written, familiar, qualified })
         {
             if (!forms.Contains(form))
                 forms.Add(form);

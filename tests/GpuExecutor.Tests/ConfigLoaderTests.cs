@@ -1,0 +1,162 @@
+using GpuExecutor.Configuration;
+using GpuExecutor.Outcomes;
+
+namespace GpuExecutor.Tests;
+
+public sealed class ConfigLoaderTests
+{
+    private const string FullConfig = """
+        state_dir = "/srv/gpu-executor"
+
+        [docker]
+        endpoint = "unix:///run/docker.sock"
+
+        [images]
+        default = "nvcr.io/nvidia/pytorch:24.05-py3"
+        allowed = ["nvcr.io/nvidia/**", "pytorch/pytorch:*"]
+        pull_policy = "always"
+        helper = "registry.gitlab.com/gitlab-org/gitlab-runner/gitlab-runner-helper:x86_64-v17.0.0"
+
+        [builds]
+        host_dir = "/srv/builds/"
+        container_dir = "/builds"
+
+        [cache]
+        host_dir = "/srv/cache"
+        container_dir = "/cache"
+
+        [container]
+        shm_size = "16g"
+        network_mode = "bridge"
+        cpus = 7.5
+        memory = "64g"
+
+        [container.ulimits]
+        memlock = -1
+        stack = 67108864
+        nofile = "1024:65536"
+
+        [run]
+        stop_grace_seconds = 45
+        stop_signal = "SIGUSR1"
+
+        [cleanup]
+        timeout_seconds = 90
+        gc_grace_seconds = 600
+        remove_builds_dir = false
+        """;
+
+    [Fact]
+    public void Every_key_of_a_full_config_is_read()
+    {
+        var config = ConfigLoader.Parse(FullConfig, "test.toml");
+
+        Assert.Equal("/srv/gpu-executor", config.StateDir);
+        Assert.Equal("unix:///run/docker.sock", config.Docker.Endpoint);
+        Assert.Equal("nvcr.io/nvidia/pytorch:24.05-py3", config.Images.Default);
+        Assert.Equal(["nvcr.io/nvidia/**", "pytorch/pytorch:*"], config.Images.Allowed);
+        Assert.Equal(PullPolicy.Always, config.Images.PullPolicy);
+        Assert.StartsWith("registry.gitlab.com/", config.Images.Helper);
+        Assert.Equal(new MountSettings("/srv/builds", "/builds"), config.Builds);
+        Assert.Equal(new MountSettings("/srv/cache", "/cache"), config.Cache);
+        Assert.Equal(16L << 30, config.Container.ShmSizeBytes);
+        Assert.Equal("bridge", config.Container.NetworkMode);
+        Assert.Equal(7.5, config.Container.Cpus);
+        Assert.Equal(64L << 30, config.Container.MemoryBytes);
+        Assert.Contains(new Ulimit("memlock", -1, -1), config.Container.Ulimits);
+        Assert.Contains(new Ulimit("stack", 67108864, 67108864), config.Container.Ulimits);
+        Assert.Contains(new Ulimit("nofile", 1024, 65536), config.Container.Ulimits);
+        Assert.Equal(TimeSpan.FromSeconds(45), config.Run.StopGracePeriod);
+        Assert.Equal("USR1", config.Run.StopSignal);
+        Assert.Equal(TimeSpan.FromSeconds(90), config.Cleanup.Timeout);
+        Assert.Equal(TimeSpan.FromSeconds(600), config.Cleanup.GcGracePeriod);
+        Assert.False(config.Cleanup.RemoveBuildsDir);
+    }
+
+    [Fact]
+    public void An_empty_config_gives_the_documented_defaults()
+    {
+        var config = ConfigLoader.Parse("", "empty.toml");
+
+        Assert.Equal("/var/lib/gpu-executor", config.StateDir);
+        Assert.Equal("unix:///var/run/docker.sock", config.Docker.Endpoint);
+        Assert.Equal(PullPolicy.IfNotPresent, config.Images.PullPolicy);
+        Assert.Empty(config.Images.Allowed);
+        Assert.Equal("/builds", config.Builds.ContainerDir);
+        Assert.Equal(TimeSpan.FromSeconds(30), config.Run.StopGracePeriod);
+    }
+
+    [Theory]
+    [InlineData("[images]\npull_policy = \"sometimes\"", "images.pull_policy")]
+    [InlineData("[images]\nallowed = \"ubuntu\"", "images.allowed")]
+    [InlineData("[images]\nallowed = [\"ubuntu\", \"bad pattern!\"]", "images.allowed[1]")]
+    [InlineData("[images]\ndefault = \"UPPER/case\"", "images.default")]
+    [InlineData("[builds]\nhost_dir = \"relative/builds\"", "builds.host_dir")]
+    [InlineData("[builds]\nhost_dir = \"/srv/../etc\"", "builds.host_dir")]
+    [InlineData("[cache]\ncontainer_dir = \"/builds\"", "cache.container_dir")]
+    [InlineData("[docker]\nendpoint = \"ftp://host\"", "docker.endpoint")]
+    [InlineData("[container]\nshm_size = \"lots\"", "container.shm_size")]
+    [InlineData("[container]\nipc_mode = \"host\"\nshm_size = \"1g\"", "container.shm_size")]
+    [InlineData("[container]\nipc_mode = \"sideways\"", "container.ipc_mode")]
+    [InlineData("[container]\ncpus = 0", "container.cpus")]
+    [InlineData("[container]\nmemory = \"1m\"", "container.memory")]
+    [InlineData("[container]\nnetwork_mode = \"bad name!\"", "container.network_mode")]
+    [InlineData("[container.ulimits]\nmemlok = 1", "container.ulimits.memlok")]
+    [InlineData("[container.ulimits]\nnofile = \"2048:1024\"", "container.ulimits.nofile")]
+    [InlineData("[run]\nstop_signal = \"KILL\"", "run.stop_signal")]
+    [InlineData("[run]\nstop_grace_seconds = -1", "run.stop_grace_seconds")]
+    [InlineData("[cleanup]\nremove_builds_dir = \"yes\"", "cleanup.remove_builds_dir")]
+    [InlineData("statedir = \"/x\"", "statedir")]
+    [InlineData("[images]\npul_policy = \"never\"", "images.pul_policy")]
+    [InlineData("docker = 3", "docker")]
+    public void A_bad_value_is_refused_with_an_error_naming_its_key(string toml, string key)
+    {
+        var error = Assert.Throws<ConfigurationException>(() => ConfigLoader.Parse(toml, "bad.toml"));
+
+        Assert.Equal(key, error.Key);
+        Assert.StartsWith($"config key '{key}':", error.Message);
+    }
+
+    [Fact]
+    public void Invalid_toml_is_a_system_failure_that_names_the_file()
+    {
+        var error = Assert.Throws<SystemFailureException>(() => ConfigLoader.Parse("[images\nx = = 1", "/etc/gpu-executor/config.toml"));
+
+        Assert.Contains("/etc/gpu-executor/config.toml", error.Message);
+        Assert.Contains("not valid TOML", error.Message);
+    }
+
+    [Fact]
+    public void A_missing_config_file_says_how_to_point_at_one()
+    {
+        var error = Assert.Throws<SystemFailureException>(() => ConfigLoader.LoadFile("/nonexistent/gpu-executor.toml"));
+
+        Assert.Contains("/nonexistent/gpu-executor.toml", error.Message);
+        Assert.Contains("--config", error.Message);
+    }
+
+    [Fact]
+    public void The_example_config_in_the_repository_is_valid()
+    {
+        var example = Path.Combine(RepositoryRoot.Path, "config.toml.example");
+        var text = File.ReadAllText(example);
+        // The runner's own [[runners]] section lives in the same file as a comment block; only
+        // the executor's part is TOML for us.
+        var config = ConfigLoader.Parse(text, example);
+
+        Assert.NotEmpty(config.Images.Allowed);
+    }
+}
+
+internal static class RepositoryRoot
+{
+    public static string Path { get; } = Find();
+
+    private static string Find()
+    {
+        var directory = new DirectoryInfo(AppContext.BaseDirectory);
+        while (directory is not null && !File.Exists(System.IO.Path.Combine(directory.FullName, "GpuExecutor.sln")))
+            directory = directory.Parent;
+        return directory?.FullName ?? throw new InvalidOperationException("GpuExecutor.sln not found above the test binaries.");
+    }
+}
