@@ -45,7 +45,8 @@ public static class RunnerScriptBuilder
     /// </summary>
     public static IEnumerable<string> PlaceSources(string? sourceDirectory)
     {
-        yield return "echo " + BashQuoting.AnsiC("Fetching changes (simulated: files from the job's sources directory)...");
+        // Names the container it runs in, so tests can tell the helper from the job container.
+        yield return "echo \"Fetching changes (simulated) in ${HOSTNAME}...\"";
         if (sourceDirectory is null)
             yield break;
         var root = Path.GetFullPath(sourceDirectory);

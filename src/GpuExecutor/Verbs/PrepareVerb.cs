@@ -112,7 +112,8 @@ public static class PrepareVerb
             new Dictionary<string, string>(),
             config.Container,
             WorkingDir: null);
-        await driver.CreateAndStartAsync(spec, cancellationToken);
-        return name;
+        var id = await driver.CreateAndStartAsync(spec, cancellationToken);
+        // The short id is also the container's hostname, which is what a job's log shows.
+        return $"{name} ({id[..Math.Min(12, id.Length)]})";
     }
 }

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The demo: a training-style job (examples/train-job) driven through gpu-executor by the
+# runner simulator, on a private local dockerd, exactly as GitLab Runner would drive it.
+# Sets up everything a fresh machine lacks, and stops the daemon afterwards.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# A daemon of its own, so the demo and a test run can share the machine.
+export GPU_EXECUTOR_TESTBED_DIR="${GPU_EXECUTOR_DEMO_DIR:-/tmp/gpu-executor-demo}"
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+
+scripts/testbed.sh install
+trap 'scripts/testbed.sh stop' EXIT
+env_file="$(scripts/testbed.sh start)"
+# shellcheck disable=SC1090
+source "$env_file"
+
+echo "== publishing gpu-executor (NativeAOT)" >&2
+binary="$PWD/$(scripts/publish.sh)"
+
+work="$GPU_EXECUTOR_TESTBED_DIR/demo"
+mkdir -p "$work"
+cat > "$work/config.toml" <<TOML
+# Written by scripts/demo.sh: the local test bed stands in for a GPU host.
+state_dir = "$work/state"
+[docker]
+endpoint = "$DOCKER_HOST"
+[images]
+default = "$GPU_EXECUTOR_TEST_IMAGE"
+allowed = ["gpu-executor-test/*"]
+pull_policy = "never"
+helper = "$GPU_EXECUTOR_TEST_IMAGE"
+[builds]
+host_dir = "$work/builds"
+container_dir = "/builds"
+[cache]
+host_dir = "$work/cache"
+container_dir = "/cache"
+[container]
+shm_size = "256m"
+[run]
+stop_grace_seconds = 10
+[cleanup]
+remove_builds_dir = false
+TOML
+
+echo "== gpu-executor simulate examples/train-job/job.json" >&2
+status=0
+"$binary" --config "$work/config.toml" simulate examples/train-job/job.json --result "$work/result.json" "$@" || status=$?
+echo
+echo "The job's files stay on the host under $work/builds; the simulator's record is $work/result.json."
+exit "$status"

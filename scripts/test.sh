@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The test command: sets up everything a fresh machine lacks, runs every test, tears down.
+#   - installs docker.io, busybox-static, bash-static (scripts/testbed.sh install)
+#   - starts a private dockerd and builds the local test image (no registry needed)
+#   - publishes the NativeAOT binary that the end-to-end tests drive
+#   - runs the unit and integration test projects
+#   - stops the daemon on exit, pass or fail
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export GPU_EXECUTOR_TESTBED_DIR="${GPU_EXECUTOR_TESTBED_DIR:-/tmp/gpu-executor-testbed}"
+export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
+
+scripts/testbed.sh install
+trap 'scripts/testbed.sh stop' EXIT
+env_file="$(scripts/testbed.sh start)"
+# shellcheck disable=SC1090
+source "$env_file"
+
+echo "== publishing the NativeAOT binary" >&2
+export GPU_EXECUTOR_BINARY="$PWD/$(scripts/publish.sh)"
+# Under this script a missing test bed is a failure, never a silent skip.
+export GPU_EXECUTOR_REQUIRE_TESTBED=1
+
+echo "== running the tests" >&2
+log="$(mktemp)"
+status=0
+dotnet test GpuExecutor.sln -c Release --nologo 2>&1 | tee "$log" || status=$?
+
+# One closing line in the plain 'N passed, N failed' form, summed over the test projects.
+awk '/(Passed|Failed)! +- +Failed:/ {
+       gsub(",", ""); for (i = 1; i <= NF; i++) {
+         if ($i == "Failed:") failed += $(i+1); if ($i == "Passed:") passed += $(i+1); if ($i == "Skipped:") skipped += $(i+1) } }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", passed, failed, skipped }' "$log"
+rm -f "$log"
+exit "$status"

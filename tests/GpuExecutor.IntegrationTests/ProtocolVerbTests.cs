@@ -1,0 +1,179 @@
+using System.Text.Json;
+
+namespace GpuExecutor.IntegrationTests;
+
+/// <summary>The protocol verbs called directly, as the runner would, with a hand-made environment.</summary>
+public sealed class ProtocolVerbTests
+{
+    private static Dictionary<string, string?> RunnerEnvironment(string directory, string? responseFile) => new()
+    {
+        ["TMPDIR"] = directory,
+        ["BUILD_FAILURE_EXIT_CODE"] = "1",
+        ["SYSTEM_FAILURE_EXIT_CODE"] = "2",
+        ["BUILD_EXIT_CODE_FILE"] = Path.Combine(directory, "build_exit_code"),
+        ["JOB_RESPONSE_FILE"] = responseFile,
+    };
+
+    private static string WritePayload(string directory, long jobId)
+    {
+        var path = Path.Combine(directory, $"response-{jobId}.json");
+        var payload = new
+        {
+            id = jobId,
+            job_info = new { name = "train", project_id = 3, project_full_path = "ml/demo", pipeline_id = 9 },
+            git_info = new { @ref = "main" },
+            runner_info = new { timeout = 600 },
+            image = new { name = Testbed.TestImage },
+        };
+        File.WriteAllText(path, JsonSerializer.Serialize(payload));
+        return path;
+    }
+
+    [Fact]
+    public async Task Config_prints_only_the_runners_json_on_stdout()
+    {
+        using var workspace = new ExecutorWorkspace();
+
+        var (exitCode, stdout, _) = await workspace.CallVerbAsync(RunnerEnvironment(workspace.Root, null), "config");
+
+        Assert.Equal(0, exitCode);
+        using var json = JsonDocument.Parse(stdout);
+        var root = json.RootElement;
+        Assert.Equal("/builds", root.GetProperty("builds_dir").GetString());
+        Assert.Equal("/cache", root.GetProperty("cache_dir").GetString());
+        Assert.False(root.GetProperty("builds_dir_is_shared").GetBoolean());
+        Assert.False(string.IsNullOrEmpty(root.GetProperty("hostname").GetString()));
+        Assert.Equal("gpu-executor", root.GetProperty("driver").GetProperty("name").GetString());
+        Assert.Matches(@"^\d+\.\d+\.\d+", root.GetProperty("driver").GetProperty("version").GetString());
+        Assert.Equal("bash", root.GetProperty("shell").GetString());
+        Assert.Equal(JsonValueKind.Object, root.GetProperty("job_env").ValueKind);
+    }
+
+    [Fact]
+    public async Task A_bad_config_is_a_system_failure_whose_message_names_the_key()
+    {
+        using var workspace = new ExecutorWorkspace();
+        File.AppendAllText(workspace.ConfigPath, "\n[gpus]\ncount = 2\n");
+
+        var (exitCode, stdout, stderr) = await workspace.CallVerbAsync(RunnerEnvironment(workspace.Root, null), "config");
+
+        Assert.Equal(2, exitCode);
+        Assert.Equal("", stdout);
+        Assert.Contains("config key 'gpus'", stderr);
+    }
+
+    [Theory]
+    [InlineData("prepare")]
+    [InlineData("cleanup")]
+    public async Task A_missing_job_response_file_is_a_system_failure_that_says_which(string verb)
+    {
+        using var workspace = new ExecutorWorkspace();
+
+        var unset = await workspace.CallVerbAsync(RunnerEnvironment(workspace.Root, null), verb);
+        var absent = await workspace.CallVerbAsync(RunnerEnvironment(workspace.Root, Path.Combine(workspace.Root, "nope.json")), verb);
+
+        Assert.Equal(2, unset.ExitCode);
+        Assert.Contains("JOB_RESPONSE_FILE is not set", unset.Stderr);
+        Assert.Equal(2, absent.ExitCode);
+        Assert.Contains("nope.json' cannot be read", absent.Stderr);
+    }
+
+    [Fact]
+    public async Task A_malformed_job_response_file_is_a_system_failure_that_says_which()
+    {
+        using var workspace = new ExecutorWorkspace();
+        var malformed = Path.Combine(workspace.Root, "response.json");
+        File.WriteAllText(malformed, "{\"id\": 12, \"variables\": [");
+        var script = Path.Combine(workspace.Root, "script");
+        File.WriteAllText(script, "true\n");
+
+        var run = await workspace.CallVerbAsync(RunnerEnvironment(workspace.Root, malformed), "run", script, "build_script");
+
+        Assert.Equal(2, run.ExitCode);
+        Assert.Contains($"JOB_RESPONSE_FILE '{malformed}' is not a valid job payload", run.Stderr);
+    }
+
+    [Fact]
+    public async Task Prepare_is_safe_to_repeat_and_run_reports_the_real_exit_code_through_the_file()
+    {
+        using var workspace = new ExecutorWorkspace();
+        const long jobId = 7201;
+        var environment = RunnerEnvironment(workspace.Root, WritePayload(workspace.Root, jobId));
+        try
+        {
+            Assert.Equal(0, (await workspace.CallVerbAsync(environment, "prepare")).ExitCode);
+            Assert.Equal(0, (await workspace.CallVerbAsync(environment, "prepare")).ExitCode);
+
+            var containers = await Testbed.DockerAsync("ps", "--format", "{{.Names}}", "--filter", $"label=io.gpu-executor.job.id={jobId}");
+            Assert.Equal(["gpu-executor-7201-helper", "gpu-executor-7201-job"], containers.Split('\n', StringSplitOptions.RemoveEmptyEntries).Order());
+            var labels = await Testbed.DockerAsync("inspect", "--format", "{{json .Config.Labels}}", "gpu-executor-7201-job");
+            using (var json = JsonDocument.Parse(labels))
+            {
+                var label = json.RootElement;
+                Assert.Equal("true", label.GetProperty("io.gpu-executor.managed").GetString());
+                Assert.Equal("3", label.GetProperty("io.gpu-executor.project.id").GetString());
+                Assert.Equal("9", label.GetProperty("io.gpu-executor.pipeline.id").GetString());
+                Assert.StartsWith("run-", label.GetProperty("io.gpu-executor.run-key").GetString());
+                var started = long.Parse(label.GetProperty("io.gpu-executor.started-at").GetString()!);
+                Assert.Equal(started + 600, long.Parse(label.GetProperty("io.gpu-executor.deadline").GetString()!));
+            }
+
+            var script = Path.Combine(workspace.Root, "script");
+            File.WriteAllText(script, "echo to-stdout; echo to-stderr >&2; exit 7\n");
+            var run = await workspace.CallVerbAsync(environment, "run", script, "build_script");
+
+            Assert.Equal(1, run.ExitCode);
+            Assert.Equal("to-stdout\n", run.Stdout);
+            Assert.Equal("to-stderr\n", run.Stderr);
+            Assert.Equal("7", File.ReadAllText(Path.Combine(workspace.Root, "build_exit_code")).Trim());
+        }
+        finally
+        {
+            var cleanup = await workspace.CallVerbAsync(environment, "cleanup");
+            Assert.Equal(0, cleanup.ExitCode);
+        }
+        Assert.Equal(0, (await workspace.CallVerbAsync(environment, "cleanup")).ExitCode);
+        Assert.Equal("", await Testbed.DockerAsync("ps", "-aq", "--filter", $"label=io.gpu-executor.job.id={jobId}"));
+    }
+
+    [Fact]
+    public async Task Run_in_a_container_that_is_gone_is_a_system_failure()
+    {
+        using var workspace = new ExecutorWorkspace();
+        var environment = RunnerEnvironment(workspace.Root, WritePayload(workspace.Root, 7202));
+        var script = Path.Combine(workspace.Root, "script");
+        File.WriteAllText(script, "true\n");
+
+        var run = await workspace.CallVerbAsync(environment, "run", script, "build_script");
+
+        Assert.Equal(2, run.ExitCode);
+        Assert.Contains("gpu-executor-7202-job", run.Stderr);
+        Assert.False(File.Exists(Path.Combine(workspace.Root, "build_exit_code")));
+    }
+
+    [Fact]
+    public async Task Gc_removes_managed_containers_past_their_deadline_and_keeps_live_ones()
+    {
+        using var workspace = new ExecutorWorkspace(extraConfig: "");
+        var suffix = Guid.NewGuid().ToString("N")[..8];
+        var expired = $"gc-expired-{suffix}";
+        var live = $"gc-live-{suffix}";
+        var farFuture = DateTimeOffset.UtcNow.AddDays(1).ToUnixTimeSeconds().ToString();
+        await Testbed.DockerAsync("create", "--name", expired, "--label", "io.gpu-executor.managed=true", "--label", "io.gpu-executor.deadline=1000", Testbed.TestImage, "true");
+        await Testbed.DockerAsync("create", "--name", live, "--label", "io.gpu-executor.managed=true", "--label", $"io.gpu-executor.deadline={farFuture}", Testbed.TestImage, "true");
+        try
+        {
+            var gc = await workspace.CallVerbAsync(new Dictionary<string, string?>(), "gc");
+
+            Assert.Equal(0, gc.ExitCode);
+            Assert.Contains($"removed container {expired}", gc.Stdout);
+            var remaining = await Testbed.DockerAsync("ps", "-a", "--format", "{{.Names}}");
+            Assert.DoesNotContain(expired, remaining);
+            Assert.Contains(live, remaining);
+        }
+        finally
+        {
+            await Testbed.DockerAsync("rm", "-f", live);
+        }
+    }
+}

@@ -1,0 +1,188 @@
+using System.Diagnostics;
+using System.Text;
+using System.Text.Json;
+using GpuExecutor.Simulation;
+
+namespace GpuExecutor.IntegrationTests;
+
+/// <summary>
+/// The real parts these tests drive: the dockerd started by scripts/testbed.sh (DOCKER_HOST), the
+/// local bash test image, and the published gpu-executor binary. scripts/test.sh sets all three.
+/// </summary>
+public static class Testbed
+{
+    public static string DockerHost => Environment.GetEnvironmentVariable("DOCKER_HOST") ?? "";
+    public static string TestImage => Environment.GetEnvironmentVariable("GPU_EXECUTOR_TEST_IMAGE") ?? "gpu-executor-test/bash:1";
+    public static string Binary => Environment.GetEnvironmentVariable("GPU_EXECUTOR_BINARY") ?? Path.Combine(RepositoryRoot, "artifacts", "bin", "gpu-executor");
+
+    public static string RepositoryRoot { get; } = FindRepositoryRoot();
+
+    /// <summary>
+    /// Skips (with the reason) when run outside the test bed, e.g. a bare `dotnet test`; under
+    /// scripts/test.sh, GPU_EXECUTOR_REQUIRE_TESTBED=1 turns a missing test bed into a failure.
+    /// </summary>
+    public static void Require()
+    {
+        string? missing = null;
+        if (!DockerHost.StartsWith("unix://", StringComparison.Ordinal))
+            missing = "DOCKER_HOST is not set to the test bed's socket";
+        else if (!File.Exists(Binary))
+            missing = $"the published binary {Binary} does not exist";
+        if (missing is null)
+            return;
+        var reason = $"needs the test bed ({missing}); run scripts/test.sh";
+        if (Environment.GetEnvironmentVariable("GPU_EXECUTOR_REQUIRE_TESTBED") == "1")
+            Assert.Fail(reason);
+        Assert.Skip(reason);
+    }
+
+    /// <summary>The Docker CLI, to check the daemon's state independently of the executor.</summary>
+    public static async Task<string> DockerAsync(params string[] arguments)
+    {
+        var (exitCode, stdout, stderr) = await RunAsync("docker", ["--host", DockerHost, .. arguments], null, null);
+        if (exitCode != 0)
+            throw new InvalidOperationException($"docker {string.Join(' ', arguments)} failed ({exitCode}): {stderr}");
+        return stdout;
+    }
+
+    public static async Task<(int ExitCode, string Stdout, string Stderr)> RunAsync(
+        string program,
+        IEnumerable<string> arguments,
+        IReadOnlyDictionary<string, string?>? environment,
+        string? workingDirectory,
+        TimeSpan? timeout = null)
+    {
+        var start = new ProcessStartInfo(program)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            RedirectStandardInput = true,
+            UseShellExecute = false,
+            WorkingDirectory = workingDirectory ?? Environment.CurrentDirectory,
+        };
+        foreach (var argument in arguments)
+            start.ArgumentList.Add(argument);
+        foreach (var (key, value) in environment ?? new Dictionary<string, string?>())
+        {
+            if (value is null)
+                start.Environment.Remove(key);
+            else
+                start.Environment[key] = value;
+        }
+
+        using var process = Process.Start(start)!;
+        process.StandardInput.Close();
+        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stderr = process.StandardError.ReadToEndAsync();
+        using var limit = new CancellationTokenSource(timeout ?? TimeSpan.FromMinutes(3));
+        try
+        {
+            await process.WaitForExitAsync(limit.Token);
+        }
+        catch (OperationCanceledException)
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"{program} {string.Join(' ', arguments)} did not finish in time; output so far: {await stdout}");
+        }
+        return (process.ExitCode, await stdout, await stderr);
+    }
+
+    private static string FindRepositoryRoot()
+    {
+        var directory = new DirectoryInfo(AppContext.BaseDirectory);
+        while (directory is not null && !File.Exists(Path.Combine(directory.FullName, "GpuExecutor.sln")))
+            directory = directory.Parent;
+        return directory?.FullName ?? throw new InvalidOperationException("GpuExecutor.sln not found above the test binaries.");
+    }
+}
+
+/// <summary>One test's private executor setup: a config, builds and cache dirs, all in a temp dir.</summary>
+public sealed class ExecutorWorkspace : IDisposable
+{
+    public ExecutorWorkspace(string? dockerEndpoint = null, bool removeBuildsDir = false, string allowed = "\"gpu-executor-test/*\"", string extraConfig = "")
+    {
+        Testbed.Require();
+        Root = Directory.CreateTempSubdirectory("gpu-executor-it").FullName;
+        ConfigPath = Path.Combine(Root, "config.toml");
+        File.WriteAllText(ConfigPath, $"""
+            state_dir = "{Root}/state"
+            [docker]
+            endpoint = "{dockerEndpoint ?? Testbed.DockerHost}"
+            [images]
+            default = "{Testbed.TestImage}"
+            allowed = [{allowed}]
+            pull_policy = "never"
+            helper = "{Testbed.TestImage}"
+            [builds]
+            host_dir = "{Root}/builds"
+            container_dir = "/builds"
+            [cache]
+            host_dir = "{Root}/cache"
+            container_dir = "/cache"
+            [container]
+            shm_size = "128m"
+            [container.ulimits]
+            nofile = "1024:4096"
+            [run]
+            stop_grace_seconds = 3
+            [cleanup]
+            remove_builds_dir = {(removeBuildsDir ? "true" : "false")}
+            {extraConfig}
+            """);
+    }
+
+    public string Root { get; }
+    public string ConfigPath { get; }
+
+    /// <summary>CI_PROJECT_DIR of a simulated job, as seen on the host.</summary>
+    public string ProjectDirOnHost(long jobId, string projectPath = "ml/demo") =>
+        Path.Combine(Root, "builds", $"job-{jobId}", projectPath);
+
+    public sealed record Simulation(int ExitCode, string Log, SimulationResult Result)
+    {
+        public IReadOnlyList<string> CallNames => Result.Calls.Select(call => call.Name).ToList();
+        public SimulatedCall Call(string name) => Result.Calls.Single(call => call.Name == name);
+    }
+
+    public async Task<Simulation> SimulateAsync(object job, params string[] options)
+    {
+        var jobPath = Path.Combine(Root, $"job-{Guid.NewGuid():N}.json");
+        var resultPath = jobPath + ".result.json";
+        await File.WriteAllTextAsync(jobPath, JsonSerializer.Serialize(job));
+        var (exitCode, stdout, stderr) = await Testbed.RunAsync(
+            Testbed.Binary,
+            ["--config", ConfigPath, "simulate", jobPath, "--result", resultPath, "--prepare-retry-delay", "0.2", .. options],
+            null,
+            Root);
+        var log = stdout + stderr;
+        Assert.True(File.Exists(resultPath), $"the simulator wrote no result (exit {exitCode}); its log:\n{log}");
+        var result = JsonSerializer.Deserialize(await File.ReadAllTextAsync(resultPath), SimulationJsonContext.Default.SimulationResult)!;
+        return new Simulation(exitCode, log, result);
+    }
+
+    /// <summary>Runs one protocol verb of the binary directly, with the given environment.</summary>
+    public Task<(int ExitCode, string Stdout, string Stderr)> CallVerbAsync(IReadOnlyDictionary<string, string?> environment, params string[] verb) =>
+        Testbed.RunAsync(Testbed.Binary, ["--config", ConfigPath, .. verb], environment, Root);
+
+    public void Dispose()
+    {
+        try
+        {
+            Directory.Delete(Root, recursive: true);
+        }
+        catch (IOException)
+        {
+            // Files written by root inside containers are still ours to delete as root; anything
+            // else left behind is only a temp dir.
+        }
+        catch (UnauthorizedAccessException)
+        {
+        }
+    }
+}
+
+internal static class Text
+{
+    public static string Lines(params string[] lines) => string.Join('\n', lines) + "\n";
+    public static readonly UTF8Encoding Utf8 = new(false);
+}
