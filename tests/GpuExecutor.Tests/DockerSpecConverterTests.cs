@@ -11,7 +11,7 @@ public sealed class DockerSpecConverterTests
         var spec = new ContainerSpec(
             "gpu-executor-7-job",
             "trainer:1",
-            IdleInit.Command,
+            StageServer.Command,
             new Dictionary<string, string> { [JobLabels.Managed] = "true", [JobLabels.JobId] = "7" },
             [new BindMount("/srv/builds/job-7", "/builds", false), new BindMount("/srv/data,with:odd", "/data", true)],
             new Dictionary<string, string> { ["A"] = "b=c" },
@@ -30,7 +30,7 @@ public sealed class DockerSpecConverterTests
 
         Assert.Equal("gpu-executor-7-job", request.Name);
         Assert.Equal("trainer:1", request.Image);
-        Assert.Equal(IdleInit.Command, request.Cmd);
+        Assert.Equal(StageServer.Command, request.Cmd);
         Assert.Empty(request.Entrypoint);
         Assert.Equal("true", request.Labels[JobLabels.Managed]);
         Assert.Equal(["A=b=c"], request.Env);

@@ -166,25 +166,16 @@ public sealed class DockerContainerDriver : IContainerDriver
         }
     }
 
-    public async Task<long> ExecAsync(string container, IReadOnlyList<string> command, Stream? stdin, Stream stdout, Stream stderr, CancellationToken cancellationToken)
+    public async Task<IContainerAttachment> AttachAsync(string container, CancellationToken cancellationToken)
     {
-        string execId;
-        MultiplexedStream stream;
         try
         {
-            var created = await _client.Exec.ExecCreateContainerAsync(
+            var stream = await _client.Containers.AttachContainerAsync(
                 container,
-                new ContainerExecCreateParameters
-                {
-                    AttachStdin = stdin is not null,
-                    AttachStdout = true,
-                    AttachStderr = true,
-                    Tty = false,
-                    Cmd = command.ToList(),
-                },
+                tty: false,
+                new ContainerAttachParameters { Stream = true, Stdin = true, Stdout = true, Stderr = true },
                 cancellationToken);
-            execId = created.ID;
-            stream = await _client.Exec.StartAndAttachContainerExecAsync(execId, tty: false, cancellationToken);
+            return new DockerAttachment(stream, container, this);
         }
         catch (DockerContainerNotFoundException error)
         {
@@ -192,65 +183,43 @@ public sealed class DockerContainerDriver : IContainerDriver
         }
         catch (DockerApiException error) when (error.StatusCode == HttpStatusCode.Conflict)
         {
-            throw new ContainerEngineException($"container '{container}' is not running, so nothing can be run in it: {Summarize(error.ResponseBody)}", error);
+            throw new ContainerEngineException($"container '{container}' is not running: {Summarize(error.ResponseBody)}", error);
         }
         catch (Exception error) when (IsEngineFailure(error, cancellationToken))
         {
-            throw Wrap(error, $"start a process in container '{container}'");
-        }
-
-        using (stream)
-        {
-            try
-            {
-                // Input and output move at once: a script larger than the pipe buffers would
-                // otherwise deadlock against a process that writes before reading all of it.
-                var feed = stdin is null ? Task.CompletedTask : FeedAsync(stream, stdin, cancellationToken);
-                await stream.CopyOutputToAsync(Stream.Null, stdout, stderr, cancellationToken);
-                await feed;
-            }
-            catch (Exception error) when (IsEngineFailure(error, cancellationToken))
-            {
-                throw Wrap(error, $"stream output from container '{container}'");
-            }
-        }
-
-        try
-        {
-            var inspected = await _client.Exec.InspectContainerExecAsync(execId, cancellationToken);
-            return inspected.ExitCode;
-        }
-        catch (Exception error) when (IsEngineFailure(error, cancellationToken))
-        {
-            throw Wrap(error, $"read the exit code of a process in container '{container}'");
+            throw Wrap(error, $"attach to container '{container}'");
         }
     }
 
-    private static async Task FeedAsync(MultiplexedStream stream, Stream stdin, CancellationToken cancellationToken)
+    private sealed class DockerAttachment(MultiplexedStream stream, string container, DockerContainerDriver driver) : IContainerAttachment
     {
-        var buffer = new byte[81920];
-        try
-        {
-            int read;
-            while ((read = await stdin.ReadAsync(buffer, cancellationToken)) > 0)
-                await stream.WriteAsync(buffer, 0, read, cancellationToken);
-        }
-        catch (IOException)
-        {
-            // The process exited before reading all its input (e.g. `exit 42` early in a long
-            // script); its exit code, not a broken pipe, is the outcome.
-        }
-        finally
+        public async Task WriteAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
         {
             try
             {
-                stream.CloseWrite();
+                var buffer = data.ToArray();
+                await stream.WriteAsync(buffer, 0, buffer.Length, cancellationToken);
             }
-            catch (Exception error) when (error is IOException or ObjectDisposedException or SocketException)
+            catch (Exception error) when (IsEngineFailure(error, cancellationToken) || error is ObjectDisposedException)
             {
-                // Same as above: the other side is already gone.
+                throw driver.Wrap(error, $"write to container '{container}'");
             }
         }
+
+        public async Task<AttachmentChunk> ReadAsync(byte[] buffer, CancellationToken cancellationToken)
+        {
+            try
+            {
+                var result = await stream.ReadOutputAsync(buffer, 0, buffer.Length, cancellationToken);
+                return new AttachmentChunk(result.Count, result.Target == MultiplexedStream.TargetStream.StandardError, result.EOF);
+            }
+            catch (Exception error) when (IsEngineFailure(error, cancellationToken))
+            {
+                throw driver.Wrap(error, $"read from container '{container}'");
+            }
+        }
+
+        public void Dispose() => stream.Dispose();
     }
 
     /// <summary>Which exceptions are the engine's failures (as opposed to our own cancellation or bugs).</summary>

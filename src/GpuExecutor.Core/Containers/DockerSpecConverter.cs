@@ -19,12 +19,25 @@ public static class DockerSpecConverter
             Labels = new Dictionary<string, string>(spec.Labels),
             Env = spec.Environment.Select(pair => $"{pair.Key}={pair.Value}").ToList(),
             WorkingDir = spec.WorkingDir ?? "",
+            // The stage server reads its requests from stdin, which must stay open between
+            // attaches (StdinOnce = false) for the container's whole life.
+            OpenStdin = true,
+            StdinOnce = false,
             AttachStdin = false,
             AttachStdout = false,
             AttachStderr = false,
             Tty = false,
             HostConfig = new HostConfig
             {
+                // Docker's init (tini) as PID 1 reaps the orphans that stages leave behind.
+                Init = true,
+                // Stage output also lands in the container's log; rotation keeps a training run
+                // that prints for days from filling the host's disk.
+                LogConfig = new LogConfig
+                {
+                    Type = "json-file",
+                    Config = new Dictionary<string, string> { ["max-size"] = "64m", ["max-file"] = "2" },
+                },
                 // Structured mounts, not "src:dst" strings: a path with ':' or ',' cannot change meaning.
                 Mounts = spec.Mounts
                     .Select(mount => new Mount

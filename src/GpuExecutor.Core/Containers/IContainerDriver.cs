@@ -27,12 +27,22 @@ public interface IContainerDriver : IDisposable
     Task<bool?> IsRunningAsync(string idOrName, CancellationToken cancellationToken);
 
     /// <summary>
-    /// Runs a command inside a running container, feeding <paramref name="stdin"/> and streaming
-    /// output as it arrives. Returns the command's exit code. Cancelling abandons the stream; the
-    /// process inside the container is not signalled by that.
+    /// Attaches to the container's main process: its stdin, and its stdout and stderr from now
+    /// on. Throws <see cref="ContainerNotFoundException"/> when there is no such container.
     /// </summary>
-    Task<long> ExecAsync(string container, IReadOnlyList<string> command, Stream? stdin, Stream stdout, Stream stderr, CancellationToken cancellationToken);
+    Task<IContainerAttachment> AttachAsync(string container, CancellationToken cancellationToken);
 }
+
+/// <summary>A live connection to a container's main process.</summary>
+public interface IContainerAttachment : IDisposable
+{
+    Task WriteAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken);
+
+    /// <summary>The next piece of output; <see cref="AttachmentChunk.EndOfStream"/> when the container's streams closed.</summary>
+    Task<AttachmentChunk> ReadAsync(byte[] buffer, CancellationToken cancellationToken);
+}
+
+public readonly record struct AttachmentChunk(int Count, bool IsStderr, bool EndOfStream);
 
 public sealed record BindMount(string HostPath, string ContainerPath, bool ReadOnly);
 

@@ -63,19 +63,3 @@ public static class JobContainerNames
             ? For(jobId, HelperRole)
             : For(jobId, JobRole);
 }
-
-/// <summary>
-/// The job container's PID 1. Images need nothing but bash: the loop keeps one idle child and
-/// waits on it, and bash's wait reaps every orphan the stages leave, so no zombies pile up. PID 1
-/// itself is spared by kill(-1), which is how a stop clears a stage's processes; the idle child is
-/// simply restarted. A fixed string: nothing from the job reaches it.
-/// </summary>
-public static class IdleInit
-{
-    public static readonly IReadOnlyList<string> Command =
-    [
-        "bash",
-        "-c",
-        "trap 'exit 0' TERM; while :; do bash -c 'exec 3<> <(:); read -r -u 3 _' & wait $!; done",
-    ];
-}

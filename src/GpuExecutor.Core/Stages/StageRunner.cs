@@ -1,3 +1,4 @@
+using System.Buffers;
 using GpuExecutor.Configuration;
 using GpuExecutor.Containers;
 using GpuExecutor.Outcomes;
@@ -7,36 +8,34 @@ namespace GpuExecutor.Stages;
 /// <summary>How a stage ended.</summary>
 /// <param name="ExitCode">The script's own exit code, as bash reported it.</param>
 /// <param name="Stopped">True when a stop request (cancel, timeout, shutdown) ended it.</param>
-public sealed record StageResult(long ExitCode, bool Stopped);
+public sealed record StageResult(int ExitCode, bool Stopped);
 
 /// <summary>
-/// Runs one stage script inside a container through the engine's exec API, and stops it on
-/// request. The two tokens follow CliWrap's graceful/forceful pair: a stop request sends the
-/// configured signal to the stage's processes, and SIGKILL follows after the grace period.
+/// Runs one stage script in a job container through its <see cref="StageServer"/>, streams the
+/// output live, and stops the stage on request. The stop follows CliWrap's graceful/forceful
+/// pair: the configured signal to the stage's processes, then SIGKILL after the grace period.
 /// </summary>
 public sealed class StageRunner(IContainerDriver driver, RunSettings settings, Action<string> log)
 {
-    /// <summary>After SIGKILL the exec's stream should close at once; past this we give up on it.</summary>
+    /// <summary>After SIGKILL the stage's trailer should come at once; past this we give up on it.</summary>
     private static readonly TimeSpan AfterKillWait = TimeSpan.FromSeconds(10);
 
-    /// <summary>
-    /// Every process in the container but PID 1 and itself: kill(-1) in the container's PID
-    /// namespace. A container runs one stage at a time, so that is exactly the stage's process
-    /// tree, including children that started their own process groups or sessions. The signal
-    /// name comes from a fixed allowlist and travels as an argument, never inside the script.
-    /// </summary>
-    private static readonly IReadOnlyList<string> SignalEveryStageProcess =
-        ["bash", "-c", "kill -s \"$0\" -1 2>/dev/null; exit 0"];
+    private static readonly TimeSpan AttachTimeout = TimeSpan.FromSeconds(60);
 
     public async Task<StageResult> RunAsync(
         string container,
-        Stream script,
+        ReadOnlyMemory<byte> script,
         Stream stdout,
         Stream stderr,
         CancellationToken stopRequested)
     {
+        var nonce = StageServer.NewNonce();
+        using var attachTimeout = new CancellationTokenSource(AttachTimeout);
+        using var attachment = await driver.AttachAsync(container, attachTimeout.Token);
+        await attachment.WriteAsync(StageServer.RunRequest(nonce, script.Span), attachTimeout.Token);
+
         using var abandon = new CancellationTokenSource();
-        var execution = driver.ExecAsync(container, ["bash"], script, stdout, stderr, abandon.Token);
+        var execution = StreamUntilTrailerAsync(attachment, nonce, stdout, stderr, container, abandon.Token);
 
         var stop = new TaskCompletionSource();
         await using (stopRequested.Register(() => stop.TrySetResult()))
@@ -46,13 +45,13 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
         }
 
         log($"Stop requested: sending SIG{settings.StopSignal} to the stage's processes in {container}, SIGKILL in {settings.StopGracePeriod.TotalSeconds:0} s.");
-        await SignalAsync(container, settings.StopSignal);
+        await SignalAsync(attachment, nonce, settings.StopSignal, container);
         var endedGracefully = await WaitAsync(execution, settings.StopGracePeriod);
         if (!endedGracefully)
             log($"The stage is still running after {settings.StopGracePeriod.TotalSeconds:0} s: sending SIGKILL.");
 
-        // Also on a graceful end: a child that ignored the signal must not outlive the stage.
-        await SignalAsync(container, "KILL");
+        // Also after a graceful end: a child that ignored the signal must not outlive the stage.
+        await SignalAsync(attachment, nonce, "KILL", container);
         if (!endedGracefully && !await WaitAsync(execution, AfterKillWait))
         {
             abandon.Cancel();
@@ -62,14 +61,45 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
         return new StageResult(await execution, Stopped: true);
     }
 
-    private async Task SignalAsync(string container, string signal)
+    private static async Task<int> StreamUntilTrailerAsync(
+        IContainerAttachment attachment,
+        string nonce,
+        Stream stdout,
+        Stream stderr,
+        string container,
+        CancellationToken cancellationToken)
+    {
+        var scanner = new StageTrailerScanner(nonce);
+        var buffer = new byte[81920];
+        var passThrough = new ArrayBufferWriter<byte>(buffer.Length);
+        while (true)
+        {
+            var chunk = await attachment.ReadAsync(buffer, cancellationToken);
+            if (chunk.EndOfStream)
+                throw new ContainerEngineException($"container '{container}' closed its output before the stage ended (the container stopped or was removed).");
+            if (chunk.IsStderr)
+            {
+                await stderr.WriteAsync(buffer.AsMemory(0, chunk.Count), cancellationToken);
+                continue;
+            }
+
+            passThrough.ResetWrittenCount();
+            scanner.Feed(buffer.AsSpan(0, chunk.Count), passThrough);
+            if (passThrough.WrittenCount > 0)
+                await stdout.WriteAsync(passThrough.WrittenMemory, cancellationToken);
+            if (scanner.ExitCode is { } exitCode)
+                return exitCode;
+        }
+    }
+
+    private async Task SignalAsync(IContainerAttachment attachment, string nonce, string signal, string container)
     {
         try
         {
             using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-            await driver.ExecAsync(container, [.. SignalEveryStageProcess, signal], null, Stream.Null, Stream.Null, timeout.Token);
+            await attachment.WriteAsync(StageServer.SignalRequest(nonce, signal), timeout.Token);
         }
-        catch (ContainerEngineException error)
+        catch (Exception error) when (error is ContainerEngineException or OperationCanceledException)
         {
             // A container that is gone has no processes left to stop.
             log($"Could not signal the stage's processes in {container}: {error.Message}");

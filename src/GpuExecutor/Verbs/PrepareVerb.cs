@@ -106,7 +106,7 @@ public static class PrepareVerb
         var spec = new ContainerSpec(
             name,
             image,
-            IdleInit.Command,
+            StageServer.Command,
             JobLabels.For(job, role, startedAt),
             workspace.Mounts(config),
             new Dictionary<string, string>(),

@@ -1,0 +1,90 @@
+using System.Text;
+
+namespace GpuExecutor.Containers;
+
+/// <summary>
+/// The main process of every job container: a small server, written in bash builtins only, that
+/// runs stage scripts sent to it over the container's stdin (Docker's attach API).
+///
+/// Why not one `docker exec` per stage: on Docker 20.10 an exec start costs about 105 ms in the
+/// daemon and runc alone, more than the whole per-stage budget (shared/TESTBED.md, README
+/// benchmark). Attaching to a running container costs a few milliseconds. The server also keeps
+/// the stage alive when the executor process dies, and its output goes to the container's log.
+///
+/// Protocol, one request per line on stdin:
+///   run NONCE -          followed by one line: the script, with '\' and newline escaped for printf %b
+///   signal NONCE SIGNAL  send SIGNAL to every process but PID 1, the server and the stage wrappers
+/// When a stage ends, the server prints "\x1egpu-executor:NONCE:EXITCODE\n" on stdout.
+///
+/// Docker's --init (tini) is PID 1 and reaps orphans, which the server, blocked in read, would not.
+/// If stdin ever closes, the server falls back to idling so the container stays up for cleanup.
+/// A fixed string: nothing from the job reaches it except through the stage script itself.
+/// </summary>
+public static class StageServer
+{
+    private const string Script = """
+        trap 'exit 0' TERM
+        wrappers=" "
+        while :; do
+          IFS=' ' read -r verb nonce argument || break
+          case "$verb" in
+            run)
+              IFS= read -r encoded || break
+              { bash < <(printf '%b' "$encoded"); printf '\036gpu-executor:%s:%d\n' "$nonce" "$?"; } &
+              wrappers+="$! "
+              ;;
+            signal)
+              for entry in /proc/[0-9]*; do
+                pid="${entry#/proc/}"
+                [[ $pid == 1 || $pid == "$$" || $wrappers == *" $pid "* ]] && continue
+                kill -s "$argument" "$pid" 2>/dev/null
+              done
+              ;;
+          esac
+        done
+        while :; do bash -c 'exec 3<> <(:); read -r -u 3 _' & wait $!; done
+        """;
+
+    public static readonly IReadOnlyList<string> Command = ["bash", "-c", Script, "gpu-executor-stage-server"];
+
+    /// <summary>What the server prints, before the exit code, when the stage with this nonce ends.</summary>
+    public static byte[] TrailerPrefix(string nonce) => Encoding.ASCII.GetBytes($"\u001egpu-executor:{nonce}:");
+
+    public static string NewNonce() => Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(12));
+
+    /// <summary>
+    /// A run request. The script travels as one line that printf %b turns back into the same
+    /// bytes: backslashes are doubled and newlines written as \n, so no other escape can appear.
+    /// NUL bytes cannot live in a bash variable and are dropped; runner scripts have none.
+    /// </summary>
+    public static byte[] RunRequest(string nonce, ReadOnlySpan<byte> script)
+    {
+        var header = Encoding.ASCII.GetBytes($"run {nonce} -\n");
+        var request = new List<byte>(header.Length + script.Length + script.Length / 16 + 2);
+        request.AddRange(header);
+        foreach (var value in script)
+        {
+            switch (value)
+            {
+                case (byte)'\\':
+                    request.Add((byte)'\\');
+                    request.Add((byte)'\\');
+                    break;
+                case (byte)'\n':
+                    request.Add((byte)'\\');
+                    request.Add((byte)'n');
+                    break;
+                case 0:
+                    break;
+                default:
+                    request.Add(value);
+                    break;
+            }
+        }
+        request.Add((byte)'\n');
+        return request.ToArray();
+    }
+
+    /// <param name="signal">A name from the config's fixed allowlist (TERM, USR1, ...) or KILL.</param>
+    public static byte[] SignalRequest(string nonce, string signal) => Encoding.ASCII.GetBytes($"signal {nonce} {signal}\n");
+}

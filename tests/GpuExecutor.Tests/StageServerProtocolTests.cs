@@ -1,0 +1,100 @@
+using System.Buffers;
+using System.Diagnostics;
+using System.Text;
+using GpuExecutor.Containers;
+using GpuExecutor.Stages;
+
+namespace GpuExecutor.Tests;
+
+public sealed class StageServerProtocolTests
+{
+    private const string Nonce = "0123456789abcdef01234567";
+
+    private static byte[] Trailer(int code) => Encoding.ASCII.GetBytes($"\u001egpu-executor:{Nonce}:{code}\n");
+
+    private static (string Output, int? ExitCode) Scan(params byte[][] chunks)
+    {
+        var scanner = new StageTrailerScanner(Nonce);
+        var output = new ArrayBufferWriter<byte>();
+        foreach (var chunk in chunks)
+            scanner.Feed(chunk, output);
+        return (Encoding.UTF8.GetString(output.WrittenSpan), scanner.ExitCode);
+    }
+
+    [Fact]
+    public void Output_passes_through_and_the_trailer_gives_the_exit_code()
+    {
+        var (output, exitCode) = Scan([.. "epoch 1 loss 0.5\n"u8, .. Trailer(42)]);
+
+        Assert.Equal("epoch 1 loss 0.5\n", output);
+        Assert.Equal(42, exitCode);
+    }
+
+    [Fact]
+    public void A_trailer_split_byte_by_byte_across_chunks_is_still_found()
+    {
+        byte[] stream = [.. "no newline at the end"u8, .. Trailer(0), .. "after the trailer"u8];
+
+        var (output, exitCode) = Scan(stream.Select(value => new[] { value }).ToArray());
+
+        Assert.Equal("no newline at the end", output);
+        Assert.Equal(0, exitCode);
+    }
+
+    [Theory]
+    [InlineData("\u001e alone\n")]
+    [InlineData("\u001egpu-executor:someone-elses-nonce:3\n")]
+    [InlineData("\u001egpu-executor:0123456789abcdef01234567:\n")]
+    [InlineData("\u001egpu-executor:0123456789abcdef01234567:12x\n")]
+    [InlineData("\u001e\u001egpu-exec")]
+    public void Bytes_that_only_look_like_a_trailer_are_passed_on_unchanged(string lookalike)
+    {
+        var bytes = Encoding.UTF8.GetBytes(lookalike);
+
+        var (output, exitCode) = Scan(bytes, "tail\n"u8.ToArray());
+
+        Assert.Null(exitCode);
+        Assert.Equal(lookalike + "tail\n", output);
+    }
+
+    [Fact]
+    public void A_lookalike_right_before_the_real_trailer_is_output_and_the_trailer_still_counts()
+    {
+        byte[] stream = [.. "\u001egpu-executor:"u8, .. Trailer(7)];
+
+        var (output, exitCode) = Scan(stream);
+
+        Assert.Equal("\u001egpu-executor:", output);
+        Assert.Equal(7, exitCode);
+    }
+
+    [Fact]
+    public async Task A_run_request_carries_any_script_through_bash_printf_unchanged()
+    {
+        var script = "#!/usr/bin/env bash\nprintf '%s\\n' \"a\\\\b\" $'\\n' `id` \"$(echo x)\"\r\n\t% %s %b \\c \\0 \\x41 ✓\n" + new string('z', 70_000);
+        var request = StageServer.RunRequest(Nonce, Encoding.UTF8.GetBytes(script));
+
+        var lines = request.AsSpan();
+        var headerEnd = lines.IndexOf((byte)'\n');
+        Assert.Equal($"run {Nonce} -", Encoding.ASCII.GetString(lines[..headerEnd]));
+        var encoded = lines[(headerEnd + 1)..];
+        Assert.Equal(encoded.Length - 1, encoded.IndexOf((byte)'\n'));
+
+        // What the server does with the line: read -r, then printf '%b'.
+        var start = new ProcessStartInfo("bash", ["-c", "IFS= read -r encoded; printf '%b' \"$encoded\""])
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            UseShellExecute = false,
+        };
+        using var bash = Process.Start(start)!;
+        var output = new MemoryStream();
+        var copy = bash.StandardOutput.BaseStream.CopyToAsync(output, TestContext.Current.CancellationToken);
+        await bash.StandardInput.BaseStream.WriteAsync(encoded.ToArray(), TestContext.Current.CancellationToken);
+        bash.StandardInput.Close();
+        await bash.WaitForExitAsync(TestContext.Current.CancellationToken);
+        await copy;
+
+        Assert.Equal(script, Encoding.UTF8.GetString(output.ToArray()));
+    }
+}
