@@ -1,0 +1,91 @@
+using System.Diagnostics;
+using System.Text.Json;
+
+namespace GpuExecutor.IntegrationTests;
+
+public sealed class StreamingTests
+{
+    [Fact]
+    public async Task A_stage_that_prints_hundreds_of_megabytes_streams_them_all_with_flat_memory()
+    {
+        using var workspace = new ExecutorWorkspace();
+        const long jobId = 7401;
+        const long outputBytes = 256L << 20;
+        var payload = Path.Combine(workspace.Root, "response.json");
+        File.WriteAllText(payload, JsonSerializer.Serialize(new
+        {
+            id = jobId,
+            job_info = new { name = "print", project_id = 3, project_full_path = "ml/demo", pipeline_id = 9 },
+            git_info = new { @ref = "main" },
+            runner_info = new { timeout = 600 },
+            image = new { name = Testbed.TestImage },
+        }));
+        var environment = new Dictionary<string, string?>
+        {
+            ["JOB_RESPONSE_FILE"] = payload,
+            ["BUILD_FAILURE_EXIT_CODE"] = "1",
+            ["SYSTEM_FAILURE_EXIT_CODE"] = "2",
+            ["BUILD_EXIT_CODE_FILE"] = Path.Combine(workspace.Root, "build_exit_code"),
+        };
+        Assert.Equal(0, (await workspace.CallVerbAsync(environment, "prepare")).ExitCode);
+        try
+        {
+            var script = Path.Combine(workspace.Root, "script");
+            File.WriteAllText(script, $"head -c {outputBytes} /dev/zero | tr '\\0' 'x'\necho\necho done >&2\n");
+
+            var start = new ProcessStartInfo(Testbed.Binary, ["--config", workspace.ConfigPath, "run", script, "build_script"])
+            {
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+                UseShellExecute = false,
+            };
+            foreach (var (key, value) in environment)
+                start.Environment[key] = value;
+            using var run = Process.Start(start)!;
+
+            long peakResidentKib = 0;
+            using var sampling = new CancellationTokenSource();
+            var sampler = Task.Run(async () =>
+            {
+                while (!sampling.IsCancellationRequested)
+                {
+                    peakResidentKib = Math.Max(peakResidentKib, ReadPeakResidentKib(run.Id));
+                    await Task.Delay(50, CancellationToken.None);
+                }
+            }, TestContext.Current.CancellationToken);
+            var stderr = run.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
+            long received = 0;
+            var buffer = new byte[1 << 16];
+            int read;
+            while ((read = await run.StandardOutput.BaseStream.ReadAsync(buffer, TestContext.Current.CancellationToken)) > 0)
+                received += read;
+            await run.WaitForExitAsync(TestContext.Current.CancellationToken);
+            sampling.Cancel();
+            await sampler;
+
+            Assert.Equal(0, run.ExitCode);
+            Assert.Equal(outputBytes + 1, received);
+            Assert.Equal("done\n", await stderr);
+            // The whole output is 256 MiB; the executor must hold a bounded buffer, not the output.
+            Assert.InRange(peakResidentKib, 1, 96 * 1024);
+        }
+        finally
+        {
+            await workspace.CallVerbAsync(environment, "cleanup");
+        }
+    }
+
+    /// <summary>VmHWM, the process's peak resident set so far; 0 once it is gone.</summary>
+    private static long ReadPeakResidentKib(int pid)
+    {
+        try
+        {
+            var line = File.ReadLines($"/proc/{pid}/status").FirstOrDefault(text => text.StartsWith("VmHWM:", StringComparison.Ordinal));
+            return line is null ? 0 : long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]);
+        }
+        catch (IOException)
+        {
+            return 0;
+        }
+    }
+}
