@@ -19,6 +19,8 @@ PIDFILE="$TESTBED_DIR/docker.pid"
 ENV_FILE="$TESTBED_DIR/env"
 # One tag per image recipe: bump it when the recipe changes so a cached image is rebuilt.
 TEST_IMAGE="gpu-executor-test/bash:1"
+# The same without bash: what a job gets wrong when it picks an alpine-style image.
+NO_BASH_IMAGE="gpu-executor-test/busybox:1"
 
 log() { printf 'testbed: %s\n' "$*" >&2; }
 
@@ -76,10 +78,10 @@ start_daemon() {
 docker_cli() { docker --host "unix://$SOCKET" "$@"; }
 
 build_images() {
-  if docker_cli image inspect "$TEST_IMAGE" >/dev/null 2>&1; then
+  if docker_cli image inspect "$TEST_IMAGE" >/dev/null 2>&1 && docker_cli image inspect "$NO_BASH_IMAGE" >/dev/null 2>&1; then
     return 0
   fi
-  log "building $TEST_IMAGE from busybox-static and bash-static"
+  log "building $TEST_IMAGE and $NO_BASH_IMAGE from busybox-static and bash-static"
   local rootfs
   rootfs="$(mktemp -d)"
   mkdir -p "$rootfs"/{bin,sbin,usr/bin,usr/sbin,etc,tmp,root}
@@ -96,6 +98,8 @@ build_images() {
   printf 'root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n' > "$rootfs/etc/passwd"
   printf 'root:x:0:\nnogroup:x:65534:\n' > "$rootfs/etc/group"
   tar -C "$rootfs" -c . | docker_cli import -c 'CMD ["/bin/bash"]' - "$TEST_IMAGE" >/dev/null
+  rm -f "$rootfs/bin/bash"
+  tar -C "$rootfs" -c . | docker_cli import -c 'CMD ["/bin/sh"]' - "$NO_BASH_IMAGE" >/dev/null
   rm -rf "$rootfs"
 }
 
@@ -103,6 +107,7 @@ write_env_file() {
   cat > "$ENV_FILE" <<EOF
 export DOCKER_HOST=unix://$SOCKET
 export GPU_EXECUTOR_TEST_IMAGE=$TEST_IMAGE
+export GPU_EXECUTOR_TEST_IMAGE_WITHOUT_BASH=$NO_BASH_IMAGE
 export GPU_EXECUTOR_TESTBED_DIR=$TESTBED_DIR
 EOF
 }

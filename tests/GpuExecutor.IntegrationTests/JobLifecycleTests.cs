@@ -216,4 +216,19 @@ public sealed class JobLifecycleTests
         }
         Assert.Equal(3, hosts.Count);
     }
+
+    [Fact]
+    public async Task An_image_without_bash_is_a_build_failure_that_says_bash_is_needed()
+    {
+        var image = Environment.GetEnvironmentVariable("GPU_EXECUTOR_TEST_IMAGE_WITHOUT_BASH") ?? "gpu-executor-test/busybox:1";
+        using var workspace = new ExecutorWorkspace();
+        const long jobId = 7006;
+
+        var run = await workspace.SimulateAsync(new { job_id = jobId, image, script = new[] { "true" } });
+
+        Assert.Equal("failed", run.Result.Outcome);
+        Assert.Equal(1, run.Result.PrepareAttempts);
+        Assert.Contains($"image '{image}' has no 'bash' on its PATH", run.Log);
+        Assert.Equal("", await Testbed.DockerAsync("ps", "-aq", "--filter", $"label=io.gpu-executor.job.id={jobId}"));
+    }
 }

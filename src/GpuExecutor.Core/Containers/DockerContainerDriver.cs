@@ -149,12 +149,12 @@ public sealed class DockerContainerDriver : IContainerDriver
         }
     }
 
-    public async Task<bool?> IsRunningAsync(string idOrName, CancellationToken cancellationToken)
+    public async Task<ContainerState?> InspectStateAsync(string idOrName, CancellationToken cancellationToken)
     {
         try
         {
             var inspected = await _client.Containers.InspectContainerAsync(idOrName, cancellationToken);
-            return inspected.State?.Running ?? false;
+            return new ContainerState(inspected.State?.Running ?? false, (int)(inspected.State?.ExitCode ?? 0));
         }
         catch (DockerContainerNotFoundException)
         {

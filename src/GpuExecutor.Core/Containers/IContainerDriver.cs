@@ -24,7 +24,7 @@ public interface IContainerDriver : IDisposable
     Task RemoveAsync(string idOrName, CancellationToken cancellationToken);
 
     /// <summary>Null when the container does not exist.</summary>
-    Task<bool?> IsRunningAsync(string idOrName, CancellationToken cancellationToken);
+    Task<ContainerState?> InspectStateAsync(string idOrName, CancellationToken cancellationToken);
 
     /// <summary>
     /// Attaches to the container's main process: its stdin, and its stdout and stderr from now
@@ -56,6 +56,9 @@ public sealed record ContainerSpec(
     IReadOnlyDictionary<string, string> Environment,
     ContainerDefaults Resources,
     string? WorkingDir);
+
+/// <param name="ExitCode">The main process's exit code, once it has exited.</param>
+public sealed record ContainerState(bool Running, int ExitCode);
 
 public sealed record ContainerSummary(
     string Id,

@@ -32,6 +32,11 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
         var nonce = StageServer.NewNonce();
         using var attachTimeout = new CancellationTokenSource(AttachTimeout);
         using var attachment = await driver.AttachAsync(container, attachTimeout.Token);
+        // Docker accepts an attach to a stopped container and then sends nothing, ever. Checked
+        // after attaching: if the container stops later, the daemon ends the stream instead.
+        var state = await driver.InspectStateAsync(container, attachTimeout.Token) ?? throw new ContainerNotFoundException(container);
+        if (!state.Running)
+            throw new ContainerEngineException($"container '{container}' is not running (its main process exited with {state.ExitCode}).");
         await attachment.WriteAsync(StageServer.RunRequest(nonce, script.Span), attachTimeout.Token);
 
         using var abandon = new CancellationTokenSource();

@@ -5,6 +5,7 @@ using GpuExecutor.Jobs;
 using GpuExecutor.JobLog;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Protocol;
+using GpuExecutor.Stages;
 
 namespace GpuExecutor.Verbs;
 
@@ -92,6 +93,35 @@ public static class PrepareVerb
         }
     }
 
+    /// <summary>
+    /// Runs an empty stage through the new container's stage server, so that an image that cannot
+    /// run it (no bash) fails here, clearly, and not later in the first stage.
+    /// </summary>
+    private static async Task CheckStageServerAnswersAsync(IContainerDriver driver, string container, string image, string role, CancellationToken cancellationToken)
+    {
+        var handshake = new StageRunner(driver, new RunSettings(), _ => { });
+        try
+        {
+            using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            timeout.CancelAfter(TimeSpan.FromSeconds(60));
+            var result = await handshake.RunAsync(container, "exit 0\n"u8.ToArray(), Stream.Null, Stream.Null, timeout.Token);
+            if (result.ExitCode == 0)
+                return;
+            throw new SystemFailureException($"the stage server in container '{container}' ran an empty stage with exit code {result.ExitCode}.");
+        }
+        catch (ContainerEngineException error)
+        {
+            // tini's exit code when it cannot exec the main command: bash is missing.
+            const int CommandNotFound = 127;
+            var state = await driver.InspectStateAsync(container, CancellationToken.None);
+            if (state is not { Running: false, ExitCode: CommandNotFound })
+                throw;
+            var message = $"image '{image}' has no 'bash' on its PATH: gpu-executor runs every stage with bash, so the image must contain it (alpine-based images usually do not).";
+            // The job chose its image; the helper image is the admin's.
+            throw role == JobContainerNames.JobRole ? new BuildFailureException(message, inner: error) : new SystemFailureException(message, error);
+        }
+    }
+
     private static async Task<string> StartAsync(
         IContainerDriver driver,
         ExecutorConfig config,
@@ -113,6 +143,7 @@ public static class PrepareVerb
             config.Container,
             WorkingDir: null);
         var id = await driver.CreateAndStartAsync(spec, cancellationToken);
+        await CheckStageServerAnswersAsync(driver, name, image, role, cancellationToken);
         // The short id is also the container's hostname, which is what a job's log shows.
         return $"{name} ({id[..Math.Min(12, id.Length)]})";
     }
