@@ -231,4 +231,53 @@ public sealed class JobLifecycleTests
         Assert.Contains($"image '{image}' has no 'bash' on its PATH", run.Log);
         Assert.Equal("", await Testbed.DockerAsync("ps", "-aq", "--filter", $"label=io.gpu-executor.job.id={jobId}"));
     }
+
+    [Fact]
+    public async Task On_timeout_cleanup_runs_while_run_is_still_in_its_grace_period_and_run_still_ends()
+    {
+        // The executor's grace (20 s) outlasts the runner's wait before cleanup (2 s), as
+        // PROTOCOL.md allows: cleanup then removes the container under the running stage.
+        using var workspace = new ExecutorWorkspace(stopGraceSeconds: 20);
+        const long jobId = 7007;
+
+        var run = await workspace.SimulateAsync(new
+        {
+            job_id = jobId,
+            image = Testbed.TestImage,
+            timeout = 3,
+            script = new[] { "trap '' TERM", "while :; do sleep 1; done" },
+        }, "--timeout-cleanup-wait", "2", "--graceful-kill-timeout", "60");
+
+        Assert.Equal("timeout", run.Result.Outcome);
+        Assert.Equal("timeout", run.Call("build_script").Signalled);
+        Assert.Equal(["build_script", "cleanup"], run.CallNames.TakeLast(2));
+        Assert.Equal(0, run.Call("cleanup").ExitCode);
+        Assert.Equal("", await Testbed.DockerAsync("ps", "-aq", "--filter", $"label=io.gpu-executor.job.id={jobId}"));
+
+        // The abandoned run loses its container and must end by itself, not linger.
+        var deadline = DateTime.UtcNow.AddSeconds(15);
+        while (RunProcessesOf(workspace.ConfigPath).Any() && DateTime.UtcNow < deadline)
+            await Task.Delay(200, TestContext.Current.CancellationToken);
+        Assert.Empty(RunProcessesOf(workspace.ConfigPath));
+    }
+
+    private static IEnumerable<int> RunProcessesOf(string configPath)
+    {
+        foreach (var directory in Directory.EnumerateDirectories("/proc"))
+        {
+            if (!int.TryParse(Path.GetFileName(directory), out var pid))
+                continue;
+            string commandLine;
+            try
+            {
+                commandLine = File.ReadAllText(Path.Combine(directory, "cmdline")).Replace('\0', ' ');
+            }
+            catch (IOException)
+            {
+                continue;
+            }
+            if (commandLine.Contains(configPath, StringComparison.Ordinal) && commandLine.Contains(" run ", StringComparison.Ordinal))
+                yield return pid;
+        }
+    }
 }

@@ -154,7 +154,7 @@ public sealed class ProtocolVerbTests
     [Fact]
     public async Task Gc_removes_managed_containers_past_their_deadline_and_keeps_live_ones()
     {
-        using var workspace = new ExecutorWorkspace(extraConfig: "");
+        using var workspace = new ExecutorWorkspace();
         var suffix = Guid.NewGuid().ToString("N")[..8];
         var expired = $"gc-expired-{suffix}";
         var live = $"gc-live-{suffix}";

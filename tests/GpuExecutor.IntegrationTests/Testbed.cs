@@ -99,7 +99,7 @@ public static class Testbed
 /// <summary>One test's private executor setup: a config, builds and cache dirs, all in a temp dir.</summary>
 public sealed class ExecutorWorkspace : IDisposable
 {
-    public ExecutorWorkspace(string? dockerEndpoint = null, bool removeBuildsDir = false, string allowed = "\"gpu-executor-test/*\"", string extraConfig = "")
+    public ExecutorWorkspace(string? dockerEndpoint = null, bool removeBuildsDir = false, string allowed = "\"gpu-executor-test/*\"", int stopGraceSeconds = 3)
     {
         Testbed.Require();
         Root = Directory.CreateTempSubdirectory("gpu-executor-it").FullName;
@@ -124,10 +124,9 @@ public sealed class ExecutorWorkspace : IDisposable
             [container.ulimits]
             nofile = "1024:4096"
             [run]
-            stop_grace_seconds = 3
+            stop_grace_seconds = {stopGraceSeconds}
             [cleanup]
             remove_builds_dir = {(removeBuildsDir ? "true" : "false")}
-            {extraConfig}
             """);
     }
 
