@@ -8,13 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs="${1:-30}"
 
-export GPU_EXECUTOR_TESTBED_DIR="${GPU_EXECUTOR_BENCHMARK_DIR:-/tmp/gpu-executor-benchmark}"
-scripts/testbed.sh install
+source scripts/with-testbed.sh "${GPU_EXECUTOR_BENCHMARK_DIR:-/tmp/gpu-executor-benchmark}"
 command -v /usr/bin/time >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends time >&2; }
-trap 'scripts/testbed.sh stop' EXIT
-env_file="$(scripts/testbed.sh start)"
-# shellcheck disable=SC1090
-source "$env_file"
 binary="$PWD/$(scripts/publish.sh)"
 
 work="$(mktemp -d)"

@@ -6,14 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # A daemon of its own, so the demo and a test run can share the machine.
-export GPU_EXECUTOR_TESTBED_DIR="${GPU_EXECUTOR_DEMO_DIR:-/tmp/gpu-executor-demo}"
-export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
-
-scripts/testbed.sh install
-trap 'scripts/testbed.sh stop' EXIT
-env_file="$(scripts/testbed.sh start)"
-# shellcheck disable=SC1090
-source "$env_file"
+source scripts/with-testbed.sh "${GPU_EXECUTOR_DEMO_DIR:-/tmp/gpu-executor-demo}"
 
 echo "== publishing gpu-executor (NativeAOT)" >&2
 binary="$PWD/$(scripts/publish.sh)"

@@ -8,14 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export GPU_EXECUTOR_TESTBED_DIR="${GPU_EXECUTOR_TESTBED_DIR:-/tmp/gpu-executor-testbed}"
-export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
-
-scripts/testbed.sh install
-trap 'scripts/testbed.sh stop' EXIT
-env_file="$(scripts/testbed.sh start)"
-# shellcheck disable=SC1090
-source "$env_file"
+source scripts/with-testbed.sh "${GPU_EXECUTOR_TESTBED_DIR:-/tmp/gpu-executor-testbed}"
 
 echo "== publishing the NativeAOT binary" >&2
 export GPU_EXECUTOR_BINARY="$PWD/$(scripts/publish.sh)"

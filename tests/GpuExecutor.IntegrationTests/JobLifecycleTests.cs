@@ -35,7 +35,7 @@ public sealed class JobLifecycleTests
         Assert.Equal(buildHost, File.ReadAllText(Path.Combine(projectDir, "evaluate.host")).Trim());
         Assert.Equal($"{buildHost} success", File.ReadAllText(Path.Combine(projectDir, "after.host")).Trim());
         Assert.Contains("trained", run.Log);
-        Assert.Equal("", await Testbed.DockerAsync("ps", "-aq", "--filter", $"label=io.gpu-executor.job.id={jobId}"));
+        Assert.Equal("", await Testbed.JobContainersAsync(jobId));
     }
 
     [Fact]
@@ -119,7 +119,7 @@ public sealed class JobLifecycleTests
         Assert.DoesNotContain("sleep", processes);
         Assert.Contains("bash", processes);
         Assert.Equal("cleanup", run.CallNames[^1]);
-        Assert.Equal("", await Testbed.DockerAsync("ps", "-aq", "--filter", $"label=io.gpu-executor.job.id={jobId}"));
+        Assert.Equal("", await Testbed.JobContainersAsync(jobId));
     }
 
     [Fact]
@@ -145,7 +145,7 @@ public sealed class JobLifecycleTests
         Assert.DoesNotContain("cleanup_file_variables", run.CallNames);
         Assert.Equal("cleanup", run.CallNames[^1]);
         Assert.False(File.Exists(Path.Combine(workspace.ProjectDirOnHost(jobId), "after.marker")));
-        Assert.Equal("", await Testbed.DockerAsync("ps", "-aq", "--filter", $"label=io.gpu-executor.job.id={jobId}"));
+        Assert.Equal("", await Testbed.JobContainersAsync(jobId));
     }
 
     [Fact]
@@ -229,7 +229,7 @@ public sealed class JobLifecycleTests
         Assert.Equal("failed", run.Result.Outcome);
         Assert.Equal(1, run.Result.PrepareAttempts);
         Assert.Contains($"image '{image}' has no 'bash' on its PATH", run.Log);
-        Assert.Equal("", await Testbed.DockerAsync("ps", "-aq", "--filter", $"label=io.gpu-executor.job.id={jobId}"));
+        Assert.Equal("", await Testbed.JobContainersAsync(jobId));
     }
 
     [Fact]
@@ -252,7 +252,7 @@ public sealed class JobLifecycleTests
         Assert.Equal("timeout", run.Call("build_script").Signalled);
         Assert.Equal(["build_script", "cleanup"], run.CallNames.TakeLast(2));
         Assert.Equal(0, run.Call("cleanup").ExitCode);
-        Assert.Equal("", await Testbed.DockerAsync("ps", "-aq", "--filter", $"label=io.gpu-executor.job.id={jobId}"));
+        Assert.Equal("", await Testbed.JobContainersAsync(jobId));
 
         // The abandoned run loses its container and must end by itself, not linger.
         var deadline = DateTime.UtcNow.AddSeconds(15);

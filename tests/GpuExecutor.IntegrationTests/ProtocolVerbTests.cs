@@ -5,36 +5,12 @@ namespace GpuExecutor.IntegrationTests;
 /// <summary>The protocol verbs called directly, as the runner would, with a hand-made environment.</summary>
 public sealed class ProtocolVerbTests
 {
-    private static Dictionary<string, string?> RunnerEnvironment(string directory, string? responseFile) => new()
-    {
-        ["TMPDIR"] = directory,
-        ["BUILD_FAILURE_EXIT_CODE"] = "1",
-        ["SYSTEM_FAILURE_EXIT_CODE"] = "2",
-        ["BUILD_EXIT_CODE_FILE"] = Path.Combine(directory, "build_exit_code"),
-        ["JOB_RESPONSE_FILE"] = responseFile,
-    };
-
-    private static string WritePayload(string directory, long jobId)
-    {
-        var path = Path.Combine(directory, $"response-{jobId}.json");
-        var payload = new
-        {
-            id = jobId,
-            job_info = new { name = "train", project_id = 3, project_full_path = "ml/demo", pipeline_id = 9 },
-            git_info = new { @ref = "main" },
-            runner_info = new { timeout = 600 },
-            image = new { name = Testbed.TestImage },
-        };
-        File.WriteAllText(path, JsonSerializer.Serialize(payload));
-        return path;
-    }
-
     [Fact]
     public async Task Config_prints_only_the_runners_json_on_stdout()
     {
         using var workspace = new ExecutorWorkspace();
 
-        var (exitCode, stdout, _) = await workspace.CallVerbAsync(RunnerEnvironment(workspace.Root, null), "config");
+        var (exitCode, stdout, _) = await workspace.CallVerbAsync(workspace.RunnerEnvironment(null), "config");
 
         Assert.Equal(0, exitCode);
         using var json = JsonDocument.Parse(stdout);
@@ -55,7 +31,7 @@ public sealed class ProtocolVerbTests
         using var workspace = new ExecutorWorkspace();
         File.AppendAllText(workspace.ConfigPath, "\n[gpus]\ncount = 2\n");
 
-        var (exitCode, stdout, stderr) = await workspace.CallVerbAsync(RunnerEnvironment(workspace.Root, null), "config");
+        var (exitCode, stdout, stderr) = await workspace.CallVerbAsync(workspace.RunnerEnvironment(null), "config");
 
         Assert.Equal(2, exitCode);
         Assert.Equal("", stdout);
@@ -69,8 +45,8 @@ public sealed class ProtocolVerbTests
     {
         using var workspace = new ExecutorWorkspace();
 
-        var unset = await workspace.CallVerbAsync(RunnerEnvironment(workspace.Root, null), verb);
-        var absent = await workspace.CallVerbAsync(RunnerEnvironment(workspace.Root, Path.Combine(workspace.Root, "nope.json")), verb);
+        var unset = await workspace.CallVerbAsync(workspace.RunnerEnvironment(null), verb);
+        var absent = await workspace.CallVerbAsync(workspace.RunnerEnvironment(Path.Combine(workspace.Root, "nope.json")), verb);
 
         Assert.Equal(2, unset.ExitCode);
         Assert.Contains("JOB_RESPONSE_FILE is not set", unset.Stderr);
@@ -87,7 +63,7 @@ public sealed class ProtocolVerbTests
         var script = Path.Combine(workspace.Root, "script");
         File.WriteAllText(script, "true\n");
 
-        var run = await workspace.CallVerbAsync(RunnerEnvironment(workspace.Root, malformed), "run", script, "build_script");
+        var run = await workspace.CallVerbAsync(workspace.RunnerEnvironment(malformed), "run", script, "build_script");
 
         Assert.Equal(2, run.ExitCode);
         Assert.Contains($"JOB_RESPONSE_FILE '{malformed}' is not a valid job payload", run.Stderr);
@@ -98,7 +74,7 @@ public sealed class ProtocolVerbTests
     {
         using var workspace = new ExecutorWorkspace();
         const long jobId = 7201;
-        var environment = RunnerEnvironment(workspace.Root, WritePayload(workspace.Root, jobId));
+        var environment = workspace.RunnerEnvironment(workspace.WritePayload(jobId));
         try
         {
             Assert.Equal(0, (await workspace.CallVerbAsync(environment, "prepare")).ExitCode);
@@ -125,7 +101,7 @@ public sealed class ProtocolVerbTests
             Assert.Equal(1, run.ExitCode);
             Assert.Equal("to-stdout\n", run.Stdout);
             Assert.Equal("to-stderr\n", run.Stderr);
-            Assert.Equal("7", File.ReadAllText(Path.Combine(workspace.Root, "build_exit_code")).Trim());
+            Assert.Equal("7", File.ReadAllText(workspace.BuildExitCodeFile).Trim());
         }
         finally
         {
@@ -133,14 +109,14 @@ public sealed class ProtocolVerbTests
             Assert.Equal(0, cleanup.ExitCode);
         }
         Assert.Equal(0, (await workspace.CallVerbAsync(environment, "cleanup")).ExitCode);
-        Assert.Equal("", await Testbed.DockerAsync("ps", "-aq", "--filter", $"label=io.gpu-executor.job.id={jobId}"));
+        Assert.Equal("", await Testbed.JobContainersAsync(jobId));
     }
 
     [Fact]
     public async Task Run_in_a_container_that_is_gone_is_a_system_failure()
     {
         using var workspace = new ExecutorWorkspace();
-        var environment = RunnerEnvironment(workspace.Root, WritePayload(workspace.Root, 7202));
+        var environment = workspace.RunnerEnvironment(workspace.WritePayload(7202));
         var script = Path.Combine(workspace.Root, "script");
         File.WriteAllText(script, "true\n");
 
@@ -148,7 +124,7 @@ public sealed class ProtocolVerbTests
 
         Assert.Equal(2, run.ExitCode);
         Assert.Contains("gpu-executor-7202-job", run.Stderr);
-        Assert.False(File.Exists(Path.Combine(workspace.Root, "build_exit_code")));
+        Assert.False(File.Exists(workspace.BuildExitCodeFile));
     }
 
     [Fact]

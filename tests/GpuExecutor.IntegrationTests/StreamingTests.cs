@@ -1,5 +1,4 @@
 using System.Diagnostics;
-using System.Text.Json;
 
 namespace GpuExecutor.IntegrationTests;
 
@@ -11,22 +10,7 @@ public sealed class StreamingTests
         using var workspace = new ExecutorWorkspace();
         const long jobId = 7401;
         const long outputBytes = 256L << 20;
-        var payload = Path.Combine(workspace.Root, "response.json");
-        File.WriteAllText(payload, JsonSerializer.Serialize(new
-        {
-            id = jobId,
-            job_info = new { name = "print", project_id = 3, project_full_path = "ml/demo", pipeline_id = 9 },
-            git_info = new { @ref = "main" },
-            runner_info = new { timeout = 600 },
-            image = new { name = Testbed.TestImage },
-        }));
-        var environment = new Dictionary<string, string?>
-        {
-            ["JOB_RESPONSE_FILE"] = payload,
-            ["BUILD_FAILURE_EXIT_CODE"] = "1",
-            ["SYSTEM_FAILURE_EXIT_CODE"] = "2",
-            ["BUILD_EXIT_CODE_FILE"] = Path.Combine(workspace.Root, "build_exit_code"),
-        };
+        var environment = workspace.RunnerEnvironment(workspace.WritePayload(jobId));
         Assert.Equal(0, (await workspace.CallVerbAsync(environment, "prepare")).ExitCode);
         try
         {

@@ -45,6 +45,10 @@ public static class Testbed
         return stdout;
     }
 
+    /// <summary>Ids of every container (running or not) labelled with this job id, per the Docker CLI.</summary>
+    public static Task<string> JobContainersAsync(long jobId) =>
+        DockerAsync("ps", "-aq", "--filter", $"label=io.gpu-executor.job.id={jobId}");
+
     public static async Task<(int ExitCode, string Stdout, string Stderr)> RunAsync(
         string program,
         IEnumerable<string> arguments,
@@ -157,6 +161,34 @@ public sealed class ExecutorWorkspace : IDisposable
         Assert.True(File.Exists(resultPath), $"the simulator wrote no result (exit {exitCode}); its log:\n{log}");
         var result = JsonSerializer.Deserialize(await File.ReadAllTextAsync(resultPath), SimulationJsonContext.Default.SimulationResult)!;
         return new Simulation(exitCode, log, result);
+    }
+
+    /// <summary>The environment the runner gives every executor call, for calling verbs directly.</summary>
+    public Dictionary<string, string?> RunnerEnvironment(string? responseFile) => new()
+    {
+        ["TMPDIR"] = Root,
+        ["BUILD_FAILURE_EXIT_CODE"] = "1",
+        ["SYSTEM_FAILURE_EXIT_CODE"] = "2",
+        ["BUILD_EXIT_CODE_FILE"] = BuildExitCodeFile,
+        ["JOB_RESPONSE_FILE"] = responseFile,
+    };
+
+    public string BuildExitCodeFile => Path.Combine(Root, "build_exit_code");
+
+    /// <summary>A minimal job payload, as the runner writes response.json; returns its path.</summary>
+    public string WritePayload(long jobId)
+    {
+        var path = Path.Combine(Root, $"response-{jobId}.json");
+        var payload = new
+        {
+            id = jobId,
+            job_info = new { name = "train", project_id = 3, project_full_path = "ml/demo", pipeline_id = 9 },
+            git_info = new { @ref = "main" },
+            runner_info = new { timeout = 600 },
+            image = new { name = Testbed.TestImage },
+        };
+        File.WriteAllText(path, JsonSerializer.Serialize(payload));
+        return path;
     }
 
     /// <summary>Runs one protocol verb of the binary directly, with the given environment.</summary>
