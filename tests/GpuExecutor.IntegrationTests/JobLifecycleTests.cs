@@ -280,4 +280,32 @@ public sealed class JobLifecycleTests
                 yield return pid;
         }
     }
+
+    [Fact]
+    public async Task A_cancel_lets_a_trainer_finish_its_checkpoint_and_ends_as_soon_as_it_has()
+    {
+        using var workspace = new ExecutorWorkspace(stopGraceSeconds: 30);
+        const long jobId = 7008;
+
+        var run = await workspace.SimulateAsync(new
+        {
+            job_id = jobId,
+            image = Testbed.TestImage,
+            script = new[]
+            {
+                // A trainer that needs two seconds after SIGTERM to write its checkpoint, while
+                // the runner's own script shell exits on TERM at once.
+                "bash -c 'trap \"sleep 2; echo saved > checkpoint.txt; exit 143\" TERM; touch started.marker; while :; do sleep 0.1; done'",
+            },
+            after_script = new[] { "cat checkpoint.txt" },
+        }, "--cancel-after", "2", "--graceful-kill-timeout", "60");
+
+        Assert.Equal("canceled", run.Result.Outcome);
+        var projectDir = workspace.ProjectDirOnHost(jobId);
+        Assert.True(File.Exists(Path.Combine(projectDir, "started.marker")), run.Log);
+        Assert.Equal("saved", File.ReadAllText(Path.Combine(projectDir, "checkpoint.txt")).Trim());
+        Assert.DoesNotContain("sending SIGKILL", run.Log);
+        // Cancelled after 2 s, 2 s to checkpoint: far less than the 30 s grace.
+        Assert.InRange(run.Call("build_script").Seconds, 3, 15);
+    }
 }

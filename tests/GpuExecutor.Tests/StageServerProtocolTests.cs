@@ -14,11 +14,13 @@ public sealed class StageServerProtocolTests
 
     private static (string Output, int? ExitCode) Scan(params byte[][] chunks)
     {
-        var scanner = new StageTrailerScanner(Nonce);
+        var scanner = new ServerReplyScanner(nonce => nonce == Nonce);
         var output = new ArrayBufferWriter<byte>();
+        var replies = new List<ServerReply>();
         foreach (var chunk in chunks)
-            scanner.Feed(chunk, output);
-        return (Encoding.UTF8.GetString(output.WrittenSpan), scanner.ExitCode);
+            scanner.Feed(chunk, output, replies);
+        Assert.True(replies.Count <= 1);
+        return (Encoding.UTF8.GetString(output.WrittenSpan), replies.Count == 1 ? replies[0].Value : null);
     }
 
     [Fact]
@@ -37,13 +39,27 @@ public sealed class StageServerProtocolTests
 
         var (output, exitCode) = Scan(stream.Select(value => new[] { value }).ToArray());
 
-        Assert.Equal("no newline at the end", output);
+        Assert.Equal("no newline at the endafter the trailer", output);
         Assert.Equal(0, exitCode);
+    }
+
+    [Fact]
+    public void Replies_to_several_of_our_requests_are_all_taken_out()
+    {
+        var scanner = new ServerReplyScanner(nonce => nonce is "aa" or "bb");
+        var output = new ArrayBufferWriter<byte>();
+        var replies = new List<ServerReply>();
+
+        scanner.Feed("x\u001egpu-executor:aa:3\ny\u001egpu-executor:bb:0\nz"u8, output, replies);
+
+        Assert.Equal("xyz", Encoding.UTF8.GetString(output.WrittenSpan));
+        Assert.Equal([new ServerReply("aa", 3), new ServerReply("bb", 0)], replies);
     }
 
     [Theory]
     [InlineData("\u001e alone\n")]
     [InlineData("\u001egpu-executor:someone-elses-nonce:3\n")]
+    [InlineData("\u001egpu-executor:ffff0000:3\n")]
     [InlineData("\u001egpu-executor:0123456789abcdef01234567:\n")]
     [InlineData("\u001egpu-executor:0123456789abcdef01234567:12x\n")]
     [InlineData("\u001e\u001egpu-exec")]

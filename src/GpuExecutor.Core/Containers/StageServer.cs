@@ -11,10 +11,15 @@ namespace GpuExecutor.Containers;
 /// benchmark). Attaching to a running container costs a few milliseconds. The server also keeps
 /// the stage alive when the executor process dies, and its output goes to the container's log.
 ///
-/// Protocol, one request per line on stdin:
-///   run NONCE -          followed by one line: the script, with '\' and newline escaped for printf %b
-///   signal NONCE SIGNAL  send SIGNAL to every process but PID 1, the server and the stage wrappers
-/// When a stage ends, the server prints "\x1egpu-executor:NONCE:EXITCODE\n" on stdout.
+/// Protocol, one request per line on stdin; replies are lines "\x1egpu-executor:NONCE:NUMBER\n"
+/// on stdout, mixed into the stages' output:
+///   run NONCE -          followed by one line: the script, with '\' and newline escaped for
+///                        printf %b. When the stage ends, the reply carries its exit code.
+///   signal NONCE SIGNAL  send SIGNAL to every process but PID 1, the server and the stage
+///                        wrappers (the container runs one stage at a time: that is the stage).
+///   count NONCE -        reply with how many such processes are alive, so a stop can end as
+///                        soon as the last one (say, a trainer writing its final checkpoint)
+///                        has exited, rather than when the grace period runs out.
 ///
 /// Docker's --init (tini) is PID 1 and reaps orphans, which the server, blocked in read, would not.
 /// If stdin ever closes, the server falls back to idling so the container stays up for cleanup.
@@ -33,12 +38,19 @@ public static class StageServer
               { bash < <(printf '%b' "$encoded"); printf '\036gpu-executor:%s:%d\n' "$nonce" "$?"; } &
               wrappers+="$! "
               ;;
-            signal)
+            signal|count)
+              alive=0
               for entry in /proc/[0-9]*; do
                 pid="${entry#/proc/}"
                 [[ $pid == 1 || $pid == "$$" || $wrappers == *" $pid "* ]] && continue
-                kill -s "$argument" "$pid" 2>/dev/null
+                if [[ $verb == signal ]]; then
+                  kill -s "$argument" "$pid" 2>/dev/null
+                elif IFS= read -r stat < "$entry/stat" 2>/dev/null; then
+                  state="${stat##*) }"
+                  [[ ${state:0:1} == Z ]] || alive=$((alive + 1))
+                fi
               done
+              [[ $verb == count ]] && printf '\036gpu-executor:%s:%d\n' "$nonce" "$alive"
               ;;
           esac
         done
@@ -47,8 +59,8 @@ public static class StageServer
 
     public static readonly IReadOnlyList<string> Command = ["bash", "-c", Script, "gpu-executor-stage-server"];
 
-    /// <summary>What the server prints, before the exit code, when the stage with this nonce ends.</summary>
-    public static byte[] TrailerPrefix(string nonce) => Encoding.ASCII.GetBytes($"\u001egpu-executor:{nonce}:");
+    /// <summary>Every reply line starts with this, then "NONCE:NUMBER\n".</summary>
+    public static ReadOnlySpan<byte> ReplyPrefix => "\u001egpu-executor:"u8;
 
     public static string NewNonce() => Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(12));
 
@@ -87,4 +99,7 @@ public static class StageServer
 
     /// <param name="signal">A name from the config's fixed allowlist (TERM, USR1, ...) or KILL.</param>
     public static byte[] SignalRequest(string nonce, string signal) => Encoding.ASCII.GetBytes($"signal {nonce} {signal}\n");
+
+    /// <summary>Asks how many of the container's processes (other than the server's own) are alive.</summary>
+    public static byte[] CountRequest(string nonce) => Encoding.ASCII.GetBytes($"count {nonce} -\n");
 }

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Collections.Concurrent;
 using GpuExecutor.Configuration;
 using GpuExecutor.Containers;
 using GpuExecutor.Outcomes;
@@ -13,14 +14,18 @@ public sealed record StageResult(int ExitCode, bool Stopped);
 /// <summary>
 /// Runs one stage script in a job container through its <see cref="StageServer"/>, streams the
 /// output live, and stops the stage on request. The stop follows CliWrap's graceful/forceful
-/// pair: the configured signal to the stage's processes, then SIGKILL after the grace period.
+/// pair: the configured signal to the stage's processes, then SIGKILL once the grace period is
+/// over, unless every process has exited by then.
 /// </summary>
 public sealed class StageRunner(IContainerDriver driver, RunSettings settings, Action<string> log)
 {
-    /// <summary>After SIGKILL the stage's trailer should come at once; past this we give up on it.</summary>
+    /// <summary>After SIGKILL the stage's exit code should come at once; past this we give up on it.</summary>
     private static readonly TimeSpan AfterKillWait = TimeSpan.FromSeconds(10);
 
     private static readonly TimeSpan AttachTimeout = TimeSpan.FromSeconds(60);
+
+    /// <summary>How often a stop asks whether the stage's processes are all gone.</summary>
+    private static readonly TimeSpan SurvivorPollInterval = TimeSpan.FromMilliseconds(200);
 
     public async Task<StageResult> RunAsync(
         string container,
@@ -29,7 +34,6 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
         Stream stderr,
         CancellationToken stopRequested)
     {
-        var nonce = StageServer.NewNonce();
         using var attachTimeout = new CancellationTokenSource(AttachTimeout);
         using var attachment = await driver.AttachAsync(container, attachTimeout.Token);
         // Docker accepts an attach to a stopped container and then sends nothing, ever. Checked
@@ -37,83 +41,133 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
         var state = await driver.InspectStateAsync(container, attachTimeout.Token) ?? throw new ContainerNotFoundException(container);
         if (!state.Running)
             throw new ContainerEngineException($"container '{container}' is not running (its main process exited with {state.ExitCode}).");
-        await attachment.WriteAsync(StageServer.RunRequest(nonce, script.Span), attachTimeout.Token);
 
-        using var abandon = new CancellationTokenSource();
-        var execution = StreamUntilTrailerAsync(attachment, nonce, stdout, stderr, container, abandon.Token);
+        var session = new ServerSession(attachment, container);
+        var stageNonce = StageServer.NewNonce();
+        var stage = session.Expect(stageNonce);
+        await attachment.WriteAsync(StageServer.RunRequest(stageNonce, script.Span), attachTimeout.Token);
 
-        var stop = new TaskCompletionSource();
-        await using (stopRequested.Register(() => stop.TrySetResult()))
-        {
-            if (await Task.WhenAny(execution, stop.Task) == execution)
-                return new StageResult(await execution, Stopped: false);
-        }
-
-        log($"Stop requested: sending SIG{settings.StopSignal} to the stage's processes in {container}, SIGKILL in {settings.StopGracePeriod.TotalSeconds:0} s.");
-        await SignalAsync(attachment, nonce, settings.StopSignal, container);
-        var endedGracefully = await WaitAsync(execution, settings.StopGracePeriod);
-        if (!endedGracefully)
-            log($"The stage is still running after {settings.StopGracePeriod.TotalSeconds:0} s: sending SIGKILL.");
-
-        // Also after a graceful end: a child that ignored the signal must not outlive the stage.
-        await SignalAsync(attachment, nonce, "KILL", container);
-        if (!endedGracefully && !await WaitAsync(execution, AfterKillWait))
-        {
-            abandon.Cancel();
-            throw new SystemFailureException($"the stage in container '{container}' did not end {AfterKillWait.TotalSeconds:0} s after SIGKILL.");
-        }
-
-        return new StageResult(await execution, Stopped: true);
-    }
-
-    private static async Task<int> StreamUntilTrailerAsync(
-        IContainerAttachment attachment,
-        string nonce,
-        Stream stdout,
-        Stream stderr,
-        string container,
-        CancellationToken cancellationToken)
-    {
-        var scanner = new StageTrailerScanner(nonce);
-        var buffer = new byte[81920];
-        var passThrough = new ArrayBufferWriter<byte>(buffer.Length);
-        while (true)
-        {
-            var chunk = await attachment.ReadAsync(buffer, cancellationToken);
-            if (chunk.EndOfStream)
-                throw new ContainerEngineException($"container '{container}' closed its output before the stage ended (the container stopped or was removed).");
-            if (chunk.IsStderr)
-            {
-                await stderr.WriteAsync(buffer.AsMemory(0, chunk.Count), cancellationToken);
-                continue;
-            }
-
-            passThrough.ResetWrittenCount();
-            scanner.Feed(buffer.AsSpan(0, chunk.Count), passThrough);
-            if (passThrough.WrittenCount > 0)
-                await stdout.WriteAsync(passThrough.WrittenMemory, cancellationToken);
-            if (scanner.ExitCode is { } exitCode)
-                return exitCode;
-        }
-    }
-
-    private async Task SignalAsync(IContainerAttachment attachment, string nonce, string signal, string container)
-    {
+        using var stopReading = new CancellationTokenSource();
+        var reading = session.ReadAsync(stdout, stderr, stopReading.Token);
         try
         {
-            using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-            await attachment.WriteAsync(StageServer.SignalRequest(nonce, signal), timeout.Token);
+            var stop = new TaskCompletionSource();
+            await using (stopRequested.Register(() => stop.TrySetResult()))
+            {
+                await Task.WhenAny(stage, reading, stop.Task);
+            }
+            if (stage.IsCompleted)
+                return new StageResult(await stage, Stopped: false);
+            if (reading.IsCompleted)
+                await reading; // the stream ended or failed: that error is the outcome
+
+            return new StageResult(await StopAsync(session, stage, reading, stageNonce), Stopped: true);
         }
-        catch (Exception error) when (error is ContainerEngineException or OperationCanceledException)
+        finally
         {
-            // A container that is gone has no processes left to stop.
-            log($"Could not signal the stage's processes in {container}: {error.Message}");
+            await stopReading.CancelAsync();
+            await reading.ContinueWith(_ => { }, TaskScheduler.Default);
         }
     }
 
-    private static async Task<bool> WaitAsync(Task execution, TimeSpan limit)
+    private async Task<int> StopAsync(ServerSession session, Task<int> stage, Task reading, string stageNonce)
     {
-        var finished = await Task.WhenAny(execution, Task.Delay(limit));
-        return finished == execution;
+        var container = session.Container;
+        log($"Stop requested: sending SIG{settings.StopSignal} to the stage's processes in {container}, SIGKILL in {settings.StopGracePeriod.TotalSeconds:0} s.");
+        await session.SendAsync(StageServer.SignalRequest(stageNonce, settings.StopSignal), log);
+
+        // The stage's shell often exits at once (the runner's script traps TERM with `exit 1`)
+        // while its children, a trainer writing its last checkpoint, still work: wait for all of
+        // them, up to the grace period.
+        var graceEnds = DateTime.UtcNow + settings.StopGracePeriod;
+        while (DateTime.UtcNow < graceEnds)
+        {
+            if (stage.IsCompleted && await session.CountSurvivorsAsync(log) == 0)
+                return await stage;
+            await Task.WhenAny(stage, reading, Task.Delay(SurvivorPollInterval));
+            if (reading.IsCompleted)
+                await reading;
+        }
+
+        log($"The stage's processes are still running after {settings.StopGracePeriod.TotalSeconds:0} s: sending SIGKILL.");
+        await session.SendAsync(StageServer.SignalRequest(stageNonce, "KILL"), log);
+        if (await Task.WhenAny(stage, reading, Task.Delay(AfterKillWait)) != stage)
+        {
+            if (reading.IsCompleted)
+                await reading;
+            throw new SystemFailureException($"the stage in container '{container}' did not end {AfterKillWait.TotalSeconds:0} s after SIGKILL.");
+        }
+        return await stage;
+    }
+
+    /// <summary>One attachment's conversation with the stage server: requests out, output and replies in.</summary>
+    private sealed class ServerSession(IContainerAttachment attachment, string container)
+    {
+        private readonly ConcurrentDictionary<string, TaskCompletionSource<int>> _pending = new();
+
+        public string Container => container;
+
+        public Task<int> Expect(string nonce)
+        {
+            var reply = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
+            _pending[nonce] = reply;
+            return reply.Task;
+        }
+
+        public async Task SendAsync(byte[] request, Action<string> log)
+        {
+            try
+            {
+                using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+                await attachment.WriteAsync(request, timeout.Token);
+            }
+            catch (Exception error) when (error is ContainerEngineException or OperationCanceledException)
+            {
+                // A container that is gone has no processes left to stop.
+                log($"Could not reach the stage server in {container}: {error.Message}");
+            }
+        }
+
+        /// <summary>How many processes besides the server's own are alive; unknown counts as some.</summary>
+        public async Task<int> CountSurvivorsAsync(Action<string> log)
+        {
+            var nonce = StageServer.NewNonce();
+            var reply = Expect(nonce);
+            await SendAsync(StageServer.CountRequest(nonce), log);
+            var answered = await Task.WhenAny(reply, Task.Delay(TimeSpan.FromSeconds(5)));
+            _pending.TryRemove(nonce, out _);
+            return answered == reply ? await reply : int.MaxValue;
+        }
+
+        /// <summary>Streams output until cancelled; ends with an error when the container's streams close.</summary>
+        public async Task ReadAsync(Stream stdout, Stream stderr, CancellationToken cancellationToken)
+        {
+            var scanner = new ServerReplyScanner(_pending.ContainsKey);
+            var buffer = new byte[81920];
+            var passThrough = new ArrayBufferWriter<byte>(buffer.Length);
+            var replies = new List<ServerReply>();
+            while (true)
+            {
+                var chunk = await attachment.ReadAsync(buffer, cancellationToken);
+                if (chunk.EndOfStream)
+                    throw new ContainerEngineException($"container '{container}' closed its output before the stage ended (the container stopped or was removed).");
+                if (chunk.IsStderr)
+                {
+                    await stderr.WriteAsync(buffer.AsMemory(0, chunk.Count), cancellationToken);
+                    continue;
+                }
+
+                passThrough.ResetWrittenCount();
+                replies.Clear();
+                scanner.Feed(buffer.AsSpan(0, chunk.Count), passThrough, replies);
+                if (passThrough.WrittenCount > 0)
+                    await stdout.WriteAsync(passThrough.WrittenMemory, cancellationToken);
+                foreach (var reply in replies)
+                {
+                    if (_pending.TryGetValue(reply.Nonce, out var waiting))
+                        waiting.TrySetResult(reply.Value);
+                }
+            }
+        }
     }
 }
