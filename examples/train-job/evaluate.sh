@@ -3,7 +3,7 @@
 set -euo pipefail
 checkpoint_dir="${CHECKPOINT_DIR:-checkpoints}"
 latest="$(<"$checkpoint_dir/latest")"
-read -r loss < "$checkpoint_dir/epoch-$latest.ckpt"
+read -r loss _ < "$checkpoint_dir/epoch-$latest.ckpt"
 threshold="${MAX_LOSS:-5000}"
 echo "epoch-$latest loss $((loss / 10000)).$(printf '%04d' $((loss % 10000))) (threshold $((threshold / 10000)).$(printf '%04d' $((threshold % 10000))))"
 if ((loss > threshold)); then

@@ -16,19 +16,25 @@ mkdir -p "$checkpoint_dir"
 stop_requested=0
 trap 'stop_requested=1' TERM
 
-# The "model": a loss in fixed point (1e-4 units), shrinking by 15% a step.
+# The "model": a loss in fixed point (1e-4 units), shrinking by 15% a step. A checkpoint holds
+# the loss and the last step done, so a run stopped mid-epoch resumes at the next step.
 loss=25000
 first_epoch=1
+first_step=1
 if [[ -f "$checkpoint_dir/latest" ]]; then
   latest="$(<"$checkpoint_dir/latest")"
-  read -r loss < "$checkpoint_dir/epoch-$latest.ckpt"
-  first_epoch=$((latest + 1))
-  echo "Resuming from checkpoint epoch-$latest (loss $((loss / 10000)).$(printf '%04d' $((loss % 10000))))"
+  read -r loss done_steps < "$checkpoint_dir/epoch-$latest.ckpt"
+  if ((done_steps < steps_per_epoch)); then
+    first_epoch=$latest first_step=$((done_steps + 1))
+  else
+    first_epoch=$((latest + 1))
+  fi
+  echo "Resuming from checkpoint epoch-$latest after step $done_steps (loss $((loss / 10000)).$(printf '%04d' $((loss % 10000))))"
 fi
 
 save_checkpoint() {
-  local epoch="$1"
-  printf '%s\n' "$loss" > "$checkpoint_dir/epoch-$epoch.ckpt.tmp"
+  local epoch="$1" steps_done="$2"
+  printf '%s %s\n' "$loss" "$steps_done" > "$checkpoint_dir/epoch-$epoch.ckpt.tmp"
   mv "$checkpoint_dir/epoch-$epoch.ckpt.tmp" "$checkpoint_dir/epoch-$epoch.ckpt"
   printf '%s\n' "$epoch" > "$checkpoint_dir/latest.tmp"
   mv "$checkpoint_dir/latest.tmp" "$checkpoint_dir/latest"
@@ -37,16 +43,17 @@ save_checkpoint() {
 
 echo "Training on ${CUDA_VISIBLE_DEVICES:-no GPUs (CPU host)}: epochs $first_epoch..$epochs, $steps_per_epoch steps each"
 for ((epoch = first_epoch; epoch <= epochs; epoch++)); do
-  for ((step = 1; step <= steps_per_epoch; step++)); do
-    sleep "$step_seconds"
+  for ((step = (epoch == first_epoch ? first_step : 1); step <= steps_per_epoch; step++)); do
+    # SIGTERM also reaches sleep; errexit must not end the script before it checkpoints.
+    sleep "$step_seconds" || true
     loss=$((loss * 85 / 100))
     printf 'epoch %d/%d step %d/%d loss %d.%04d\n' "$epoch" "$epochs" "$step" "$steps_per_epoch" $((loss / 10000)) $((loss % 10000))
     if ((stop_requested)); then
       echo "SIGTERM received: saving a checkpoint before stopping"
-      save_checkpoint "$epoch"
+      save_checkpoint "$epoch" "$step"
       exit 143
     fi
   done
-  save_checkpoint "$epoch"
+  save_checkpoint "$epoch" "$steps_per_epoch"
 done
 echo "Training complete."
