@@ -77,8 +77,7 @@ public static class PrepareVerb
             return;
         if (policy == PullPolicy.Never)
         {
-            var message = $"image '{image}' is not on this host and images.pull_policy is \"never\".";
-            throw jobChoseIt ? new BuildFailureException(message) : new SystemFailureException(message);
+            throw ImageFault(jobChoseIt, $"image '{image}' is not on this host and images.pull_policy is \"never\".");
         }
 
         log.WriteLine($"Pulling {image} (images.pull_policy = \"{(policy == PullPolicy.Always ? "always" : "if-not-present")}\")...");
@@ -88,10 +87,16 @@ public static class PrepareVerb
         }
         catch (ImageUnavailableException error)
         {
-            // The job chose the image, so a missing one is its author's to fix; the helper is the admin's.
-            throw jobChoseIt ? new BuildFailureException(error.Message, inner: error) : new SystemFailureException(error.Message, error);
+            throw ImageFault(jobChoseIt, error.Message, error);
         }
     }
+
+    /// <summary>
+    /// The job chose its image, so a problem with it is its author's to fix (a build failure, not
+    /// retried); the helper image is the admin's (a system failure).
+    /// </summary>
+    private static Exception ImageFault(bool jobChoseIt, string message, Exception? inner = null) =>
+        jobChoseIt ? new BuildFailureException(message, inner: inner) : new SystemFailureException(message, inner);
 
     /// <summary>
     /// Runs an empty stage through the new container's stage server, so that an image that cannot
@@ -116,9 +121,10 @@ public static class PrepareVerb
             var state = await driver.InspectStateAsync(container, CancellationToken.None);
             if (state is not { Running: false, ExitCode: CommandNotFound })
                 throw;
-            var message = $"image '{image}' has no 'bash' on its PATH: gpu-executor runs every stage with bash, so the image must contain it (alpine-based images usually do not).";
-            // The job chose its image; the helper image is the admin's.
-            throw role == JobContainerNames.JobRole ? new BuildFailureException(message, inner: error) : new SystemFailureException(message, error);
+            throw ImageFault(
+                jobChoseIt: role == JobContainerNames.JobRole,
+                $"image '{image}' has no 'bash' on its PATH: gpu-executor runs every stage with bash, so the image must contain it (alpine-based images usually do not).",
+                error);
         }
     }
 

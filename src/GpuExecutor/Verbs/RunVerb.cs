@@ -42,8 +42,8 @@ public static class RunVerb
         if (result.ExitCode == 0)
             return ExitCodes.Success;
 
-        // A trailer came, so the container was alive when the script ended: a non-zero code is
-        // the script's own (an OOM-killed trainer's 137 included), never the host's.
+        // The stage server replied, so the container was alive when the script ended: a non-zero
+        // code is the script's own (an OOM-killed trainer's 137 included), never the host's.
         var exitCode = Math.Max(result.ExitCode, 1);
         throw new BuildFailureException(result.Stopped ? $"stage '{stageName}' was stopped (exit code {exitCode})." : "", exitCode);
     }
