@@ -10,7 +10,7 @@ public sealed class StageServerProtocolTests
 {
     private const string Nonce = "0123456789abcdef01234567";
 
-    private static byte[] Trailer(int code) => Encoding.ASCII.GetBytes($"\u001egpu-executor:{Nonce}:{code}\n");
+    private static byte[] Reply(int code) => Encoding.ASCII.GetBytes($"\u001egpu-executor:{Nonce}:{code}\n");
 
     private static (string Output, int? ExitCode) Scan(params byte[][] chunks)
     {
@@ -24,22 +24,22 @@ public sealed class StageServerProtocolTests
     }
 
     [Fact]
-    public void Output_passes_through_and_the_trailer_gives_the_exit_code()
+    public void Output_passes_through_and_the_reply_gives_the_exit_code()
     {
-        var (output, exitCode) = Scan([.. "epoch 1 loss 0.5\n"u8, .. Trailer(42)]);
+        var (output, exitCode) = Scan([.. "epoch 1 loss 0.5\n"u8, .. Reply(42)]);
 
         Assert.Equal("epoch 1 loss 0.5\n", output);
         Assert.Equal(42, exitCode);
     }
 
     [Fact]
-    public void A_trailer_split_byte_by_byte_across_chunks_is_still_found()
+    public void A_reply_split_byte_by_byte_across_chunks_is_still_found()
     {
-        byte[] stream = [.. "no newline at the end"u8, .. Trailer(0), .. "after the trailer"u8];
+        byte[] stream = [.. "no newline at the end"u8, .. Reply(0), .. "after the reply"u8];
 
         var (output, exitCode) = Scan(stream.Select(value => new[] { value }).ToArray());
 
-        Assert.Equal("no newline at the endafter the trailer", output);
+        Assert.Equal("no newline at the endafter the reply", output);
         Assert.Equal(0, exitCode);
     }
 
@@ -63,7 +63,7 @@ public sealed class StageServerProtocolTests
     [InlineData("\u001egpu-executor:0123456789abcdef01234567:\n")]
     [InlineData("\u001egpu-executor:0123456789abcdef01234567:12x\n")]
     [InlineData("\u001e\u001egpu-exec")]
-    public void Bytes_that_only_look_like_a_trailer_are_passed_on_unchanged(string lookalike)
+    public void Bytes_that_only_look_like_a_reply_are_passed_on_unchanged(string lookalike)
     {
         var bytes = Encoding.UTF8.GetBytes(lookalike);
 
@@ -74,9 +74,9 @@ public sealed class StageServerProtocolTests
     }
 
     [Fact]
-    public void A_lookalike_right_before_the_real_trailer_is_output_and_the_trailer_still_counts()
+    public void A_lookalike_right_before_the_real_reply_is_output_and_the_reply_still_counts()
     {
-        byte[] stream = [.. "\u001egpu-executor:"u8, .. Trailer(7)];
+        byte[] stream = [.. "\u001egpu-executor:"u8, .. Reply(7)];
 
         var (output, exitCode) = Scan(stream);
 
