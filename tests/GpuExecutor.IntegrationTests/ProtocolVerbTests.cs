@@ -128,6 +128,31 @@ public sealed class ProtocolVerbTests
     }
 
     [Fact]
+    public async Task Run_in_a_stopped_container_is_a_system_failure_and_does_not_hang()
+    {
+        using var workspace = new ExecutorWorkspace();
+        const long jobId = 7203;
+        var environment = workspace.RunnerEnvironment(workspace.WritePayload(jobId));
+        Assert.Equal(0, (await workspace.CallVerbAsync(environment, "prepare")).ExitCode);
+        try
+        {
+            await Testbed.DockerAsync("kill", "gpu-executor-7203-job");
+            var script = Path.Combine(workspace.Root, "script");
+            File.WriteAllText(script, "echo never\n");
+
+            var run = await workspace.CallVerbAsync(environment, "run", script, "build_script");
+
+            Assert.Equal(2, run.ExitCode);
+            Assert.Contains("container 'gpu-executor-7203-job' is not running", run.Stderr);
+            Assert.DoesNotContain("never", run.Stdout);
+        }
+        finally
+        {
+            await workspace.CallVerbAsync(environment, "cleanup");
+        }
+    }
+
+    [Fact]
     public async Task Gc_removes_managed_containers_past_their_deadline_and_keeps_live_ones()
     {
         using var workspace = new ExecutorWorkspace();

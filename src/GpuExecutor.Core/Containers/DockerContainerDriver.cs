@@ -166,6 +166,25 @@ public sealed class DockerContainerDriver : IContainerDriver
         }
     }
 
+    public async Task<int> WaitUntilStoppedAsync(string idOrName, CancellationToken cancellationToken)
+    {
+        try
+        {
+            // The wait API's default condition is "not-running"; its reply is tiny, unlike an
+            // inspect, whose reflection-heavy deserialisation costs tens of ms under NativeAOT.
+            var waited = await _client.Containers.WaitContainerAsync(idOrName, cancellationToken);
+            return (int)waited.StatusCode;
+        }
+        catch (DockerContainerNotFoundException error)
+        {
+            throw new ContainerNotFoundException(idOrName, error);
+        }
+        catch (Exception error) when (IsEngineFailure(error, cancellationToken))
+        {
+            throw Wrap(error, $"watch container '{idOrName}'");
+        }
+    }
+
     public async Task<IContainerAttachment> AttachAsync(string container, CancellationToken cancellationToken)
     {
         try

@@ -27,6 +27,13 @@ public interface IContainerDriver : IDisposable
     Task<ContainerState?> InspectStateAsync(string idOrName, CancellationToken cancellationToken);
 
     /// <summary>
+    /// Completes, with the main process's exit code, once the container is not running: at once
+    /// when it already stopped, else when it stops. Throws <see cref="ContainerNotFoundException"/>
+    /// when there is no such container.
+    /// </summary>
+    Task<int> WaitUntilStoppedAsync(string idOrName, CancellationToken cancellationToken);
+
+    /// <summary>
     /// Attaches to the container's main process: its stdin, and its stdout and stderr from now
     /// on. Throws <see cref="ContainerNotFoundException"/> when there is no such container.
     /// </summary>

@@ -36,11 +36,11 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
     {
         using var attachTimeout = new CancellationTokenSource(AttachTimeout);
         using var attachment = await driver.AttachAsync(container, attachTimeout.Token);
-        // Docker accepts an attach to a stopped container and then sends nothing, ever. Checked
-        // after attaching: if the container stops later, the daemon ends the stream instead.
-        var state = await driver.InspectStateAsync(container, attachTimeout.Token) ?? throw new ContainerNotFoundException(container);
-        if (!state.Running)
-            throw new ContainerEngineException($"container '{container}' is not running (its main process exited with {state.ExitCode}).");
+        // Docker accepts an attach to a stopped container and then sends nothing, ever. A wait
+        // on the container, started after attaching, ends the stage instead: at once if the
+        // container is already stopped, and whenever it stops.
+        using var stopWatching = new CancellationTokenSource();
+        var containerStopped = WatchForStopAsync(container, stopWatching.Token);
 
         var session = new ServerSession(attachment, container);
         var stageNonce = StageServer.NewNonce();
@@ -49,28 +49,38 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
 
         using var stopReading = new CancellationTokenSource();
         var reading = session.ReadAsync(stdout, stderr, stopReading.Token);
+        // Either of these ending first is the outcome: the stream failed, or the container stopped.
+        var failure = Task.WhenAny(reading, containerStopped).Unwrap();
         try
         {
             var stop = new TaskCompletionSource();
             await using (stopRequested.Register(() => stop.TrySetResult()))
             {
-                await Task.WhenAny(stage, reading, stop.Task);
+                await Task.WhenAny(stage, failure, stop.Task);
             }
             if (stage.IsCompleted)
                 return new StageResult(await stage, Stopped: false);
-            if (reading.IsCompleted)
-                await reading; // the stream ended or failed: that error is the outcome
+            if (failure.IsCompleted)
+                await failure;
 
-            return new StageResult(await StopAsync(session, stage, reading, stageNonce), Stopped: true);
+            return new StageResult(await StopAsync(session, stage, failure, stageNonce), Stopped: true);
         }
         finally
         {
             await stopReading.CancelAsync();
-            await reading.ContinueWith(_ => { }, TaskScheduler.Default);
+            await stopWatching.CancelAsync();
+            await Task.WhenAll(reading, containerStopped).ContinueWith(_ => { }, TaskScheduler.Default);
         }
     }
 
-    private async Task<int> StopAsync(ServerSession session, Task<int> stage, Task reading, string stageNonce)
+    /// <summary>Never completes successfully: it throws once the container is not running.</summary>
+    private async Task WatchForStopAsync(string container, CancellationToken cancellationToken)
+    {
+        var exitCode = await driver.WaitUntilStoppedAsync(container, cancellationToken);
+        throw new ContainerEngineException($"container '{container}' is not running (its main process exited with {exitCode}), so the stage cannot run or finish.");
+    }
+
+    private async Task<int> StopAsync(ServerSession session, Task<int> stage, Task failure, string stageNonce)
     {
         var container = session.Container;
         log($"Stop requested: sending SIG{settings.StopSignal} to the stage's processes in {container}, SIGKILL in {settings.StopGracePeriod.TotalSeconds:0} s.");
@@ -84,17 +94,17 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
         {
             if (stage.IsCompleted && await session.CountSurvivorsAsync(log) == 0)
                 return await stage;
-            await Task.WhenAny(stage, reading, Task.Delay(SurvivorPollInterval));
-            if (reading.IsCompleted)
-                await reading;
+            await Task.WhenAny(stage, failure, Task.Delay(SurvivorPollInterval));
+            if (failure.IsCompleted)
+                await failure;
         }
 
         log($"The stage's processes are still running after {settings.StopGracePeriod.TotalSeconds:0} s: sending SIGKILL.");
         await session.SendAsync(StageServer.SignalRequest(stageNonce, "KILL"), log);
-        if (await Task.WhenAny(stage, reading, Task.Delay(AfterKillWait)) != stage)
+        if (await Task.WhenAny(stage, failure, Task.Delay(AfterKillWait)) != stage)
         {
-            if (reading.IsCompleted)
-                await reading;
+            if (failure.IsCompleted)
+                await failure;
             throw new SystemFailureException($"the stage in container '{container}' did not end {AfterKillWait.TotalSeconds:0} s after SIGKILL.");
         }
         return await stage;
