@@ -29,13 +29,13 @@ public sealed class ProtocolVerbTests
     public async Task A_bad_config_is_a_system_failure_whose_message_names_the_key()
     {
         using var workspace = new ExecutorWorkspace();
-        File.AppendAllText(workspace.ConfigPath, "\n[gpus]\ncount = 2\n");
+        File.AppendAllText(workspace.ConfigPath, "\n[tpus]\ncount = 2\n");
 
         var (exitCode, stdout, stderr) = await workspace.CallVerbAsync(workspace.RunnerEnvironment(null), "config");
 
         Assert.Equal(2, exitCode);
         Assert.Equal("", stdout);
-        Assert.Contains("config key 'gpus'", stderr);
+        Assert.Contains("config key 'tpus'", stderr);
     }
 
     [Theory]

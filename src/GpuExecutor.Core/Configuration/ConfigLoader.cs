@@ -70,6 +70,7 @@ public static partial class ConfigLoader
             Container = ReadContainer(top.Table("container")),
             Run = ReadRun(top.Table("run")),
             Cleanup = ReadCleanup(top.Table("cleanup")),
+            Gpus = ReadGpus(top.Table("gpus")),
         };
         top.RejectUnknownKeys();
 
@@ -236,6 +237,55 @@ public static partial class ConfigLoader
         return settings;
     }
 
+    private static GpuSettings ReadGpus(TableReader table)
+    {
+        var defaults = new GpuSettings();
+        var modeText = table.String("mode") ?? "nvidia";
+        var mode = modeText switch
+        {
+            "nvidia" => GpuMode.Nvidia,
+            "none" => GpuMode.None,
+            _ => throw new ConfigurationException(table.KeyPath("mode"), $"'{modeText}' is not one of nvidia, none."),
+        };
+        var nvidiaSmi = table.String("nvidia_smi") ?? defaults.NvidiaSmi;
+        if (nvidiaSmi.Length == 0 || nvidiaSmi.Contains('\0') || (nvidiaSmi.Contains('/') && !Path.IsPathRooted(nvidiaSmi)))
+            throw new ConfigurationException(table.KeyPath("nvidia_smi"), $"'{nvidiaSmi}' must be a program name or an absolute path.");
+
+        var pool = new List<string>();
+        if (table.Raw("pool") is { } poolRaw)
+        {
+            if (poolRaw is not TomlArray array)
+                throw new ConfigurationException(table.KeyPath("pool"), "must be a list of GPU indexes or UUIDs, such as [0, 1] or [\"GPU-…\"].");
+            foreach (var item in array)
+            {
+                pool.Add(item switch
+                {
+                    long index when index is >= 0 and < 1024 => index.ToString(CultureInfo.InvariantCulture),
+                    string uuid when GpuUuid().IsMatch(uuid) => uuid,
+                    _ => throw new ConfigurationException(table.KeyPath("pool"), $"'{item}' is neither a GPU index nor a GPU UUID (GPU-… or MIG-…)."),
+                });
+            }
+        }
+
+        var settings = new GpuSettings
+        {
+            Mode = mode,
+            NvidiaSmi = nvidiaSmi,
+            Pool = pool,
+            DefaultCount = (int)table.Integer("default_count", defaults.DefaultCount, minimum: 0, maximum: 1024),
+            MaxCount = table.Raw("max_count") is null ? null : (int)table.Integer("max_count", 0, minimum: 1, maximum: 1024),
+            BusyMemoryMiB = table.Integer("busy_memory_mib", defaults.BusyMemoryMiB, minimum: 0, maximum: 1L << 30),
+            WaitTimeout = table.Seconds("wait_timeout_seconds", defaults.WaitTimeout, maximum: 7L * 24 * 3600),
+        };
+        if (settings.MaxCount is { } max && settings.DefaultCount > max)
+            throw new ConfigurationException(table.KeyPath("default_count"), $"{settings.DefaultCount} exceeds gpus.max_count ({max}).");
+        table.RejectUnknownKeys();
+        return settings;
+    }
+
+    [GeneratedRegex("^(GPU|MIG)-[0-9a-fA-F-]{8,64}$")]
+    private static partial Regex GpuUuid();
+
     [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")]
     private static partial Regex NetworkName();
 
@@ -309,6 +359,14 @@ public static partial class ConfigLoader
             long seconds when seconds >= 0 && seconds <= maximum => TimeSpan.FromSeconds(seconds),
             long seconds => throw new ConfigurationException(KeyPath(key), $"{seconds} is out of range [0, {maximum}]."),
             _ => throw new ConfigurationException(KeyPath(key), "must be a whole number of seconds."),
+        };
+
+        public long Integer(string key, long fallback, long minimum, long maximum) => Raw(key) switch
+        {
+            null => fallback,
+            long value when value >= minimum && value <= maximum => value,
+            long value => throw new ConfigurationException(KeyPath(key), $"{value} is out of range [{minimum}, {maximum}]."),
+            _ => throw new ConfigurationException(KeyPath(key), "must be a whole number."),
         };
 
         public long Size(string key, object raw) => raw switch

@@ -53,6 +53,17 @@ public static class DockerSpecConverter
                 NetworkMode = resources.NetworkMode ?? "",
                 NanoCPUs = resources.Cpus is { } cpus ? (long)Math.Round(cpus * 1e9) : 0,
                 Memory = resources.MemoryBytes ?? 0,
+                DeviceRequests = spec.GpuDeviceIds.Count == 0
+                    ? new List<DeviceRequest>()
+                    : new List<DeviceRequest>
+                    {
+                        new()
+                        {
+                            Driver = "nvidia",
+                            DeviceIDs = spec.GpuDeviceIds.ToList(),
+                            Capabilities = new List<IList<string>> { new List<string> { "gpu" } },
+                        },
+                    },
                 Ulimits = resources.Ulimits.Select(limit => new Docker.DotNet.Models.Ulimit
                 {
                     Name = limit.Name,

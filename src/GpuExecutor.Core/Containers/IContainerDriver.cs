@@ -62,7 +62,11 @@ public sealed record ContainerSpec(
     IReadOnlyList<BindMount> Mounts,
     IReadOnlyDictionary<string, string> Environment,
     ContainerDefaults Resources,
-    string? WorkingDir);
+    string? WorkingDir)
+{
+    /// <summary>GPU UUIDs for an NVIDIA device request; empty sends none (no GPUs, or gpus.mode = "none").</summary>
+    public IReadOnlyList<string> GpuDeviceIds { get; init; } = [];
+}
 
 /// <param name="ExitCode">The main process's exit code, once it has exited.</param>
 public sealed record ContainerState(bool Running, int ExitCode);

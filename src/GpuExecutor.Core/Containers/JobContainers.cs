@@ -20,6 +20,9 @@ public static class JobLabels
     public const string Deadline = Prefix + "deadline";
     public const string Role = Prefix + "role";
 
+    /// <summary>The UUIDs of the GPUs the job holds, comma-separated; absent when it holds none.</summary>
+    public const string Gpus = Prefix + "gpus";
+
     public static IReadOnlyDictionary<string, string> For(JobIdentity job, string role, DateTimeOffset startedAt) =>
         new Dictionary<string, string>
         {

@@ -1,5 +1,6 @@
 using GpuExecutor.Configuration;
 using GpuExecutor.Containers;
+using GpuExecutor.Gpus;
 using GpuExecutor.Images;
 using GpuExecutor.Jobs;
 using GpuExecutor.JobLog;
@@ -23,6 +24,10 @@ public static class PrepareVerb
         var payload = JobPayloadReader.Read(context.Environment);
         var job = JobIdentity.From(payload);
         var image = ResolveImage(config, payload);
+        var jobVariables = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var variable in payload.Variables)
+            jobVariables[variable.Key] = variable.Value;
+        var gpuRequest = GpuRequest.FromJob(jobVariables, config.Gpus);
 
         using var driver = new DockerContainerDriver(config.Docker.Endpoint);
         using (JobLogSection.Start(log, "gpu_executor_prepare", $"Preparing containers for job {job.JobId} (run key {job.RunKey})"))
@@ -43,11 +48,26 @@ public static class PrepareVerb
             Directory.CreateDirectory(workspace.CacheHostDir);
 
             var startedAt = DateTimeOffset.UtcNow;
-            var jobContainer = await StartAsync(driver, config, job, workspace, JobContainerNames.JobRole, image, startedAt, context.Stop);
+            var allocator = new GpuAllocator(driver, config.Gpus, config.StateDir, line => log.WriteLine(line));
+            string jobContainer = "";
+            IReadOnlyList<GpuDevice> gpus = [];
+            GpuTopology topology = GpuTopology.Unknown;
+            // Choose and create under the allocator's host-wide lock: the container's labels are
+            // the ledger entry that keeps the next job off these GPUs.
+            gpus = await allocator.AllocateAsync(gpuRequest, async (chosen, links) =>
+            {
+                topology = links;
+                jobContainer = await StartAsync(driver, config, job, workspace, JobContainerNames.JobRole, image, startedAt, chosen, context.Stop);
+            }, context.Stop);
+            await CheckStageServerAnswersAsync(driver, JobContainerNames.For(job.JobId, JobContainerNames.JobRole), image, JobContainerNames.JobRole, context.Stop);
             log.WriteLine($"Job container {jobContainer} runs {image}.");
+            if (gpus.Count > 0)
+                await ReportGpusAsync(driver, config, job, gpus, topology, log, context.Stop);
+
             if (hasHelper)
             {
-                var helperContainer = await StartAsync(driver, config, job, workspace, JobContainerNames.HelperRole, config.Images.Helper, startedAt, context.Stop);
+                var helperContainer = await StartAsync(driver, config, job, workspace, JobContainerNames.HelperRole, config.Images.Helper, startedAt, [], context.Stop);
+                await CheckStageServerAnswersAsync(driver, JobContainerNames.For(job.JobId, JobContainerNames.HelperRole), config.Images.Helper, JobContainerNames.HelperRole, context.Stop);
                 log.WriteLine($"Helper container {helperContainer} runs {config.Images.Helper} for sources, caches and artifacts.");
             }
         }
@@ -136,21 +156,67 @@ public static class PrepareVerb
         string role,
         string image,
         DateTimeOffset startedAt,
+        IReadOnlyList<GpuDevice> gpus,
         CancellationToken cancellationToken)
     {
         var name = JobContainerNames.For(job.JobId, role);
+        var labels = new Dictionary<string, string>(JobLabels.For(job, role, startedAt));
+        var uuids = gpus.Select(gpu => gpu.Uuid).ToList();
+        if (uuids.Count > 0)
+            labels[JobLabels.Gpus] = string.Join(',', uuids);
+        var environment = new Dictionary<string, string>
+        {
+            // Always set: CUDA base images default NVIDIA_VISIBLE_DEVICES to "all", which on a
+            // host whose default runtime is nvidia would hand the job every GPU. "void" is none.
+            ["NVIDIA_VISIBLE_DEVICES"] = uuids.Count > 0 ? string.Join(',', uuids) : "void",
+            ["CUDA_VISIBLE_DEVICES"] = string.Join(',', uuids),
+        };
         var spec = new ContainerSpec(
             name,
             image,
             StageServer.Command,
-            JobLabels.For(job, role, startedAt),
+            labels,
             workspace.Mounts(config),
-            new Dictionary<string, string>(),
+            environment,
             config.Container,
-            WorkingDir: null);
+            WorkingDir: null)
+        {
+            GpuDeviceIds = config.Gpus.Mode == GpuMode.Nvidia ? uuids : [],
+        };
         var id = await driver.CreateAndStartAsync(spec, cancellationToken);
-        await CheckStageServerAnswersAsync(driver, name, image, role, cancellationToken);
         // The short id is also the container's hostname, which is what a job's log shows.
         return $"{name} ({id[..Math.Min(12, id.Length)]})";
+    }
+
+    /// <summary>
+    /// Shows the job its GPUs in a collapsible section and, with real device requests, checks
+    /// inside the container that it sees exactly those GPUs: a job must never silently train on
+    /// the CPU, or on someone else's GPU.
+    /// </summary>
+    private static async Task ReportGpusAsync(IContainerDriver driver, ExecutorConfig config, JobIdentity job, IReadOnlyList<GpuDevice> gpus, GpuTopology topology, TextWriter log, CancellationToken cancellationToken)
+    {
+        using (JobLogSection.Start(log, "gpu_executor_gpus", $"GPU allocation: {gpus.Count} GPU{(gpus.Count == 1 ? "" : "s")}", collapsed: false))
+        {
+            foreach (var gpu in gpus)
+            {
+                var links = string.Join(" ", gpus.Where(other => other != gpu).Select(other => $"GPU{other.Index}:{topology.Link(gpu.Index, other.Index)}"));
+                log.WriteLine($"  GPU {gpu.Index}  {gpu.Uuid}  {gpu.Name}  {gpu.MemoryTotalMiB?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "?"} MiB{(links.Length > 0 ? "  links " + links : "")}");
+            }
+            if (config.Gpus.Mode == GpuMode.None)
+            {
+                log.WriteLine("  (gpus.mode = \"none\": assigned and labelled, but no device request was made)");
+                return;
+            }
+        }
+
+        var container = JobContainerNames.For(job.JobId, JobContainerNames.JobRole);
+        var seen = new MemoryStream();
+        var check = new StageRunner(driver, new RunSettings(), _ => { });
+        var result = await check.RunAsync(container, "nvidia-smi --query-gpu=uuid --format=csv,noheader\n"u8.ToArray(), seen, Stream.Null, cancellationToken);
+        var visible = System.Text.Encoding.UTF8.GetString(seen.ToArray()).Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Order().ToList();
+        var expected = gpus.Select(gpu => gpu.Uuid).Order().ToList();
+        if (result.ExitCode != 0 || !visible.SequenceEqual(expected))
+            throw new SystemFailureException(
+                $"the job container sees GPUs [{string.Join(", ", visible)}] (nvidia-smi exit {result.ExitCode}) instead of its own [{string.Join(", ", expected)}]; is the NVIDIA Container Toolkit installed and configured for Docker?");
     }
 }

@@ -1,0 +1,109 @@
+using System.Globalization;
+using GpuExecutor.Configuration;
+using GpuExecutor.Containers;
+using GpuExecutor.Outcomes;
+
+namespace GpuExecutor.Gpus;
+
+/// <summary>
+/// Gives a job its own GPUs. Inventory, ledger, choice and the creation of the job's container
+/// all happen under one host-wide lock, so two prepares can never pick the same GPU; when too
+/// few are free, the job waits, saying in its log what it waits for and who holds the GPUs.
+/// </summary>
+public sealed class GpuAllocator(IContainerDriver driver, GpuSettings settings, string stateDir, Action<string> log)
+{
+    private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(500);
+    private static readonly TimeSpan WaitingMessageInterval = TimeSpan.FromSeconds(30);
+
+    public string LockPath => Path.Combine(stateDir, "locks", "gpus.lock");
+
+    /// <summary>
+    /// Chooses GPUs and calls <paramref name="createHolder"/> with them while still holding the
+    /// lock; the container it creates must carry the GPUs' UUIDs on its labels.
+    /// </summary>
+    public async Task<IReadOnlyList<GpuDevice>> AllocateAsync(
+        GpuRequest request,
+        Func<IReadOnlyList<GpuDevice>, GpuTopology, Task> createHolder,
+        CancellationToken cancellationToken)
+    {
+        if (request.Count == 0)
+        {
+            await createHolder([], GpuTopology.Unknown);
+            return [];
+        }
+
+        var nvidiaSmi = new NvidiaSmi(settings.NvidiaSmi);
+        var waitEnds = DateTime.UtcNow + settings.WaitTimeout;
+        var nextMessage = DateTime.UtcNow;
+        GpuTopology? topology = null;
+        while (true)
+        {
+            string waitingFor;
+            using (await HostLock.AcquireAsync(LockPath, cancellationToken))
+            {
+                var pool = InPool(await nvidiaSmi.QueryAsync(cancellationToken));
+                CheckCanEverBeMet(pool, request);
+                var holders = await GpuLedger.ReadAsync(driver, cancellationToken);
+                var free = pool
+                    .Where(request.Admits)
+                    .Where(gpu => !holders.ContainsKey(gpu.Uuid) && !IsBusyOutsideJobs(gpu))
+                    .ToList();
+                if (free.Count >= request.Count)
+                {
+                    topology ??= request.Count > 1 ? await nvidiaSmi.TopologyAsync(log, cancellationToken) : GpuTopology.Unknown;
+                    var chosen = GpuSelection.Choose(free, request.Count, topology)!;
+                    await createHolder(chosen, topology);
+                    return chosen;
+                }
+                waitingFor = DescribeWait(pool, request, holders, free.Count);
+            }
+
+            if (DateTime.UtcNow >= waitEnds)
+                // The host is busy, not the job wrong: a system failure, which the runner retries.
+                throw new SystemFailureException($"no GPUs freed up within gpus.wait_timeout_seconds ({settings.WaitTimeout.TotalSeconds:0} s). {waitingFor}");
+            if (DateTime.UtcNow >= nextMessage)
+            {
+                log($"Waiting for {request}: {waitingFor}");
+                nextMessage = DateTime.UtcNow + WaitingMessageInterval;
+            }
+            await Task.Delay(PollInterval, cancellationToken);
+        }
+    }
+
+    /// <summary>The host's GPUs this runner may use (gpus.pool, by index or UUID; empty means all).</summary>
+    public IReadOnlyList<GpuDevice> InPool(IReadOnlyList<GpuDevice> inventory) =>
+        settings.Pool.Count == 0
+            ? inventory
+            : inventory.Where(gpu => settings.Pool.Contains(gpu.Uuid) || settings.Pool.Contains(gpu.Index.ToString(CultureInfo.InvariantCulture))).ToList();
+
+    private bool IsBusyOutsideJobs(GpuDevice gpu) => gpu.MemoryUsedMiB > settings.BusyMemoryMiB;
+
+    /// <summary>A request this runner could never meet is the job's build failure, at once, saying why.</summary>
+    private static void CheckCanEverBeMet(IReadOnlyList<GpuDevice> pool, GpuRequest request)
+    {
+        var models = string.Join(", ", pool.GroupBy(gpu => gpu.Name).Select(group => $"{group.Count()} × {group.Key}"));
+        if (pool.Count == 0)
+            throw new BuildFailureException($"the job asks for {request}, but this runner has no GPUs.");
+        if (request.Count > pool.Count)
+            throw new BuildFailureException($"the job asks for {request.Count} GPUs, but this runner has {pool.Count} ({models}).");
+        if (request.Model is { } model && !pool.Any(gpu => gpu.Name.Contains(model, StringComparison.OrdinalIgnoreCase)))
+            throw new BuildFailureException($"the job asks for GPU model '{model}' ({GpuRequest.ModelVariable}), but this runner has only {models}.");
+        var matching = pool.Count(request.Admits);
+        if (matching < request.Count)
+        {
+            var largest = pool.Where(gpu => request.Model is null || gpu.Name.Contains(request.Model, StringComparison.OrdinalIgnoreCase)).Max(gpu => gpu.MemoryTotalMiB ?? 0);
+            throw new BuildFailureException($"the job asks for {request}, but only {matching} of this runner's GPUs qualify (the largest has {largest} MiB; {models}).");
+        }
+    }
+
+    private string DescribeWait(IReadOnlyList<GpuDevice> pool, GpuRequest request, IReadOnlyDictionary<string, GpuHolder> holders, int free)
+    {
+        var reasons = pool.Where(request.Admits).Select(gpu =>
+            holders.TryGetValue(gpu.Uuid, out var holder)
+                ? $"GPU {gpu.Index} held by job {holder.JobId} (project {holder.ProjectId}){(holder.Since is { } since ? $" since {since:HH:mm:ss}Z" : "")}"
+                : IsBusyOutsideJobs(gpu)
+                    ? $"GPU {gpu.Index} busy outside any job ({gpu.MemoryUsedMiB} MiB in use, gpus.busy_memory_mib = {settings.BusyMemoryMiB})"
+                    : $"GPU {gpu.Index} free");
+        return $"{free} of {request.Count} free; {string.Join("; ", reasons)}.";
+    }
+}

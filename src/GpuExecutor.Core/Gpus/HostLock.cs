@@ -1,0 +1,31 @@
+namespace GpuExecutor.Gpus;
+
+/// <summary>
+/// One host-wide exclusive lock, an flock(2) on a file in the state directory (what .NET's
+/// FileShare.None takes on Unix). The kernel drops it when the holder dies, so it cannot go stale.
+/// </summary>
+public sealed class HostLock : IDisposable
+{
+    private readonly FileStream _file;
+
+    private HostLock(FileStream file) => _file = file;
+
+    public static async Task<HostLock> AcquireAsync(string path, CancellationToken cancellationToken)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        while (true)
+        {
+            try
+            {
+                return new HostLock(new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None));
+            }
+            catch (IOException)
+            {
+                // Held by another prepare; choose-and-create takes milliseconds.
+                await Task.Delay(TimeSpan.FromMilliseconds(20), cancellationToken);
+            }
+        }
+    }
+
+    public void Dispose() => _file.Dispose();
+}
