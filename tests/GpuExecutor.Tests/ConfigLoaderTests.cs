@@ -44,6 +44,15 @@ public sealed class ConfigLoaderTests
         timeout_seconds = 90
         gc_grace_seconds = 600
         remove_builds_dir = false
+
+        [gpus]
+        mode = "none"
+        nvidia_smi = "/opt/fake/nvidia-smi"
+        pool = [0, 1, "GPU-6968dfc2-d444-d92c-c36b-6abe53445cb9"]
+        default_count = 1
+        max_count = 4
+        busy_memory_mib = 2048
+        wait_timeout_seconds = 600
         """;
 
     [Fact]
@@ -71,6 +80,13 @@ public sealed class ConfigLoaderTests
         Assert.Equal(TimeSpan.FromSeconds(90), config.Cleanup.Timeout);
         Assert.Equal(TimeSpan.FromSeconds(600), config.Cleanup.GcGracePeriod);
         Assert.False(config.Cleanup.RemoveBuildsDir);
+        Assert.Equal(GpuMode.None, config.Gpus.Mode);
+        Assert.Equal("/opt/fake/nvidia-smi", config.Gpus.NvidiaSmi);
+        Assert.Equal(["0", "1", "GPU-6968dfc2-d444-d92c-c36b-6abe53445cb9"], config.Gpus.Pool);
+        Assert.Equal(1, config.Gpus.DefaultCount);
+        Assert.Equal(4, config.Gpus.MaxCount);
+        Assert.Equal(2048, config.Gpus.BusyMemoryMiB);
+        Assert.Equal(TimeSpan.FromMinutes(10), config.Gpus.WaitTimeout);
     }
 
     [Fact]
@@ -109,6 +125,14 @@ public sealed class ConfigLoaderTests
     [InlineData("statedir = \"/x\"", "statedir")]
     [InlineData("[images]\npul_policy = \"never\"", "images.pul_policy")]
     [InlineData("docker = 3", "docker")]
+    [InlineData("[gpus]\nmode = \"cuda\"", "gpus.mode")]
+    [InlineData("[gpus]\nnvidia_smi = \"bin/nvidia-smi\"", "gpus.nvidia_smi")]
+    [InlineData("[gpus]\npool = [\"gpu0\"]", "gpus.pool")]
+    [InlineData("[gpus]\npool = [-1]", "gpus.pool")]
+    [InlineData("[gpus]\ndefault_count = -1", "gpus.default_count")]
+    [InlineData("[gpus]\nmax_count = 0", "gpus.max_count")]
+    [InlineData("[gpus]\nmax_count = 2\ndefault_count = 4", "gpus.default_count")]
+    [InlineData("[gpus]\nbusy_memory_mib = \"1g\"", "gpus.busy_memory_mib")]
     public void A_bad_value_is_refused_with_an_error_naming_its_key(string toml, string key)
     {
         var error = Assert.Throws<ConfigurationException>(() => ConfigLoader.Parse(toml, "bad.toml"));
