@@ -103,7 +103,7 @@ public static class Testbed
 /// <summary>One test's private executor setup: a config, builds and cache dirs, all in a temp dir.</summary>
 public sealed class ExecutorWorkspace : IDisposable
 {
-    public ExecutorWorkspace(string? dockerEndpoint = null, bool removeBuildsDir = false, string allowed = "\"gpu-executor-test/*\"", int stopGraceSeconds = 3)
+    public ExecutorWorkspace(string? dockerEndpoint = null, bool removeBuildsDir = false, string allowed = "\"gpu-executor-test/*\"", int stopGraceSeconds = 3, string? gpus = null)
     {
         Testbed.Require();
         Root = Directory.CreateTempSubdirectory("gpu-executor-it").FullName;
@@ -131,6 +131,7 @@ public sealed class ExecutorWorkspace : IDisposable
             stop_grace_seconds = {stopGraceSeconds}
             [cleanup]
             remove_builds_dir = {(removeBuildsDir ? "true" : "false")}
+            {(gpus is null ? "" : "[gpus]\n" + gpus)}
             """);
     }
 
@@ -176,7 +177,7 @@ public sealed class ExecutorWorkspace : IDisposable
     public string BuildExitCodeFile => Path.Combine(Root, "build_exit_code");
 
     /// <summary>A minimal job payload, as the runner writes response.json; returns its path.</summary>
-    public string WritePayload(long jobId)
+    public string WritePayload(long jobId, IReadOnlyDictionary<string, string>? variables = null)
     {
         var path = Path.Combine(Root, $"response-{jobId}.json");
         var payload = new
@@ -186,9 +187,26 @@ public sealed class ExecutorWorkspace : IDisposable
             git_info = new { @ref = "main" },
             runner_info = new { timeout = 600 },
             image = new { name = Testbed.TestImage },
+            variables = (variables ?? new Dictionary<string, string>()).Select(pair => new { key = pair.Key, value = pair.Value, @public = true }).ToArray(),
         };
         File.WriteAllText(path, JsonSerializer.Serialize(payload));
         return path;
+    }
+
+    /// <summary>
+    /// A stand-in for nvidia-smi (none can run without a GPU): a script that prints the given
+    /// query and topology output. Returns its path, for gpus.nvidia_smi.
+    /// </summary>
+    public string WriteFakeNvidiaSmi(string query, string topology)
+    {
+        var directory = Path.Combine(Root, "fake-nvidia-smi");
+        Directory.CreateDirectory(directory);
+        File.WriteAllText(Path.Combine(directory, "query.txt"), query);
+        File.WriteAllText(Path.Combine(directory, "topo.txt"), topology);
+        var script = Path.Combine(directory, "nvidia-smi");
+        File.WriteAllText(script, $"#!/bin/bash\nif [ \"$1\" = topo ]; then cat '{directory}/topo.txt'; else cat '{directory}/query.txt'; fi\n");
+        File.SetUnixFileMode(script, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        return script;
     }
 
     /// <summary>Runs one protocol verb of the binary directly, with the given environment.</summary>
