@@ -25,6 +25,7 @@ public static class CommandLine
 
         Verbs for admins and developers:
           gc                        remove managed containers whose jobs are long gone
+          gpus                      list the host's GPUs and which job holds each
           simulate JOB [OPTIONS]    play GitLab Runner: drive a job file through all the stages
           version                   print the version
 
@@ -94,6 +95,7 @@ public static class CommandLine
                 "run" => throw new SystemFailureException($"run takes SCRIPT STAGE, got {verbArgs.Length} arguments."),
                 "cleanup" => await CleanupVerb.RunAsync(context),
                 "gc" => await GcVerb.RunAsync(context, stdout),
+                "gpus" => await GpusVerb.RunAsync(context, stdout),
                 _ => throw new SystemFailureException($"unknown verb '{verb}'.\n{Usage}"),
             };
         }

@@ -116,6 +116,9 @@ public sealed class GpuAllocationTests
         var crashed = workspace.RunnerEnvironment(workspace.WritePayload(crashedJob, new Dictionary<string, string> { ["GPU_COUNT"] = "2" }));
         // Prepared, then its executor and runner vanish: nobody calls cleanup.
         Assert.Equal(0, (await workspace.CallVerbAsync(crashed, "prepare")).ExitCode);
+        var listing = await workspace.CallVerbAsync(new Dictionary<string, string?>(), "gpus");
+        Assert.Equal(0, listing.ExitCode);
+        Assert.Equal(2, listing.Stdout.Split('\n').Count(line => line.Contains($"job {crashedJob} (project 3) since", StringComparison.Ordinal)));
 
         var waiting = workspace.SimulateAsync(new
         {
