@@ -58,8 +58,9 @@ internal sealed class JobRun(
 
     public async Task<JobOutcome> ExecuteAsync(StagePlan plan)
     {
+        // Timers take at most int.MaxValue ms (24.8 days); GitLab allows timeouts up to a month.
         var remaining = jobTimeout - jobClock.Elapsed;
-        _timeout.CancelAfter(remaining > TimeSpan.Zero ? remaining : TimeSpan.Zero);
+        _timeout.CancelAfter(TimeSpan.FromMilliseconds(Math.Clamp(remaining.TotalMilliseconds, 0, int.MaxValue - 1)));
 
         var (status, exitCode) = await RunStageAsync(plan.PrepareScript, userStep: false, "running");
         if (status != StageStatus.Success)

@@ -81,20 +81,23 @@ public sealed partial class ProcessGroup : IDisposable
         }
         // Output can outlive the process when a grandchild keeps the pipe; do not wait forever.
         await Task.WhenAny(_pump, Task.Delay(TimeSpan.FromSeconds(5)));
-        return ExitCodeOf(_process);
+        // .NET reports a death by signal as 128 + signal, which the runner also counts as a failure.
+        return _process.ExitCode;
     }
-
-    public bool HasExited => _process.HasExited;
 
     /// <summary>Sends a signal to the whole process group, as the runner does on cancel and timeout.</summary>
     public void SignalGroup(int signal)
     {
-        if (!_process.HasExited)
-            _ = Kill(-_process.Id, signal);
+        try
+        {
+            if (!_process.HasExited)
+                _ = Kill(-_process.Id, signal);
+        }
+        catch (InvalidOperationException)
+        {
+            // Already disposed: the call was abandoned after a job timeout and has been reaped.
+        }
     }
-
-    /// <summary>.NET reports a death by signal as 128 + signal, which the runner also counts as a failure.</summary>
-    private static int ExitCodeOf(Process process) => process.ExitCode;
 
     [LibraryImport("libc", EntryPoint = "kill", SetLastError = true)]
     private static partial int Kill(int pid, int signal);

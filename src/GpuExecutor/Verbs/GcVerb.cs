@@ -45,9 +45,17 @@ public static class GcVerb
                     continue;
                 if (now - directory.LastWriteTimeUtc < config.Cleanup.GcGracePeriod)
                     continue;
-                directory.Delete(recursive: true);
-                stdout.WriteLine($"removed builds directory {directory.FullName}");
-                removed++;
+                try
+                {
+                    directory.Delete(recursive: true);
+                    stdout.WriteLine($"removed builds directory {directory.FullName}");
+                    removed++;
+                }
+                catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+                {
+                    // One stubborn directory must not stop the janitor; the next run retries it.
+                    stdout.WriteLine($"could not remove builds directory {directory.FullName}: {error.Message}");
+                }
             }
         }
 
