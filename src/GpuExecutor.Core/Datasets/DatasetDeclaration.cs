@@ -1,0 +1,143 @@
+using System.Text.RegularExpressions;
+using GpuExecutor.Configuration;
+using GpuExecutor.Outcomes;
+
+namespace GpuExecutor.Datasets;
+
+/// <summary>Where a dataset comes from: a store named in the config, a bucket, and a key prefix or one object key.</summary>
+/// <param name="Key">"" for the whole bucket, a prefix ending in '/', or one object's key.</param>
+public sealed record DatasetSource(string Store, string Bucket, string Key)
+{
+    public bool IsPrefix => Key.Length == 0 || Key.EndsWith('/');
+
+    public override string ToString() => $"{Store}://{Bucket}/{Key}";
+}
+
+/// <summary>One line of the job's DATASETS variable.</summary>
+/// <param name="EtagPin">Set by "etag=…": the object must have this ETag, or the job fails.</param>
+public sealed record DatasetMount(DatasetSource Source, string ContainerPath, string? EtagPin, int Line);
+
+/// <summary>
+/// Reads the job's DATASETS variable: one "SOURCE -> CONTAINER_PATH [etag=ETAG]" per line, '#'
+/// comments and blank lines ignored. The variable is the job's, so it is untrusted: every line is
+/// checked against the config, and anything wrong is a build failure naming the line and the rule.
+/// </summary>
+public static partial class DatasetDeclaration
+{
+    public const string Variable = "DATASETS";
+    private const int MaximumLines = 256;
+    private const int MaximumLength = 64 * 1024;
+
+    /// <summary>Directories a dataset must never be mounted over or under.</summary>
+    private static readonly string[] ReservedPaths = ["/proc", "/sys", "/dev", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/usr", "/run", "/tmp"];
+
+    [GeneratedRegex(@"^(?<store>[a-z][a-z0-9-]{0,31})://(?<bucket>[a-z0-9][a-z0-9.-]{1,62})(?:/(?<key>.*))?$")]
+    private static partial Regex SourceSyntax();
+
+    [GeneratedRegex(@"^etag=(?<etag>""?[0-9A-Za-z-]{1,64}""?)$")]
+    private static partial Regex PinSyntax();
+
+    public static IReadOnlyList<DatasetMount> Parse(string text, ExecutorConfig config)
+    {
+        if (text.Length > MaximumLength)
+            throw Fail(0, $"is {text.Length} characters long; at most {MaximumLength} are read.");
+        var mounts = new List<DatasetMount>();
+        var lines = text.Split('\n');
+        if (lines.Length > MaximumLines)
+            throw Fail(0, $"has {lines.Length} lines; at most {MaximumLines} are read.");
+
+        for (var index = 0; index < lines.Length; index++)
+        {
+            var lineNumber = index + 1;
+            var line = lines[index].Trim();
+            if (line.Length == 0 || line.StartsWith('#'))
+                continue;
+            var arrow = line.IndexOf("->", StringComparison.Ordinal);
+            if (arrow < 0 || line.IndexOf("->", arrow + 2, StringComparison.Ordinal) >= 0)
+                throw Fail(lineNumber, "is not \"SOURCE -> CONTAINER_PATH\", for example \"s3://bucket/imagenet/train/ -> /data/imagenet\".");
+
+            var source = ParseSource(line[..arrow].Trim(), lineNumber, config);
+            var target = line[(arrow + 2)..].Trim().Split((char[])[' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
+            if (target.Length is 0 or > 2)
+                throw Fail(lineNumber, "must name one container path, optionally followed by etag=ETAG.");
+            var path = CheckContainerPath(target[0], lineNumber, config, mounts);
+            string? etag = null;
+            if (target.Length == 2)
+            {
+                if (PinSyntax().Match(target[1]) is not { Success: true } pin)
+                    throw Fail(lineNumber, $"'{Shorten(target[1])}' is not a version pin; use etag=ETAG.");
+                if (source.IsPrefix)
+                    throw Fail(lineNumber, "an etag pin names one object's version; it cannot apply to a prefix.");
+                etag = pin.Groups["etag"].Value.Trim('"');
+            }
+            mounts.Add(new DatasetMount(source, path, etag, lineNumber));
+        }
+        return mounts;
+    }
+
+    private static DatasetSource ParseSource(string text, int line, ExecutorConfig config)
+    {
+        if (SourceSyntax().Match(text) is not { Success: true } match)
+            throw Fail(line, $"source '{Shorten(text)}' is not STORE://BUCKET/KEY, for example s3://bucket/imagenet/train/.");
+        var source = new DatasetSource(match.Groups["store"].Value, match.Groups["bucket"].Value, match.Groups["key"].Value);
+        if (!ObjectKeyPaths.IsSafeKey(source.Key, allowTrailingSlash: true))
+            throw Fail(line, $"source key '{Shorten(source.Key)}' has an empty, '.' or '..' segment, or a control character.");
+        if (!config.Stores.TryGetValue(source.Store, out var store))
+        {
+            var known = config.Stores.Count == 0 ? "none" : string.Join(", ", config.Stores.Keys.Order());
+            throw Fail(line, $"store '{source.Store}' is not configured on this runner (configured stores: {known}).");
+        }
+        if (!store.Allow.Any(rule => Admits(rule, source)))
+            throw Fail(line, $"'{source}' is not allowed: it is outside every rule of stores.{store.Name}.allow [{string.Join(", ", store.Allow.Select(rule => $"\"{rule}\""))}].");
+        return source;
+    }
+
+    /// <summary>A rule "bucket" admits the whole bucket; "bucket/prefix" admits what lies under that path.</summary>
+    public static bool Admits(string rule, DatasetSource source)
+    {
+        var slash = rule.IndexOf('/');
+        var bucket = slash < 0 ? rule : rule[..slash];
+        if (bucket != source.Bucket)
+            return false;
+        if (slash < 0)
+            return true;
+        var prefix = rule[(slash + 1)..];
+        // Path-wise, not string-wise: "datasets" must not admit "datasets-private/".
+        var directory = prefix.EndsWith('/') ? prefix : prefix + "/";
+        return source.Key == prefix || source.Key.StartsWith(directory, StringComparison.Ordinal);
+    }
+
+    private static string CheckContainerPath(string path, int line, ExecutorConfig config, List<DatasetMount> earlier)
+    {
+        if (!path.StartsWith('/') || path.Length > 1024 || path.Any(char.IsControl))
+            throw Fail(line, $"container path '{Shorten(path)}' must be absolute.");
+        var segments = path.Split('/', StringSplitOptions.RemoveEmptyEntries);
+        if (segments.Length == 0 || segments.Any(segment => segment is "." or ".."))
+            throw Fail(line, $"container path '{Shorten(path)}' must be a directory below '/' without '.' or '..'.");
+        var normalized = "/" + string.Join('/', segments);
+
+        foreach (var (name, reserved) in new[] { ("the builds directory", config.Builds.ContainerDir), ("the cache directory", config.Cache.ContainerDir) }
+                     .Concat(ReservedPaths.Select(reserved => ("a system directory", reserved))))
+        {
+            if (Overlaps(normalized, reserved))
+                throw Fail(line, $"container path '{normalized}' overlaps {name} ({reserved}).");
+        }
+        foreach (var other in earlier)
+        {
+            if (Overlaps(normalized, other.ContainerPath))
+                throw Fail(line, $"container path '{normalized}' overlaps the dataset of line {other.Line} ({other.ContainerPath}).");
+        }
+        return normalized;
+    }
+
+    /// <summary>Whether one path is the other or lies inside it.</summary>
+    private static bool Overlaps(string first, string second) =>
+        first == second
+        || first.StartsWith(second.TrimEnd('/') + "/", StringComparison.Ordinal)
+        || second.StartsWith(first.TrimEnd('/') + "/", StringComparison.Ordinal);
+
+    private static BuildFailureException Fail(int line, string problem) =>
+        new(line == 0 ? $"{Variable} {problem}" : $"{Variable} line {line}: {problem}");
+
+    private static string Shorten(string value) => value.Length > 80 ? value[..80] + "…" : value;
+}

@@ -1,0 +1,72 @@
+using System.Text;
+
+namespace GpuExecutor.Datasets;
+
+/// <summary>An object that cannot be placed in a job's view, and why.</summary>
+public sealed record QuarantinedObject(string Key, string Reason);
+
+/// <summary>
+/// Maps object keys to relative paths inside a dataset's view. Object stores allow keys that a
+/// file system must not take: "../x", "/etc/passwd", "a//b", NUL bytes, or "a" next to "a/b".
+/// Such keys are quarantined (reported, never written), so nothing lands outside the view.
+/// </summary>
+public static class ObjectKeyPaths
+{
+    private const int MaximumSegmentBytes = 255;
+    private const int MaximumPathBytes = 4096;
+
+    /// <summary>Whether a key (or key prefix, with a trailing '/') has only plain, non-empty segments.</summary>
+    public static bool IsSafeKey(string key, bool allowTrailingSlash)
+    {
+        if (key.Length == 0)
+            return true;
+        if (Encoding.UTF8.GetByteCount(key) > MaximumPathBytes || key.Any(char.IsControl))
+            return false;
+        var segments = key.Split('/');
+        if (allowTrailingSlash && segments[^1].Length == 0)
+            segments = segments[..^1];
+        return segments.All(segment => segment.Length > 0 && segment is not ("." or "..") && Encoding.UTF8.GetByteCount(segment) <= MaximumSegmentBytes);
+    }
+
+    /// <summary>
+    /// Places every key found under a source: a prefix's objects keep their path below the
+    /// prefix; a single object is placed under its own name. Keys ending in '/' are directory
+    /// markers and are skipped. Returns the key-to-path map and what was quarantined.
+    /// </summary>
+    public static (IReadOnlyDictionary<string, string> Paths, IReadOnlyList<QuarantinedObject> Quarantined) Plan(DatasetSource source, IEnumerable<string> keys)
+    {
+        var paths = new Dictionary<string, string>(StringComparer.Ordinal);
+        var quarantined = new List<QuarantinedObject>();
+        foreach (var key in keys.Order(StringComparer.Ordinal))
+        {
+            if (key.EndsWith('/'))
+                continue;
+            string relative;
+            if (!source.IsPrefix)
+                relative = key == source.Key ? key[(key.LastIndexOf('/') + 1)..] : "";
+            else
+                relative = key.StartsWith(source.Key, StringComparison.Ordinal) ? key[source.Key.Length..] : "";
+            if (relative.Length == 0 || !IsSafeKey(relative, allowTrailingSlash: false))
+            {
+                quarantined.Add(new QuarantinedObject(key, relative.Length == 0 ? "not under the dataset's source" : "an empty, '.' or '..' path segment, a leading '/', or a control character"));
+                continue;
+            }
+            paths[key] = relative;
+        }
+
+        // A path cannot be a file and a directory at once ("a" and "a/b"): the file gives way,
+        // so the directory's contents stay whole.
+        var directories = new HashSet<string>(StringComparer.Ordinal);
+        foreach (var relative in paths.Values)
+        {
+            for (var slash = relative.IndexOf('/'); slash >= 0; slash = relative.IndexOf('/', slash + 1))
+                directories.Add(relative[..slash]);
+        }
+        foreach (var (key, relative) in paths.Where(pair => directories.Contains(pair.Value)).ToList())
+        {
+            paths.Remove(key);
+            quarantined.Add(new QuarantinedObject(key, $"'{relative}' is also a directory of the dataset"));
+        }
+        return (paths, quarantined);
+    }
+}

@@ -1,0 +1,154 @@
+using GpuExecutor.Configuration;
+using GpuExecutor.Datasets;
+using GpuExecutor.Outcomes;
+
+namespace GpuExecutor.Tests;
+
+public sealed class DatasetDeclarationTests
+{
+    private static readonly ExecutorConfig Config = ConfigLoader.Parse("""
+        [stores.s3]
+        type = "s3"
+        endpoint = "http://127.0.0.1:4568"
+        path_style = true
+        access_key_id = "S3RVER"
+        secret_access_key = "very-secret"
+        allow = ["imagenet", "team-a/datasets/"]
+
+        [stores.local]
+        type = "file"
+        root = "/srv/datasets"
+        allow = ["shared"]
+        """, "test.toml");
+
+    [Fact]
+    public void Lines_become_sources_and_container_paths()
+    {
+        var mounts = DatasetDeclaration.Parse("""
+            # training data
+            s3://imagenet/train/ -> /data/imagenet/train
+
+            s3://team-a/datasets/tokens.bin -> /data/tokens etag=0123456789abcdef0123456789abcdef
+            local://shared -> /data/shared/
+            """, Config);
+
+        Assert.Equal(
+            [
+                new DatasetMount(new DatasetSource("s3", "imagenet", "train/"), "/data/imagenet/train", null, 2),
+                new DatasetMount(new DatasetSource("s3", "team-a", "datasets/tokens.bin"), "/data/tokens", "0123456789abcdef0123456789abcdef", 4),
+                new DatasetMount(new DatasetSource("local", "shared", ""), "/data/shared", null, 5),
+            ],
+            mounts);
+        Assert.False(mounts[1].Source.IsPrefix);
+    }
+
+    [Theory]
+    [InlineData("s3://imagenet/train/", "line 1: is not \"SOURCE -> CONTAINER_PATH\"")]
+    [InlineData("s3://imagenet/ -> /a -> /b", "line 1: is not \"SOURCE -> CONTAINER_PATH\"")]
+    [InlineData("imagenet/train/ -> /data", "is not STORE://BUCKET/KEY")]
+    [InlineData("gcs://imagenet/ -> /data", "store 'gcs' is not configured on this runner (configured stores: local, s3)")]
+    [InlineData("s3://private/ -> /data", "'s3://private/' is not allowed: it is outside every rule of stores.s3.allow [\"imagenet\", \"team-a/datasets/\"]")]
+    [InlineData("s3://team-a/ -> /data", "is not allowed")]
+    [InlineData("s3://team-a/datasets-private/x -> /data", "is not allowed")]
+    [InlineData("s3://imagenet/../team-b/ -> /data", "has an empty, '.' or '..' segment")]
+    [InlineData("local://shared/../../etc/ -> /data", "has an empty, '.' or '..' segment")]
+    [InlineData("s3://imagenet//x -> /data", "has an empty, '.' or '..' segment")]
+    [InlineData("s3://imagenet/ -> data", "container path 'data' must be absolute")]
+    [InlineData("s3://imagenet/ -> /", "must be a directory below '/'")]
+    [InlineData("s3://imagenet/ -> /data/../etc", "without '.' or '..'")]
+    [InlineData("s3://imagenet/ -> /builds/ml", "overlaps the builds directory (/builds)")]
+    [InlineData("s3://imagenet/ -> /cache", "overlaps the cache directory (/cache)")]
+    [InlineData("s3://imagenet/ -> /etc/ssl", "overlaps a system directory (/etc)")]
+    [InlineData("s3://imagenet/ -> /data\ns3://team-a/datasets/ -> /data/more", "line 2: container path '/data/more' overlaps the dataset of line 1 (/data)")]
+    [InlineData("s3://imagenet/train/ -> /data etag=abc", "an etag pin names one object's version")]
+    [InlineData("s3://imagenet/a.bin -> /data version=3", "is not a version pin")]
+    public void A_bad_line_is_a_build_failure_that_says_why(string text, string expected)
+    {
+        var error = Assert.Throws<BuildFailureException>(() => DatasetDeclaration.Parse(text, Config));
+
+        Assert.StartsWith("DATASETS ", error.Message);
+        Assert.Contains(expected, error.Message);
+    }
+
+    [Fact]
+    public void Store_secrets_never_show_in_text()
+    {
+        var store = Config.Stores["s3"];
+
+        Assert.Equal("very-secret", store.SecretAccessKey!.Value);
+        Assert.DoesNotContain("very-secret", store.ToString());
+        Assert.DoesNotContain("very-secret", Config.ToString());
+    }
+
+    [Theory]
+    [InlineData("[stores.S3]\ntype = \"s3\"", "stores.S3")]
+    [InlineData("[stores.s3]\nallow = [\"x1\"]", "stores.s3.type")]
+    [InlineData("[stores.s3]\ntype = \"gcs\"", "stores.s3.type")]
+    [InlineData("[stores.s3]\ntype = \"s3\"\nallow = [\"Bad_Bucket\"]", "stores.s3.allow[0]")]
+    [InlineData("[stores.s3]\ntype = \"s3\"\nallow = [\"b1/../x\"]", "stores.s3.allow[0]")]
+    [InlineData("[stores.s3]\ntype = \"s3\"\nendpoint = \"ftp://x\"", "stores.s3.endpoint")]
+    [InlineData("[stores.s3]\ntype = \"s3\"\naccess_key_id = \"x\"", "stores.s3.secret_access_key")]
+    [InlineData("[stores.s3]\ntype = \"s3\"\nroot = \"/x\"", "stores.s3.root")]
+    [InlineData("[stores.files]\ntype = \"file\"", "stores.files.root")]
+    [InlineData("[stores.files]\ntype = \"file\"\nroot = \"/x\"\nendpoint = \"http://x\"", "stores.files.endpoint")]
+    public void Bad_store_settings_name_their_key(string toml, string key)
+    {
+        var error = Assert.Throws<ConfigurationException>(() => ConfigLoader.Parse(toml, "bad.toml"));
+
+        Assert.Equal(key, error.Key);
+    }
+}
+
+public sealed class ObjectKeyPathTests
+{
+    [Fact]
+    public void Keys_under_a_prefix_keep_their_relative_paths()
+    {
+        var (paths, quarantined) = ObjectKeyPaths.Plan(new DatasetSource("s3", "b", "train/"), ["train/a.jpg", "train/class1/b.jpg", "train/"]);
+
+        Assert.Equal(new Dictionary<string, string> { ["train/a.jpg"] = "a.jpg", ["train/class1/b.jpg"] = "class1/b.jpg" }, paths);
+        Assert.Empty(quarantined);
+    }
+
+    [Fact]
+    public void A_single_object_is_placed_under_its_own_name()
+    {
+        var (paths, _) = ObjectKeyPaths.Plan(new DatasetSource("s3", "b", "tokens/shard-0.bin"), ["tokens/shard-0.bin"]);
+
+        Assert.Equal("shard-0.bin", paths["tokens/shard-0.bin"]);
+    }
+
+    [Theory]
+    [InlineData("d/../../etc/passwd")]
+    [InlineData("d/./x")]
+    [InlineData("d//x")]
+    [InlineData("d/x\0y")]
+    [InlineData("d/x\ny")]
+    [InlineData("elsewhere/x")]
+    public void Unsafe_keys_are_quarantined_never_placed(string key)
+    {
+        var (paths, quarantined) = ObjectKeyPaths.Plan(new DatasetSource("s3", "b", "d/"), ["d/ok", key]);
+
+        Assert.Equal(["d/ok"], paths.Keys);
+        Assert.Equal(key, Assert.Single(quarantined).Key);
+    }
+
+    [Fact]
+    public void A_leading_slash_key_is_quarantined_for_a_whole_bucket()
+    {
+        var (paths, quarantined) = ObjectKeyPaths.Plan(new DatasetSource("s3", "b", ""), ["/etc/passwd", "ok.txt"]);
+
+        Assert.Equal(["ok.txt"], paths.Keys);
+        Assert.Equal("/etc/passwd", Assert.Single(quarantined).Key);
+    }
+
+    [Fact]
+    public void A_file_that_collides_with_a_directory_gives_way()
+    {
+        var (paths, quarantined) = ObjectKeyPaths.Plan(new DatasetSource("s3", "b", ""), ["a", "a/b", "a/c/d", "a/c"]);
+
+        Assert.Equal(["a/b", "a/c/d"], paths.Keys.Order());
+        Assert.Equal(["a", "a/c"], quarantined.Select(item => item.Key).Order());
+        Assert.All(quarantined, item => Assert.Contains("is also a directory", item.Reason));
+    }
+}
