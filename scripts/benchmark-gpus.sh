@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 runs="${1:-15}"
 jobs="${2:-12}"
 
-source scripts/with-testbed.sh "${GPU_EXECUTOR_BENCHMARK_DIR:-/tmp/gpu-executor-benchmark}"
+source scripts/with-testbed.sh "${GPU_EXECUTOR_BENCHMARK_DIR:-/tmp/gpu-executor-benchmark}" 4571
 binary="$PWD/$(scripts/publish.sh)"
 fixtures="$PWD/tests/GpuExecutor.Tests/Fixtures/nvidia-smi"
 work="$(mktemp -d)"

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # A daemon of its own, so the demo and a test run can share the machine.
-source scripts/with-testbed.sh "${GPU_EXECUTOR_DEMO_DIR:-/tmp/gpu-executor-demo}"
+source scripts/with-testbed.sh "${GPU_EXECUTOR_DEMO_DIR:-/tmp/gpu-executor-demo}" 4569
 
 echo "== publishing gpu-executor (NativeAOT)" >&2
 binary="$PWD/$(scripts/publish.sh)"

@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-source scripts/with-testbed.sh "${GPU_EXECUTOR_TESTBED_DIR:-/tmp/gpu-executor-testbed}"
+source scripts/with-testbed.sh "${GPU_EXECUTOR_TESTBED_DIR:-/tmp/gpu-executor-testbed}" 4568
 
 echo "== publishing the NativeAOT binary" >&2
 export GPU_EXECUTOR_BINARY="$PWD/$(scripts/publish.sh)"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The test bed: a private dockerd on a socket of its own, plus the local test images.
+# The test bed: a private dockerd on a socket of its own, the local test images, and a real
+# S3 server (s3rver from npm) on loopback.
 #
 #   scripts/testbed.sh install   install docker.io and friends from apt (idempotent)
 #   scripts/testbed.sh start     install, start dockerd, build the test images; prints the env file path
-#   scripts/testbed.sh stop      stop dockerd by its pid and unmount what it left
+#   scripts/testbed.sh stop      stop dockerd and s3rver by their pids and unmount what dockerd left
 #   scripts/testbed.sh status    exit 0 when the daemon answers
 #
 # Facts this relies on are in ../shared/TESTBED.md: no registry is reachable, so images are
@@ -18,6 +19,9 @@ SOCKET="$TESTBED_DIR/docker.sock"
 PIDFILE="$TESTBED_DIR/docker.pid"
 ENV_FILE="$TESTBED_DIR/env"
 # One tag per image recipe: bump it when the recipe changes so a cached image is rebuilt.
+S3_PIDFILE="$TESTBED_DIR/s3rver.pid"
+S3_PORT="${GPU_EXECUTOR_TESTBED_S3_PORT:-4568}"
+S3RVER_VERSION="3.7.1"
 TEST_IMAGE="gpu-executor-test/bash:1"
 # The same without bash: what a job gets wrong when it picks an alpine-style image.
 NO_BASH_IMAGE="gpu-executor-test/busybox:1"
@@ -31,6 +35,8 @@ install_packages() {
   [ -x /bin/busybox ] || missing+=(busybox-static)
   [ -x /bin/bash-static ] || missing+=(bash-static)
   command -v hyperfine >/dev/null || missing+=(hyperfine)
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing ${missing[*]}"
   # Installing docker.io must not start a system daemon that would take docker0 and
@@ -77,6 +83,49 @@ start_daemon() {
 
 docker_cli() { docker --host "unix://$SOCKET" "$@"; }
 
+s3_answers() {
+  curl -sS --max-time 2 -o /dev/null "http://127.0.0.1:$S3_PORT/" 2>/dev/null
+}
+
+start_s3() {
+  if [ -f "$S3_PIDFILE" ] && kill -0 "$(cat "$S3_PIDFILE")" 2>/dev/null && s3_answers; then
+    return 0
+  fi
+  local install="$TESTBED_DIR/s3rver"
+  if [ ! -f "$install/node_modules/s3rver/bin/s3rver.js" ]; then
+    log "installing s3rver $S3RVER_VERSION from npm"
+    mkdir -p "$install"
+    (cd "$install" && npm install --no-audit --no-fund --silent "s3rver@$S3RVER_VERSION" >&2)
+  fi
+  log "starting s3rver on 127.0.0.1:$S3_PORT"
+  rm -rf "$TESTBED_DIR/s3-data"
+  mkdir -p "$TESTBED_DIR/s3-data"
+  # Without the legacy provider, a ListObjectsV2 page with a continuation token fails (TESTBED.md).
+  NODE_OPTIONS=--openssl-legacy-provider setsid node "$install/node_modules/s3rver/bin/s3rver.js" \
+    -d "$TESTBED_DIR/s3-data" -a 127.0.0.1 -p "$S3_PORT" --silent \
+    </dev/null >"$TESTBED_DIR/s3rver.log" 2>&1 &
+  echo $! > "$S3_PIDFILE"
+  local waited=0
+  until s3_answers; do
+    sleep 0.2
+    waited=$((waited + 1))
+    if [ "$waited" -gt 100 ]; then
+      log "s3rver did not answer within 20 s; its log:"
+      tail -n 30 "$TESTBED_DIR/s3rver.log" >&2
+      return 1
+    fi
+  done
+}
+
+stop_s3() {
+  if [ -f "$S3_PIDFILE" ]; then
+    local pid
+    pid="$(cat "$S3_PIDFILE")"
+    kill "$pid" 2>/dev/null || true
+    rm -f "$S3_PIDFILE"
+  fi
+}
+
 build_images() {
   if docker_cli image inspect "$TEST_IMAGE" >/dev/null 2>&1 && docker_cli image inspect "$NO_BASH_IMAGE" >/dev/null 2>&1; then
     return 0
@@ -109,6 +158,7 @@ export DOCKER_HOST=unix://$SOCKET
 export GPU_EXECUTOR_TEST_IMAGE=$TEST_IMAGE
 export GPU_EXECUTOR_TEST_IMAGE_WITHOUT_BASH=$NO_BASH_IMAGE
 export GPU_EXECUTOR_TESTBED_DIR=$TESTBED_DIR
+export GPU_EXECUTOR_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
 EOF
 }
 
@@ -143,10 +193,14 @@ case "${1:-}" in
     install_packages
     start_daemon
     build_images
+    start_s3
     write_env_file
     echo "$ENV_FILE"
     ;;
-  stop) stop_daemon ;;
+  stop)
+    stop_s3
+    stop_daemon
+    ;;
   status) daemon_answers ;;
   *)
     echo "usage: $0 install|start|stop|status" >&2

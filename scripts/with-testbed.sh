@@ -1,8 +1,10 @@
 # Sourced (not run) by demo.sh, test.sh and benchmark.sh, from the repository root:
-#   source scripts/with-testbed.sh DIR
+#   source scripts/with-testbed.sh DIR S3_PORT
 # installs what the test bed needs, starts its dockerd in DIR, stops it when the calling script
 # exits (pass or fail), and exports DOCKER_HOST and the test image names.
 export GPU_EXECUTOR_TESTBED_DIR="$1"
+# Each test bed gets its own s3rver port, so a demo and a test run can share the machine.
+export GPU_EXECUTOR_TESTBED_S3_PORT="$2"
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 scripts/testbed.sh install
 trap 'scripts/testbed.sh stop' EXIT
