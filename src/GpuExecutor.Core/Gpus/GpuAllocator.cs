@@ -1,6 +1,7 @@
 using System.Globalization;
 using GpuExecutor.Configuration;
 using GpuExecutor.Containers;
+using GpuExecutor.Jobs;
 using GpuExecutor.Outcomes;
 
 namespace GpuExecutor.Gpus;

@@ -11,6 +11,9 @@ namespace GpuExecutor.Jobs;
 /// </summary>
 public sealed record JobWorkspace(string BuildsHostDir, string CacheHostDir)
 {
+    /// <summary>The job's dataset views, read-only.</summary>
+    public IReadOnlyList<BindMount> DatasetMounts { get; init; } = [];
+
     public const string BuildsDirPrefix = "job-";
 
     public static JobWorkspace For(ExecutorConfig config, JobIdentity job) => new(
@@ -21,6 +24,7 @@ public sealed record JobWorkspace(string BuildsHostDir, string CacheHostDir)
     [
         new BindMount(BuildsHostDir, config.Builds.ContainerDir, ReadOnly: false),
         new BindMount(CacheHostDir, config.Cache.ContainerDir, ReadOnly: false),
+        .. DatasetMounts,
     ];
 
     /// <summary>The job id of a builds directory name, or null when the name is not one of ours.</summary>

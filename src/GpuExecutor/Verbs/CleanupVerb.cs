@@ -1,4 +1,5 @@
 using GpuExecutor.Containers;
+using GpuExecutor.Datasets;
 using GpuExecutor.Jobs;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Protocol;
@@ -41,6 +42,16 @@ public static class CleanupVerb
         catch (Exception error) when (error is ContainerEngineException or OperationCanceledException)
         {
             failures.Add(error.Message);
+        }
+
+        try
+        {
+            // The views' hardlinks are what keep cached objects from eviction; the job is done.
+            new DatasetCache(config.StateDir, _ => { }).RemoveViews(job.JobId);
+        }
+        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+        {
+            failures.Add($"dataset views: {error.Message}");
         }
 
         if (config.Cleanup.RemoveBuildsDir)

@@ -1,5 +1,6 @@
 using GpuExecutor.Configuration;
 using GpuExecutor.Containers;
+using GpuExecutor.Datasets;
 using GpuExecutor.Gpus;
 using GpuExecutor.Images;
 using GpuExecutor.Jobs;
@@ -28,6 +29,9 @@ public static class PrepareVerb
         foreach (var variable in payload.Variables)
             jobVariables[variable.Key] = variable.Value;
         var gpuRequest = GpuRequest.FromJob(jobVariables, config.Gpus);
+        var datasets = jobVariables.TryGetValue(DatasetDeclaration.Variable, out var declared)
+            ? DatasetDeclaration.Parse(declared, config)
+            : [];
 
         using var driver = new DockerContainerDriver(config.Docker.Endpoint);
         using (JobLogSection.Start(log, "gpu_executor_prepare", $"Preparing containers for job {job.JobId} (run key {job.RunKey})"))
@@ -46,6 +50,9 @@ public static class PrepareVerb
             var workspace = JobWorkspace.For(config, job);
             Directory.CreateDirectory(workspace.BuildsHostDir);
             Directory.CreateDirectory(workspace.CacheHostDir);
+            // Datasets first, before the job holds any GPU: fetching can take long.
+            if (datasets.Count > 0)
+                workspace = workspace with { DatasetMounts = await MaterializeDatasetsAsync(config, job, datasets, log, context.Stop) };
 
             var startedAt = DateTimeOffset.UtcNow;
             var allocator = new GpuAllocator(driver, config.Gpus, config.StateDir, line => log.WriteLine(line));
@@ -117,6 +124,23 @@ public static class PrepareVerb
     /// </summary>
     private static Exception ImageFault(bool jobChoseIt, string message, Exception? inner = null) =>
         jobChoseIt ? new BuildFailureException(message, inner: inner) : new SystemFailureException(message, inner);
+
+    private static async Task<IReadOnlyList<BindMount>> MaterializeDatasetsAsync(ExecutorConfig config, JobIdentity job, IReadOnlyList<DatasetMount> datasets, TextWriter log, CancellationToken cancellationToken)
+    {
+        using (JobLogSection.Start(log, "gpu_executor_datasets", $"Datasets: {datasets.Count}", collapsed: true))
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var cache = new DatasetCache(config.StateDir, line => log.WriteLine(line));
+            var (mounts, summary) = await cache.MaterializeAsync(job.JobId, datasets, config.Stores, new ObjectFetcher(line => log.WriteLine(line)), cancellationToken);
+            foreach (var dataset in datasets)
+                log.WriteLine($"  {dataset.Source} -> {dataset.ContainerPath} (read-only)");
+            log.WriteLine(
+                $"  {summary.Objects} objects in {clock.Elapsed.TotalSeconds:0.0} s: {summary.BytesFetched / 1048576.0:0.0} MiB fetched, " +
+                $"{summary.BytesServed / 1048576.0:0.0} MiB served, {summary.CacheHits} objects from the host cache" +
+                (summary.Quarantined > 0 ? $", {summary.Quarantined} left out (unsafe keys)" : "") + ".");
+            return mounts;
+        }
+    }
 
     /// <summary>
     /// Runs an empty stage through the new container's stage server, so that an image that cannot

@@ -1,0 +1,189 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using System.Security.Cryptography;
+using System.Text;
+using GpuExecutor.Configuration;
+using GpuExecutor.Containers;
+using GpuExecutor.Jobs;
+using GpuExecutor.Outcomes;
+using GpuExecutor.Storage;
+
+namespace GpuExecutor.Datasets;
+
+/// <summary>
+/// The host's dataset cache, shared by every job: one file per object version, named by a hash
+/// of (store, bucket, key, ETag), under STATE_DIR/datasets/objects. A job's dataset is a
+/// directory of hardlinks to those files (STATE_DIR/datasets/views/job-ID/N), mounted read-only,
+/// so a warm dataset materialises without copying a byte.
+/// </summary>
+public sealed partial class DatasetCache(string stateDir, Action<string> log)
+{
+    private const int ParallelObjects = 8;
+    private static readonly TimeSpan ProgressInterval = TimeSpan.FromSeconds(5);
+
+    private string Root => Path.Combine(stateDir, "datasets");
+    private string ObjectsDir => Path.Combine(Root, "objects");
+    private string LocksDir => Path.Combine(Root, "locks");
+
+    public string ViewsOf(long jobId) => Path.Combine(Root, "views", "job-" + jobId.ToString(CultureInfo.InvariantCulture));
+
+    /// <summary>What a materialisation did, for the job log's summary.</summary>
+    public sealed record Summary(int Objects, int CacheHits, long BytesFetched, long BytesServed, int Quarantined);
+
+    public async Task<(IReadOnlyList<BindMount> Mounts, Summary Summary)> MaterializeAsync(
+        long jobId,
+        IReadOnlyList<DatasetMount> datasets,
+        IReadOnlyDictionary<string, StoreSettings> stores,
+        ObjectFetcher fetcher,
+        CancellationToken cancellationToken)
+    {
+        RemoveViews(jobId);
+        var mounts = new List<BindMount>();
+        var progress = new Progress(log);
+        for (var index = 0; index < datasets.Count; index++)
+        {
+            var dataset = datasets[index];
+            var view = Path.Combine(ViewsOf(jobId), index.ToString(CultureInfo.InvariantCulture));
+            Directory.CreateDirectory(view);
+            using var store = ObjectStores.Open(stores[dataset.Source.Store]);
+            var objects = await ListAsync(store, dataset, cancellationToken);
+            var (paths, quarantined) = ObjectKeyPaths.Plan(dataset.Source, objects.Select(item => item.Key));
+            foreach (var item in quarantined.Take(5))
+                log($"WARNING: {dataset.Source}: object '{item.Key}' left out: {item.Reason}.");
+            if (quarantined.Count > 5)
+                log($"WARNING: {dataset.Source}: {quarantined.Count - 5} more objects left out.");
+            progress.AddPlanned(paths.Count, objects.Where(item => paths.ContainsKey(item.Key)).Sum(item => item.Size), quarantined.Count);
+
+            var byKey = objects.ToDictionary(item => item.Key, StringComparer.Ordinal);
+            await Parallel.ForEachAsync(paths, new ParallelOptions { MaxDegreeOfParallelism = ParallelObjects, CancellationToken = cancellationToken }, async (pair, token) =>
+            {
+                var item = byKey[pair.Key];
+                var (cached, hit) = await EnsureCachedAsync(dataset.Source, item, store, fetcher, progress, token);
+                var target = Path.Combine(view, pair.Value);
+                Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+                HardLink(cached, target);
+                progress.ObjectDone(item.Size, hit);
+            });
+            mounts.Add(new BindMount(view, dataset.ContainerPath, ReadOnly: true));
+        }
+        return (mounts, progress.Finish());
+    }
+
+    public void RemoveViews(long jobId)
+    {
+        var views = ViewsOf(jobId);
+        if (Directory.Exists(views))
+            Directory.Delete(views, recursive: true);
+    }
+
+    private static async Task<List<StoredObject>> ListAsync(IObjectStore store, DatasetMount dataset, CancellationToken cancellationToken)
+    {
+        var source = dataset.Source;
+        if (source.IsPrefix)
+        {
+            var listed = new List<StoredObject>();
+            await foreach (var item in store.ListAsync(source.Bucket, source.Key, cancellationToken))
+                listed.Add(item);
+            if (listed.Count == 0)
+                throw new BuildFailureException($"{DatasetDeclaration.Variable} line {dataset.Line}: '{source}' holds no objects.");
+            return listed;
+        }
+
+        var single = await store.HeadAsync(source.Bucket, source.Key, cancellationToken)
+            ?? throw new BuildFailureException($"{DatasetDeclaration.Variable} line {dataset.Line}: '{source}' does not exist.");
+        if (dataset.EtagPin is { } pin && !string.Equals(pin, single.ETag, StringComparison.OrdinalIgnoreCase))
+            throw new BuildFailureException($"{DatasetDeclaration.Variable} line {dataset.Line}: '{source}' has ETag {single.ETag}, not the pinned {pin}.");
+        return [single];
+    }
+
+    /// <summary>The cached file for this object version, fetched first unless it is there; true when it was.</summary>
+    private async Task<(string Path, bool Hit)> EnsureCachedAsync(DatasetSource source, StoredObject item, IObjectStore store, ObjectFetcher fetcher, Progress progress, CancellationToken cancellationToken)
+    {
+        var name = CacheName(source, item);
+        var path = Path.Combine(ObjectsDir, name);
+        if (IsComplete(path, item))
+            return (path, true);
+
+        // One download per object version on the host: a second job waits on the lock, then
+        // finds the file in place.
+        using (await HostLock.AcquireAsync(Path.Combine(LocksDir, name + ".lock"), cancellationToken))
+        {
+            if (IsComplete(path, item))
+                return (path, true);
+            Directory.CreateDirectory(ObjectsDir);
+            await fetcher.FetchAsync(store, source.Bucket, item, path, progress.BytesFetched, cancellationToken);
+            return (path, false);
+        }
+    }
+
+    private static bool IsComplete(string path, StoredObject item)
+    {
+        var info = new FileInfo(path);
+        return info.Exists && info.Length == item.Size;
+    }
+
+    /// <summary>SHA-256 of (store, bucket, key, ETag): a new version of an object is a new file.</summary>
+    public static string CacheName(DatasetSource source, StoredObject item) =>
+        Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes($"{source.Store}\n{source.Bucket}\n{item.Key}\n{item.ETag}")));
+
+    private static void HardLink(string existing, string link)
+    {
+        if (File.Exists(link))
+            File.Delete(link);
+        if (Link(existing, link) != 0)
+            throw new SystemFailureException($"could not link '{link}' to the cached object '{existing}' (errno {Marshal.GetLastPInvokeError()}); the dataset views and the cache must be on one file system (both live under state_dir).");
+    }
+
+    [LibraryImport("libc", EntryPoint = "link", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int Link(string existing, string link);
+
+    /// <summary>Progress lines for the job log: the log is not a TTY, so periodic lines, not a bar.</summary>
+    private sealed class Progress(Action<string> log)
+    {
+        private readonly Stopwatch _clock = Stopwatch.StartNew();
+        private readonly Lock _lock = new();
+        private TimeSpan _lastReport;
+        private int _planned, _done, _hits, _quarantined;
+        private long _plannedBytes, _doneBytes, _fetchedBytes;
+
+        public void AddPlanned(int objects, long bytes, int quarantined)
+        {
+            lock (_lock)
+            {
+                _planned += objects;
+                _plannedBytes += bytes;
+                _quarantined += quarantined;
+            }
+        }
+
+        public void BytesFetched(long bytes) => Interlocked.Add(ref _fetchedBytes, bytes);
+
+        public void ObjectDone(long bytes, bool hit)
+        {
+            lock (_lock)
+            {
+                _done++;
+                _doneBytes += bytes;
+                if (hit)
+                    _hits++;
+                if (_clock.Elapsed - _lastReport < ProgressInterval)
+                    return;
+                _lastReport = _clock.Elapsed;
+                var fetched = Interlocked.Read(ref _fetchedBytes);
+                var rate = fetched / Math.Max(_clock.Elapsed.TotalSeconds, 0.001);
+                var remaining = _plannedBytes - _doneBytes;
+                var eta = rate > 0 ? TimeSpan.FromSeconds(remaining / rate) : TimeSpan.Zero;
+                log($"  {_done}/{_planned} objects, {Mib(_doneBytes)}/{Mib(_plannedBytes)} MiB, fetching at {Mib((long)rate)} MiB/s, ETA {eta:hh\\:mm\\:ss}, {_hits} from the cache");
+            }
+        }
+
+        public Summary Finish()
+        {
+            lock (_lock)
+                return new Summary(_done, _hits, Interlocked.Read(ref _fetchedBytes), _doneBytes, _quarantined);
+        }
+
+        private static string Mib(long bytes) => (bytes / 1048576.0).ToString("0.0", CultureInfo.InvariantCulture);
+    }
+}

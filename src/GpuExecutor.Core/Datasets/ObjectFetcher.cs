@@ -1,0 +1,157 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using GpuExecutor.Outcomes;
+using GpuExecutor.Storage;
+using Polly;
+using Polly.Retry;
+
+namespace GpuExecutor.Datasets;
+
+/// <summary>
+/// Fetches one object into the cache, verified, and renamed into place only when complete.
+/// Large objects come as parallel ranged GETs into a ".part" file, with a ".ranges" record of the
+/// ranges done, so a killed download resumes where it stopped; small ones as one GET. Memory is
+/// bounded by the ranges in flight, whatever the object's size.
+/// </summary>
+public sealed class ObjectFetcher
+{
+    public const long RangeSize = 16L << 20;
+    public const long RangedThreshold = 64L << 20;
+    private const int ParallelRanges = 8;
+    private const int MaximumAttempts = 6;
+
+    private readonly ResiliencePipeline _retry;
+
+    public ObjectFetcher(Action<string> log)
+    {
+        // Transient failures (5xx, resets, timeouts, short bodies) are retried with jittered
+        // exponential backoff: 6 attempts over roughly 10 s per request before the job fails.
+        _retry = new ResiliencePipelineBuilder()
+            .AddRetry(new RetryStrategyOptions
+            {
+                MaxRetryAttempts = MaximumAttempts - 1,
+                BackoffType = DelayBackoffType.Exponential,
+                UseJitter = true,
+                Delay = TimeSpan.FromMilliseconds(300),
+                ShouldHandle = new PredicateBuilder().Handle<ObjectStoreException>(error => error.Transient).Handle<IOException>(),
+                OnRetry = arguments =>
+                {
+                    log($"  retrying after: {arguments.Outcome.Exception?.Message}");
+                    return ValueTask.CompletedTask;
+                },
+            })
+            .Build();
+    }
+
+    public async Task FetchAsync(IObjectStore store, string bucket, StoredObject item, string destination, Action<long> onBytes, CancellationToken cancellationToken)
+    {
+        var part = destination + ".part";
+        var rangesFile = destination + ".ranges";
+        try
+        {
+            byte[]? md5;
+            if (item.Size >= RangedThreshold)
+            {
+                await FetchRangesAsync(store, bucket, item, part, rangesFile, onBytes, cancellationToken);
+                md5 = IsPlainMd5(item.ETag) ? await HashFileAsync(part, cancellationToken) : null;
+            }
+            else
+            {
+                md5 = await _retry.ExecuteAsync(async token => await FetchWholeAsync(store, bucket, item, part, onBytes, token), cancellationToken);
+            }
+
+            var size = new FileInfo(part).Length;
+            if (size != item.Size)
+                throw new ObjectStoreException($"'{bucket}/{item.Key}' arrived with {size} bytes instead of {item.Size}.");
+            if (md5 is not null && IsPlainMd5(item.ETag) && !Convert.ToHexStringLower(md5).Equals(item.ETag, StringComparison.OrdinalIgnoreCase))
+            {
+                File.Delete(part);
+                File.Delete(rangesFile);
+                throw new ObjectStoreException($"'{bucket}/{item.Key}' arrived corrupt: its MD5 {Convert.ToHexStringLower(md5)} is not its ETag {item.ETag}.");
+            }
+
+            // Read-only, as every job sees it; then into place in one rename.
+            File.SetUnixFileMode(part, UnixFileMode.UserRead | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
+            File.Move(part, destination, overwrite: true);
+            File.Delete(rangesFile);
+        }
+        catch (Exception error) when (error is ObjectStoreException or IOException && !cancellationToken.IsCancellationRequested)
+        {
+            throw new SystemFailureException($"could not fetch dataset object '{bucket}/{item.Key}': {error.Message}", error);
+        }
+    }
+
+    private static bool IsPlainMd5(string etag) => etag.Length == 32 && etag.All(char.IsAsciiHexDigit);
+
+    private static async Task<byte[]> FetchWholeAsync(IObjectStore store, string bucket, StoredObject item, string part, Action<long> onBytes, CancellationToken cancellationToken)
+    {
+        using var md5 = IncrementalHash.CreateHash(HashAlgorithmName.MD5);
+        await using (var body = await store.OpenReadAsync(bucket, item.Key, 0, null, cancellationToken))
+        await using (var file = new FileStream(part, FileMode.Create, FileAccess.Write, FileShare.None, bufferSize: 1, FileOptions.Asynchronous))
+        {
+            var buffer = new byte[Math.Min(Math.Max(item.Size, 1), 1L << 20)];
+            long total = 0;
+            int read;
+            while ((read = await body.ReadAsync(buffer, cancellationToken)) > 0)
+            {
+                await file.WriteAsync(buffer.AsMemory(0, read), cancellationToken);
+                md5.AppendData(buffer, 0, read);
+                total += read;
+                onBytes(read);
+            }
+            if (total != item.Size)
+                throw new IOException($"'{bucket}/{item.Key}': the body ended after {total} of {item.Size} bytes.");
+        }
+        return md5.GetHashAndReset();
+    }
+
+    private async Task FetchRangesAsync(IObjectStore store, string bucket, StoredObject item, string part, string rangesFile, Action<long> onBytes, CancellationToken cancellationToken)
+    {
+        // Ranges recorded as done survive only with the part file they were written into.
+        var done = File.Exists(part) && File.Exists(rangesFile)
+            ? File.ReadAllLines(rangesFile).Select(line => long.TryParse(line, NumberStyles.None, CultureInfo.InvariantCulture, out var start) ? start : -1).Where(start => start >= 0).ToHashSet()
+            : [];
+        if (done.Count == 0)
+            File.Delete(rangesFile);
+
+        using var handle = File.OpenHandle(part, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None, FileOptions.Asynchronous);
+        if (RandomAccess.GetLength(handle) != item.Size)
+            RandomAccess.SetLength(handle, item.Size);
+        var pending = new List<long>();
+        for (long start = 0; start < item.Size; start += RangeSize)
+        {
+            if (!done.Contains(start))
+                pending.Add(start);
+        }
+
+        var record = new Lock();
+        await Parallel.ForEachAsync(pending, new ParallelOptions { MaxDegreeOfParallelism = ParallelRanges, CancellationToken = cancellationToken }, async (start, token) =>
+        {
+            var length = Math.Min(RangeSize, item.Size - start);
+            await _retry.ExecuteAsync(async attemptToken =>
+            {
+                var buffer = new byte[1 << 20];
+                long written = 0;
+                await using var body = await store.OpenReadAsync(bucket, item.Key, start, length, attemptToken);
+                int read;
+                while (written < length && (read = await body.ReadAsync(buffer.AsMemory(0, (int)Math.Min(buffer.Length, length - written)), attemptToken)) > 0)
+                {
+                    await RandomAccess.WriteAsync(handle, buffer.AsMemory(0, read), start + written, attemptToken);
+                    written += read;
+                    onBytes(read);
+                }
+                if (written != length)
+                    throw new IOException($"'{bucket}/{item.Key}': range at {start} ended after {written} of {length} bytes.");
+            }, token);
+            lock (record)
+                File.AppendAllText(rangesFile, start.ToString(CultureInfo.InvariantCulture) + "\n");
+        });
+        RandomAccess.FlushToDisk(handle);
+    }
+
+    private static async Task<byte[]> HashFileAsync(string path, CancellationToken cancellationToken)
+    {
+        await using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 1 << 20, FileOptions.Asynchronous | FileOptions.SequentialScan);
+        return await MD5.HashDataAsync(file, cancellationToken);
+    }
+}

@@ -1,0 +1,92 @@
+using System.Runtime.CompilerServices;
+using System.Security.Cryptography;
+using System.Text;
+using GpuExecutor.Datasets;
+
+namespace GpuExecutor.Storage;
+
+/// <summary>
+/// A directory as an object store: ROOT/BUCKET/KEY. Symbolic links are neither listed nor
+/// followed, and every path is checked to stay under ROOT, so a key cannot reach other files.
+/// </summary>
+public sealed class FileObjectStore(string root) : IObjectStore
+{
+    public async IAsyncEnumerable<StoredObject> ListAsync(string bucket, string prefix, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        var bucketDir = BucketDirectory(bucket);
+        if (!Directory.Exists(bucketDir))
+            yield break;
+        // Walk only the directory part of the prefix; the rest filters by name.
+        var directoryPart = prefix.Contains('/') ? prefix[..(prefix.LastIndexOf('/') + 1)] : "";
+        var start = Inside(bucketDir, directoryPart);
+        if (start is null || !Directory.Exists(start) || IsLink(start))
+            yield break;
+
+        var options = new EnumerationOptions { RecurseSubdirectories = true, AttributesToSkip = FileAttributes.ReparsePoint, IgnoreInaccessible = true };
+        foreach (var path in Directory.EnumerateFiles(start, "*", options).Order(StringComparer.Ordinal))
+        {
+            cancellationToken.ThrowIfCancellationRequested();
+            var key = Path.GetRelativePath(bucketDir, path).Replace(Path.DirectorySeparatorChar, '/');
+            if (!key.StartsWith(prefix, StringComparison.Ordinal))
+                continue;
+            var info = new FileInfo(path);
+            yield return new StoredObject(key, info.Length, VersionTag(info));
+            await Task.Yield();
+        }
+    }
+
+    public Task<StoredObject?> HeadAsync(string bucket, string key, CancellationToken cancellationToken)
+    {
+        var path = ObjectPath(bucket, key);
+        var info = new FileInfo(path);
+        return Task.FromResult(info.Exists && !IsLink(path) ? new StoredObject(key, info.Length, VersionTag(info)) : null);
+    }
+
+    public Task<Stream> OpenReadAsync(string bucket, string key, long offset, long? length, CancellationToken cancellationToken)
+    {
+        var path = ObjectPath(bucket, key);
+        if (IsLink(path))
+            throw new ObjectStoreException($"'{bucket}/{key}' is a symbolic link, which a file store does not serve.");
+        try
+        {
+            var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 1, FileOptions.Asynchronous | FileOptions.SequentialScan);
+            stream.Seek(offset, SeekOrigin.Begin);
+            return Task.FromResult<Stream>(stream);
+        }
+        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+        {
+            throw new ObjectStoreException($"cannot read '{bucket}/{key}' from the file store: {error.Message}", error);
+        }
+    }
+
+    /// <summary>
+    /// A file's version: its size and modification time, hashed, since files have no ETag. The
+    /// "file-" prefix keeps it from passing for an MD5, which the fetcher would verify against.
+    /// </summary>
+    private static string VersionTag(FileInfo info) =>
+        "file-" + Convert.ToHexStringLower(SHA256.HashData(Encoding.ASCII.GetBytes($"{info.Length}:{info.LastWriteTimeUtc.Ticks}")))[..32];
+
+    private string BucketDirectory(string bucket) =>
+        Inside(root, bucket) ?? throw new ObjectStoreException($"bucket '{bucket}' is not a plain directory name.");
+
+    private string ObjectPath(string bucket, string key)
+    {
+        if (!ObjectKeyPaths.IsSafeKey(key, allowTrailingSlash: false) || key.Length == 0)
+            throw new ObjectStoreException($"key '{key}' is not a safe path.");
+        return Inside(BucketDirectory(bucket), key) ?? throw new ObjectStoreException($"key '{key}' leads outside its bucket.");
+    }
+
+    /// <summary>The full path of <paramref name="relative"/> under <paramref name="directory"/>, or null if it would leave it.</summary>
+    private static string? Inside(string directory, string relative)
+    {
+        var full = Path.GetFullPath(Path.Combine(directory, relative));
+        var baseDir = Path.GetFullPath(directory).TrimEnd('/') + "/";
+        return full == baseDir.TrimEnd('/') || full.StartsWith(baseDir, StringComparison.Ordinal) || (full + "/") == baseDir ? full : null;
+    }
+
+    private static bool IsLink(string path) => new FileInfo(path).LinkTarget is not null;
+
+    public void Dispose()
+    {
+    }
+}

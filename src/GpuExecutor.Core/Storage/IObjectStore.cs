@@ -1,0 +1,37 @@
+using GpuExecutor.Configuration;
+using GpuExecutor.Outcomes;
+
+namespace GpuExecutor.Storage;
+
+/// <summary>One object's identity in a store: its key, size and version tag.</summary>
+/// <param name="ETag">The store's version tag without quotes; for S3 single-part uploads, the MD5 of the bytes.</param>
+public sealed record StoredObject(string Key, long Size, string ETag);
+
+/// <summary>What datasets (and later checkpoints) need of an object store, in the project's own types.</summary>
+public interface IObjectStore : IDisposable
+{
+    /// <summary>Every object whose key starts with <paramref name="prefix"/>, page by page.</summary>
+    IAsyncEnumerable<StoredObject> ListAsync(string bucket, string prefix, CancellationToken cancellationToken);
+
+    /// <summary>Null when there is no such object.</summary>
+    Task<StoredObject?> HeadAsync(string bucket, string key, CancellationToken cancellationToken);
+
+    /// <summary>The object's bytes from <paramref name="offset"/>, <paramref name="length"/> of them (null: to the end).</summary>
+    Task<Stream> OpenReadAsync(string bucket, string key, long offset, long? length, CancellationToken cancellationToken);
+}
+
+/// <summary>The store could not be reached or failed a request: infrastructure, so a system failure.</summary>
+/// <param name="Transient">Worth retrying: a 5xx, a throttle, a reset, a timeout, a short body; not a 403 or 404.</param>
+public sealed class ObjectStoreException(string message, Exception? inner = null, bool transient = false) : SystemFailureException(message, inner)
+{
+    public bool Transient { get; } = transient;
+}
+
+public static class ObjectStores
+{
+    public static IObjectStore Open(StoreSettings settings) => settings.Kind switch
+    {
+        StoreKind.File => new FileObjectStore(settings.Root!),
+        _ => new S3ObjectStore(settings),
+    };
+}

@@ -1,0 +1,140 @@
+using System.Net;
+using System.Runtime.CompilerServices;
+using Amazon.Runtime;
+using Amazon.S3;
+using Amazon.S3.Model;
+using GpuExecutor.Configuration;
+
+namespace GpuExecutor.Storage;
+
+/// <summary>
+/// The only class that touches AWSSDK.S3. The client settings are the ones shared/TESTBED.md
+/// found s3rver needs, and all are valid against AWS S3 and MinIO: path-style when configured,
+/// a fixed signing region, and checksums only when required.
+/// </summary>
+public sealed class S3ObjectStore : IObjectStore
+{
+    private readonly AmazonS3Client _client;
+    private readonly string _name;
+
+    public S3ObjectStore(StoreSettings settings)
+    {
+        _name = settings.Name;
+        var config = new AmazonS3Config
+        {
+            ForcePathStyle = settings.PathStyle,
+            AuthenticationRegion = settings.Region,
+            RequestChecksumCalculation = RequestChecksumCalculation.WHEN_REQUIRED,
+            ResponseChecksumValidation = ResponseChecksumValidation.WHEN_REQUIRED,
+            // Retries are the fetcher's, with its own budget; one layer of them is enough.
+            MaxErrorRetry = 0,
+            Timeout = TimeSpan.FromMinutes(5),
+        };
+        if (settings.Endpoint is { } endpoint)
+            config.ServiceURL = endpoint;
+        else
+            config.RegionEndpoint = Amazon.RegionEndpoint.GetBySystemName(settings.Region);
+
+        _client = settings.AccessKeyId is { } accessKey && settings.SecretAccessKey is { } secretKey
+            ? new AmazonS3Client(new BasicAWSCredentials(accessKey.Value, secretKey.Value), config)
+            : new AmazonS3Client(config);
+    }
+
+    public async IAsyncEnumerable<StoredObject> ListAsync(string bucket, string prefix, [EnumeratorCancellation] CancellationToken cancellationToken)
+    {
+        string? continuation = null;
+        do
+        {
+            ListObjectsV2Response page;
+            try
+            {
+                page = await _client.ListObjectsV2Async(new ListObjectsV2Request { BucketName = bucket, Prefix = prefix, ContinuationToken = continuation, MaxKeys = 1000 }, cancellationToken);
+            }
+            catch (Exception error) when (IsStoreFailure(error, cancellationToken))
+            {
+                throw Wrap(error, $"list s3 objects under '{bucket}/{prefix}'");
+            }
+            foreach (var item in page.S3Objects ?? [])
+                yield return new StoredObject(item.Key, item.Size ?? 0, Unquote(item.ETag));
+            continuation = page.IsTruncated == true ? page.NextContinuationToken : null;
+        }
+        while (continuation is not null);
+    }
+
+    public async Task<StoredObject?> HeadAsync(string bucket, string key, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var head = await _client.GetObjectMetadataAsync(bucket, key, cancellationToken);
+            return new StoredObject(key, head.ContentLength, Unquote(head.ETag));
+        }
+        catch (AmazonS3Exception error) when (error.StatusCode == HttpStatusCode.NotFound)
+        {
+            return null;
+        }
+        catch (Exception error) when (IsStoreFailure(error, cancellationToken))
+        {
+            throw Wrap(error, $"read the metadata of '{bucket}/{key}'");
+        }
+    }
+
+    public async Task<Stream> OpenReadAsync(string bucket, string key, long offset, long? length, CancellationToken cancellationToken)
+    {
+        var request = new GetObjectRequest { BucketName = bucket, Key = key };
+        // A closed range always: s3rver gets suffix ranges ("bytes=-N") wrong (TESTBED.md).
+        if (offset > 0 || length is not null)
+            request.ByteRange = new ByteRange(offset, length is { } count ? offset + count - 1 : long.MaxValue - 1);
+        try
+        {
+            var response = await _client.GetObjectAsync(request, cancellationToken);
+            return new ResponseStream(response);
+        }
+        catch (Exception error) when (IsStoreFailure(error, cancellationToken))
+        {
+            throw Wrap(error, $"read '{bucket}/{key}'");
+        }
+    }
+
+    private static string Unquote(string? etag) => (etag ?? "").Trim('"');
+
+    private static bool IsStoreFailure(Exception error, CancellationToken cancellationToken) =>
+        !(error is OperationCanceledException && cancellationToken.IsCancellationRequested)
+        && error is AmazonServiceException or AmazonClientException or HttpRequestException or IOException or OperationCanceledException;
+
+    private ObjectStoreException Wrap(Exception error, string action) => new(
+        error switch
+        {
+            AmazonServiceException service => $"could not {action} in store '{_name}': {(int)service.StatusCode} {service.ErrorCode}: {service.Message}",
+            _ => $"could not {action} in store '{_name}': {error.Message}",
+        },
+        error,
+        transient: error is not AmazonServiceException service2 || (int)service2.StatusCode >= 500 || service2.StatusCode is HttpStatusCode.RequestTimeout or HttpStatusCode.TooManyRequests);
+
+    /// <summary>Keeps the SDK's response alive for as long as its body is read.</summary>
+    private sealed class ResponseStream(GetObjectResponse response) : Stream
+    {
+        private readonly Stream _body = response.ResponseStream;
+
+        public override bool CanRead => true;
+        public override bool CanSeek => false;
+        public override bool CanWrite => false;
+        public override long Length => throw new NotSupportedException();
+        public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
+        public override int Read(byte[] buffer, int offset, int count) => _body.Read(buffer, offset, count);
+        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => _body.ReadAsync(buffer, cancellationToken);
+        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => _body.ReadAsync(buffer, offset, count, cancellationToken);
+        public override void Flush() { }
+        public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+        public override void SetLength(long value) => throw new NotSupportedException();
+        public override void Write(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+        protected override void Dispose(bool disposing)
+        {
+            if (disposing)
+                response.Dispose();
+            base.Dispose(disposing);
+        }
+    }
+
+    public void Dispose() => _client.Dispose();
+}
