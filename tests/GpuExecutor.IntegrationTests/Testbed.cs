@@ -103,7 +103,7 @@ public static class Testbed
 /// <summary>One test's private executor setup: a config, builds and cache dirs, all in a temp dir.</summary>
 public sealed class ExecutorWorkspace : IDisposable
 {
-    public ExecutorWorkspace(string? dockerEndpoint = null, bool removeBuildsDir = false, string allowed = "\"gpu-executor-test/*\"", int stopGraceSeconds = 3, string? gpus = null)
+    public ExecutorWorkspace(string? dockerEndpoint = null, bool removeBuildsDir = false, string allowed = "\"gpu-executor-test/*\"", int stopGraceSeconds = 3, string? gpus = null, string extraConfig = "")
     {
         Testbed.Require();
         Root = Directory.CreateTempSubdirectory("gpu-executor-it").FullName;
@@ -131,6 +131,7 @@ public sealed class ExecutorWorkspace : IDisposable
             stop_grace_seconds = {stopGraceSeconds}
             [cleanup]
             remove_builds_dir = {(removeBuildsDir ? "true" : "false")}
+            {extraConfig}
             {(gpus is null ? "" : "[gpus]\n" + gpus)}
             """);
     }

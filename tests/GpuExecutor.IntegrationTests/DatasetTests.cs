@@ -1,0 +1,81 @@
+using System.Security.Cryptography;
+
+namespace GpuExecutor.IntegrationTests;
+
+/// <summary>Datasets through the published binary, from the test bed's real s3rver, into real containers.</summary>
+public sealed class DatasetTests
+{
+    private static string Md5(byte[] content) => Convert.ToHexStringLower(MD5.HashData(content));
+
+    [Fact]
+    public async Task A_large_object_and_two_thousand_small_ones_appear_read_only_with_identical_bytes_and_a_second_job_fetches_nothing()
+    {
+        using var s3 = S3Testbed.Client();
+        var bucket = "corpus-" + Guid.NewGuid().ToString("N")[..8];
+        await S3Testbed.CreateBucketAsync(s3, bucket);
+        var expected = new Dictionary<string, string>();
+        var large = RandomNumberGenerator.GetBytes(200 << 20);
+        await S3Testbed.PutAsync(s3, bucket, "train/large.bin", large);
+        expected["large.bin"] = Md5(large);
+        await Parallel.ForEachAsync(Enumerable.Range(0, 2000), new ParallelOptions { MaxDegreeOfParallelism = 16 }, async (index, _) =>
+        {
+            var content = RandomNumberGenerator.GetBytes(512 + index);
+            var name = $"shards/{index % 20:D2}/sample-{index:D4}.bin";
+            await S3Testbed.PutAsync(s3, bucket, "train/" + name, content);
+            lock (expected)
+                expected[name] = Md5(content);
+        });
+
+        using var proxy = new CountingProxy(S3Testbed.Endpoint);
+        using var workspace = new ExecutorWorkspace(extraConfig: S3Testbed.StoreConfig("s3", proxy.Endpoint, $"\"{bucket}\""));
+        object Job(long jobId) => new
+        {
+            job_id = jobId,
+            image = Testbed.TestImage,
+            variables = new Dictionary<string, string> { ["DATASETS"] = $"s3://{bucket}/train/ -> /data/train" },
+            script = new[]
+            {
+                // Hashes computed inside the container, from the read-only mount.
+                "cd /data/train && find . -type f | sed 's|^./||' | sort | while read -r f; do echo \"$(md5sum \"$f\" | cut -d' ' -f1) $f\"; done > \"$CI_PROJECT_DIR/sums.txt\"",
+                "touch /data/train/new 2>/dev/null && echo WRITABLE > \"$CI_PROJECT_DIR/writable.txt\" || true",
+            },
+        };
+
+        var first = await workspace.SimulateAsync(Job(7801), "--prepare-retry-delay", "0.2");
+        var gotsAfterFirst = proxy.ObjectGets;
+        var second = await workspace.SimulateAsync(Job(7802));
+
+        Assert.Equal("success", first.Result.Outcome);
+        Assert.Equal("success", second.Result.Outcome);
+        foreach (var jobId in new long[] { 7801, 7802 })
+        {
+            var sums = File.ReadAllLines(Path.Combine(workspace.ProjectDirOnHost(jobId), "sums.txt"))
+                .Select(line => line.Split(' ', 2))
+                .ToDictionary(parts => parts[1], parts => parts[0]);
+            Assert.Equal(expected.Count, sums.Count);
+            Assert.All(expected, pair => Assert.Equal(pair.Value, sums[pair.Key]));
+            Assert.False(File.Exists(Path.Combine(workspace.ProjectDirOnHost(jobId), "writable.txt")), "the dataset mount is writable");
+        }
+        Assert.True(gotsAfterFirst >= 2001, $"the first job fetched only {gotsAfterFirst} objects");
+        // The warm cache: the second job lists the prefix but reads no object from the store.
+        Assert.Equal(gotsAfterFirst, proxy.ObjectGets);
+        Assert.Contains("2001 objects from the host cache", second.Log);
+    }
+
+    [Fact]
+    public async Task A_disallowed_bucket_is_a_build_failure_naming_the_rule()
+    {
+        using var workspace = new ExecutorWorkspace(extraConfig: S3Testbed.StoreConfig("s3", S3Testbed.Endpoint, "\"public-data\""));
+
+        var run = await workspace.SimulateAsync(new
+        {
+            image = Testbed.TestImage,
+            variables = new Dictionary<string, string> { ["DATASETS"] = "s3://secret-data/ -> /data" },
+            script = new[] { "true" },
+        });
+
+        Assert.Equal("failed", run.Result.Outcome);
+        Assert.Equal(1, run.Result.PrepareAttempts);
+        Assert.Contains("'s3://secret-data/' is not allowed: it is outside every rule of stores.s3.allow [\"public-data\"]", run.Log);
+    }
+}

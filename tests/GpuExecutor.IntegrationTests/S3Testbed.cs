@@ -1,0 +1,136 @@
+using System.Net;
+using Amazon.Runtime;
+using Amazon.S3;
+using Amazon.S3.Model;
+
+namespace GpuExecutor.IntegrationTests;
+
+/// <summary>The test bed's s3rver, seeded through AWSSDK.S3 with the settings TESTBED.md found it needs.</summary>
+public static class S3Testbed
+{
+    public static string Endpoint => Environment.GetEnvironmentVariable("GPU_EXECUTOR_TEST_S3_ENDPOINT") ?? "http://127.0.0.1:4568";
+
+    public static AmazonS3Client Client(string? endpoint = null) => new(
+        new BasicAWSCredentials("S3RVER", "S3RVER"),
+        new AmazonS3Config
+        {
+            ServiceURL = endpoint ?? Endpoint,
+            ForcePathStyle = true,
+            AuthenticationRegion = "us-east-1",
+            RequestChecksumCalculation = RequestChecksumCalculation.WHEN_REQUIRED,
+            ResponseChecksumValidation = ResponseChecksumValidation.WHEN_REQUIRED,
+        });
+
+    public static async Task CreateBucketAsync(AmazonS3Client client, string bucket) =>
+        await client.PutBucketAsync(new PutBucketRequest { BucketName = bucket });
+
+    public static async Task PutAsync(AmazonS3Client client, string bucket, string key, byte[] content) =>
+        // Without UseChunkEncoding = false, s3rver stores the aws-chunked framing with the bytes.
+        await client.PutObjectAsync(new PutObjectRequest { BucketName = bucket, Key = key, InputStream = new MemoryStream(content), UseChunkEncoding = false });
+
+    /// <summary>The config lines of a store reading from this s3rver (or a proxy in front of it).</summary>
+    public static string StoreConfig(string name, string endpoint, string allow) => $"""
+
+        [stores.{name}]
+        type = "s3"
+        endpoint = "{endpoint}"
+        path_style = true
+        access_key_id = "S3RVER"
+        secret_access_key = "not-checked-by-s3rver"
+        allow = [{allow}]
+        """;
+}
+
+/// <summary>
+/// A counting reverse proxy in front of s3rver, to see from outside what a client asked of the
+/// store. s3rver does not check signatures, so forwarding with another Host header is harmless.
+/// </summary>
+public sealed class CountingProxy : IDisposable
+{
+    private readonly HttpListener _listener = new();
+    private readonly HttpClient _upstream = new() { Timeout = TimeSpan.FromMinutes(5) };
+    private readonly string _target;
+    private readonly Task _serving;
+    private int _gets;
+    private long _bytes;
+
+    public CountingProxy(string target)
+    {
+        _target = target.TrimEnd('/');
+        var port = Random.Shared.Next(20000, 40000);
+        Endpoint = $"http://127.0.0.1:{port}";
+        _listener.Prefixes.Add(Endpoint + "/");
+        _listener.Start();
+        _serving = Task.Run(ServeAsync);
+    }
+
+    public string Endpoint { get; }
+    public int ObjectGets => Volatile.Read(ref _gets);
+    public long BytesServed => Interlocked.Read(ref _bytes);
+
+    private async Task ServeAsync()
+    {
+        while (_listener.IsListening)
+        {
+            HttpListenerContext context;
+            try
+            {
+                context = await _listener.GetContextAsync();
+            }
+            catch (Exception error) when (error is HttpListenerException or ObjectDisposedException)
+            {
+                return;
+            }
+            _ = Task.Run(() => ForwardAsync(context));
+        }
+    }
+
+    private async Task ForwardAsync(HttpListenerContext context)
+    {
+        var incoming = context.Request;
+        try
+        {
+            using var request = new HttpRequestMessage(new HttpMethod(incoming.HttpMethod), _target + incoming.RawUrl);
+            foreach (var name in incoming.Headers.AllKeys)
+            {
+                if (name is null || name.Equals("Host", StringComparison.OrdinalIgnoreCase) || name.Equals("Content-Length", StringComparison.OrdinalIgnoreCase))
+                    continue;
+                request.Headers.TryAddWithoutValidation(name, incoming.Headers[name]);
+            }
+            // A GET of an object, not a listing (which carries a query string, list-type=2).
+            if (incoming.HttpMethod == "GET" && incoming.Url?.Query.Contains("list-type", StringComparison.Ordinal) != true)
+                Interlocked.Increment(ref _gets);
+            using var response = await _upstream.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
+            context.Response.StatusCode = (int)response.StatusCode;
+            foreach (var header in response.Headers.Concat(response.Content.Headers))
+            {
+                if (header.Key.Equals("Transfer-Encoding", StringComparison.OrdinalIgnoreCase))
+                    continue;
+                if (header.Key.Equals("Content-Length", StringComparison.OrdinalIgnoreCase))
+                    context.Response.ContentLength64 = long.Parse(header.Value.First());
+                else
+                    context.Response.Headers[header.Key] = string.Join(",", header.Value);
+            }
+            await using var body = await response.Content.ReadAsStreamAsync();
+            var buffer = new byte[1 << 16];
+            int read;
+            while ((read = await body.ReadAsync(buffer)) > 0)
+            {
+                await context.Response.OutputStream.WriteAsync(buffer.AsMemory(0, read));
+                Interlocked.Add(ref _bytes, read);
+            }
+            context.Response.Close();
+        }
+        catch (Exception)
+        {
+            context.Response.Abort();
+        }
+    }
+
+    public void Dispose()
+    {
+        _listener.Stop();
+        _listener.Close();
+        _upstream.Dispose();
+    }
+}
