@@ -38,6 +38,7 @@ public sealed class DatasetTests
                 // Hashes computed inside the container, from the read-only mount.
                 "cd /data/train && find . -type f | sed 's|^./||' | sort | while read -r f; do echo \"$(md5sum \"$f\" | cut -d' ' -f1) $f\"; done > \"$CI_PROJECT_DIR/sums.txt\"",
                 "touch /data/train/new 2>/dev/null && echo WRITABLE > \"$CI_PROJECT_DIR/writable.txt\" || true",
+                "echo \"${AWS_SECRET_ACCESS_KEY:-absent}\" > \"$CI_PROJECT_DIR/secret.txt\"",
             },
         };
 
@@ -55,11 +56,13 @@ public sealed class DatasetTests
             Assert.Equal(expected.Count, sums.Count);
             Assert.All(expected, pair => Assert.Equal(pair.Value, sums[pair.Key]));
             Assert.False(File.Exists(Path.Combine(workspace.ProjectDirOnHost(jobId), "writable.txt")), "the dataset mount is writable");
+            Assert.Equal("absent", File.ReadAllText(Path.Combine(workspace.ProjectDirOnHost(jobId), "secret.txt")).Trim());
         }
         Assert.True(gotsAfterFirst >= 2001, $"the first job fetched only {gotsAfterFirst} objects");
         // The warm cache: the second job lists the prefix but reads no object from the store.
         Assert.Equal(gotsAfterFirst, proxy.ObjectGets);
         Assert.Contains("2001 objects from the host cache", second.Log);
+        Assert.DoesNotContain("not-checked-by-s3rver", first.Log + second.Log);
     }
 
     [Fact]
@@ -77,5 +80,28 @@ public sealed class DatasetTests
         Assert.Equal("failed", run.Result.Outcome);
         Assert.Equal(1, run.Result.PrepareAttempts);
         Assert.Contains("'s3://secret-data/' is not allowed: it is outside every rule of stores.s3.allow [\"public-data\"]", run.Log);
+    }
+
+    [Fact]
+    public async Task A_store_passes_its_credentials_to_jobs_only_when_the_config_says_so()
+    {
+        using var s3 = S3Testbed.Client();
+        var bucket = "small-" + Guid.NewGuid().ToString("N")[..8];
+        await S3Testbed.CreateBucketAsync(s3, bucket);
+        await S3Testbed.PutAsync(s3, bucket, "labels.csv", "a,b\n"u8.ToArray());
+        using var workspace = new ExecutorWorkspace(extraConfig: S3Testbed.StoreConfig("s3", S3Testbed.Endpoint, $"\"{bucket}\"") + "\npass_credentials_to_job = true\n");
+
+        var run = await workspace.SimulateAsync(new
+        {
+            job_id = 7803L,
+            image = Testbed.TestImage,
+            variables = new Dictionary<string, string> { ["DATASETS"] = $"s3://{bucket}/labels.csv -> /data/labels" },
+            script = new[] { "cat /data/labels/labels.csv > got.csv", "echo \"$AWS_ACCESS_KEY_ID $AWS_ENDPOINT_URL\" > credentials.txt" },
+        });
+
+        Assert.Equal("success", run.Result.Outcome);
+        Assert.Equal("a,b\n", File.ReadAllText(Path.Combine(workspace.ProjectDirOnHost(7803), "got.csv")));
+        Assert.Equal($"S3RVER {S3Testbed.Endpoint}", File.ReadAllText(Path.Combine(workspace.ProjectDirOnHost(7803), "credentials.txt")).Trim());
+        Assert.DoesNotContain("not-checked-by-s3rver", run.Log);
     }
 }

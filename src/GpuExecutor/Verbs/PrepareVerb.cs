@@ -55,6 +55,7 @@ public static class PrepareVerb
                 workspace = workspace with { DatasetMounts = await MaterializeDatasetsAsync(config, job, datasets, log, context.Stop) };
 
             var startedAt = DateTimeOffset.UtcNow;
+            var storeEnvironment = StoreCredentialsForJob(config, datasets);
             var allocator = new GpuAllocator(driver, config.Gpus, config.StateDir, line => log.WriteLine(line));
             string jobContainer = "";
             IReadOnlyList<GpuDevice> gpus = [];
@@ -64,7 +65,7 @@ public static class PrepareVerb
             gpus = await allocator.AllocateAsync(gpuRequest, async (chosen, links) =>
             {
                 topology = links;
-                jobContainer = await StartAsync(driver, config, job, workspace, JobContainerNames.JobRole, image, startedAt, chosen, context.Stop);
+                jobContainer = await StartAsync(driver, config, job, workspace, JobContainerNames.JobRole, image, startedAt, chosen, storeEnvironment, context.Stop);
             }, context.Stop);
             await CheckStageServerAnswersAsync(driver, JobContainerNames.For(job.JobId, JobContainerNames.JobRole), image, JobContainerNames.JobRole, context.Stop);
             log.WriteLine($"Job container {jobContainer} runs {image}.");
@@ -73,7 +74,7 @@ public static class PrepareVerb
 
             if (hasHelper)
             {
-                var helperContainer = await StartAsync(driver, config, job, workspace, JobContainerNames.HelperRole, config.Images.Helper, startedAt, [], context.Stop);
+                var helperContainer = await StartAsync(driver, config, job, workspace, JobContainerNames.HelperRole, config.Images.Helper, startedAt, [], new Dictionary<string, string>(), context.Stop);
                 await CheckStageServerAnswersAsync(driver, JobContainerNames.For(job.JobId, JobContainerNames.HelperRole), config.Images.Helper, JobContainerNames.HelperRole, context.Stop);
                 log.WriteLine($"Helper container {helperContainer} runs {config.Images.Helper} for sources, caches and artifacts.");
             }
@@ -124,6 +125,27 @@ public static class PrepareVerb
     /// </summary>
     private static Exception ImageFault(bool jobChoseIt, string message, Exception? inner = null) =>
         jobChoseIt ? new BuildFailureException(message, inner: inner) : new SystemFailureException(message, inner);
+
+    /// <summary>
+    /// A store's credentials reach the job only where the admin set pass_credentials_to_job, and
+    /// only for a store the job's DATASETS use; the first such store's, as the standard AWS_*
+    /// variables that AWS SDKs and CLIs read.
+    /// </summary>
+    private static Dictionary<string, string> StoreCredentialsForJob(ExecutorConfig config, IReadOnlyList<DatasetMount> datasets)
+    {
+        var environment = new Dictionary<string, string>();
+        var store = datasets
+            .Select(dataset => config.Stores[dataset.Source.Store])
+            .FirstOrDefault(candidate => candidate.PassCredentialsToJob && candidate.AccessKeyId is not null);
+        if (store is null)
+            return environment;
+        environment["AWS_ACCESS_KEY_ID"] = store.AccessKeyId!.Value;
+        environment["AWS_SECRET_ACCESS_KEY"] = store.SecretAccessKey!.Value;
+        environment["AWS_REGION"] = store.Region;
+        if (store.Endpoint is { } endpoint)
+            environment["AWS_ENDPOINT_URL"] = endpoint;
+        return environment;
+    }
 
     private static async Task<IReadOnlyList<BindMount>> MaterializeDatasetsAsync(ExecutorConfig config, JobIdentity job, IReadOnlyList<DatasetMount> datasets, TextWriter log, CancellationToken cancellationToken)
     {
@@ -181,6 +203,7 @@ public static class PrepareVerb
         string image,
         DateTimeOffset startedAt,
         IReadOnlyList<GpuDevice> gpus,
+        IReadOnlyDictionary<string, string> extraEnvironment,
         CancellationToken cancellationToken)
     {
         var name = JobContainerNames.For(job.JobId, role);
@@ -195,6 +218,8 @@ public static class PrepareVerb
             ["NVIDIA_VISIBLE_DEVICES"] = uuids.Count > 0 ? string.Join(',', uuids) : "void",
             ["CUDA_VISIBLE_DEVICES"] = string.Join(',', uuids),
         };
+        foreach (var (key, value) in extraEnvironment)
+            environment[key] = value;
         var spec = new ContainerSpec(
             name,
             image,
