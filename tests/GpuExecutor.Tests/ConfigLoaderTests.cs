@@ -53,6 +53,9 @@ public sealed class ConfigLoaderTests
         max_count = 4
         busy_memory_mib = 2048
         wait_timeout_seconds = 600
+
+        [datasets]
+        cache_max_size = "2t"
         """;
 
     [Fact]
@@ -87,6 +90,7 @@ public sealed class ConfigLoaderTests
         Assert.Equal(4, config.Gpus.MaxCount);
         Assert.Equal(2048, config.Gpus.BusyMemoryMiB);
         Assert.Equal(TimeSpan.FromMinutes(10), config.Gpus.WaitTimeout);
+        Assert.Equal(2L << 40, config.Datasets.CacheMaxBytes);
     }
 
     [Fact]
@@ -126,6 +130,8 @@ public sealed class ConfigLoaderTests
     [InlineData("[images]\npul_policy = \"never\"", "images.pul_policy")]
     [InlineData("docker = 3", "docker")]
     [InlineData("[gpus]\nmode = \"cuda\"", "gpus.mode")]
+    [InlineData("[datasets]\ncache_max_size = \"lots\"", "datasets.cache_max_size")]
+    [InlineData("[datasets]\ncache_size = \"1t\"", "datasets.cache_size")]
     [InlineData("[gpus]\nnvidia_smi = \"bin/nvidia-smi\"", "gpus.nvidia_smi")]
     [InlineData("[gpus]\npool = [\"gpu0\"]", "gpus.pool")]
     [InlineData("[gpus]\npool = [-1]", "gpus.pool")]

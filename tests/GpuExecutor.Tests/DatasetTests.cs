@@ -152,3 +152,53 @@ public sealed class ObjectKeyPathTests
         Assert.All(quarantined, item => Assert.Contains("is also a directory", item.Reason));
     }
 }
+
+public sealed class DatasetCacheEvictionTests : IDisposable
+{
+    private readonly string _stateDir = Directory.CreateTempSubdirectory("eviction").FullName;
+
+    private string AddObject(string name, int bytes, DateTime lastUse)
+    {
+        var path = Path.Combine(_stateDir, "datasets", "objects", name);
+        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+        File.WriteAllBytes(path, new byte[bytes]);
+        File.SetLastAccessTimeUtc(path, lastUse);
+        return path;
+    }
+
+    [Fact]
+    public void Least_recently_used_objects_go_first_and_objects_of_live_views_stay()
+    {
+        var now = new DateTime(2026, 11, 28, 12, 0, 0, DateTimeKind.Utc);
+        var cache = new DatasetCache(_stateDir, _ => { });
+        var oldInUse = AddObject("a-old-in-use", 1000, now.AddDays(-3));
+        var old = AddObject("b-old", 1000, now.AddDays(-2));
+        var middle = AddObject("c-middle", 1000, now.AddDays(-1));
+        var fresh = AddObject("d-fresh", 1000, now.AddMinutes(-1));
+        AddObject("e-downloading.part", 5000, now.AddDays(-5));
+        Directory.CreateDirectory(cache.ViewsOf(42));
+        File.WriteAllLines(Path.Combine(cache.ViewsOf(42), "objects-in-use.txt"), ["a-old-in-use"]);
+
+        var removed = cache.Evict(maxBytes: 2000, now);
+
+        Assert.Equal(2000, removed);
+        Assert.True(File.Exists(oldInUse));
+        Assert.False(File.Exists(old));
+        Assert.False(File.Exists(middle));
+        Assert.True(File.Exists(fresh));
+        Assert.True(File.Exists(Path.Combine(_stateDir, "datasets", "objects", "e-downloading.part")));
+    }
+
+    [Fact]
+    public void Objects_used_in_the_quiet_period_stay_even_over_the_cap()
+    {
+        var now = DateTime.UtcNow;
+        var cache = new DatasetCache(_stateDir, _ => { });
+        var recent = AddObject("recent", 1000, now.AddMinutes(-2));
+
+        Assert.Equal(0, cache.Evict(maxBytes: 0, now));
+        Assert.True(File.Exists(recent));
+    }
+
+    public void Dispose() => Directory.Delete(_stateDir, recursive: true);
+}

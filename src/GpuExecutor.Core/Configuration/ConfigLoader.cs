@@ -72,6 +72,7 @@ public static partial class ConfigLoader
             Cleanup = ReadCleanup(top.Table("cleanup")),
             Gpus = ReadGpus(top.Table("gpus")),
             Stores = ReadStores(top.Table("stores")),
+            Datasets = ReadDatasets(top.Table("datasets")),
         };
         top.RejectUnknownKeys();
 
@@ -280,6 +281,16 @@ public static partial class ConfigLoader
         };
         if (settings.MaxCount is { } max && settings.DefaultCount > max)
             throw new ConfigurationException(table.KeyPath("default_count"), $"{settings.DefaultCount} exceeds gpus.max_count ({max}).");
+        table.RejectUnknownKeys();
+        return settings;
+    }
+
+    private static DatasetSettings ReadDatasets(TableReader table)
+    {
+        var settings = new DatasetSettings
+        {
+            CacheMaxBytes = table.Raw("cache_max_size") is { } raw ? table.Size("cache_max_size", raw) : null,
+        };
         table.RejectUnknownKeys();
         return settings;
     }

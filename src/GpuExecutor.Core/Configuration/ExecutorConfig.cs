@@ -17,6 +17,8 @@ public sealed record ExecutorConfig
     public CleanupSettings Cleanup { get; init; } = new();
     public GpuSettings Gpus { get; init; } = new();
 
+    public DatasetSettings Datasets { get; init; } = new();
+
     /// <summary>Object stores jobs may read datasets from, by name (the scheme of a dataset source).</summary>
     public IReadOnlyDictionary<string, StoreSettings> Stores { get; init; } = new Dictionary<string, StoreSettings>();
 }
@@ -170,4 +172,10 @@ public sealed record StoreSettings
 
     /// <summary>Whether the job's container gets the store's credentials (off unless the admin says so).</summary>
     public bool PassCredentialsToJob { get; init; }
+}
+
+public sealed record DatasetSettings
+{
+    /// <summary>The dataset cache is trimmed to this many bytes after each job's datasets arrive; null: no cap.</summary>
+    public long? CacheMaxBytes { get; init; }
 }

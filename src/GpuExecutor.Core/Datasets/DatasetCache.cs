@@ -40,6 +40,7 @@ public sealed partial class DatasetCache(string stateDir, Action<string> log)
     {
         RemoveViews(jobId);
         var mounts = new List<BindMount>();
+        var used = new System.Collections.Concurrent.ConcurrentDictionary<string, bool>();
         var progress = new Progress(log);
         for (var index = 0; index < datasets.Count; index++)
         {
@@ -60,6 +61,7 @@ public sealed partial class DatasetCache(string stateDir, Action<string> log)
             {
                 var item = byKey[pair.Key];
                 var (cached, hit) = await EnsureCachedAsync(dataset.Source, item, store, fetcher, progress, token);
+                used[Path.GetFileName(cached)] = true;
                 var target = Path.Combine(view, pair.Value);
                 Directory.CreateDirectory(Path.GetDirectoryName(target)!);
                 HardLink(cached, target);
@@ -67,7 +69,48 @@ public sealed partial class DatasetCache(string stateDir, Action<string> log)
             });
             mounts.Add(new BindMount(view, dataset.ContainerPath, ReadOnly: true));
         }
+        // The view's list of cache objects: what eviction must leave alone while the view exists.
+        await File.WriteAllLinesAsync(Path.Combine(ViewsOf(jobId), InUseFile), used.Keys.Order(StringComparer.Ordinal), cancellationToken);
         return (mounts, progress.Finish());
+    }
+
+    private const string InUseFile = "objects-in-use.txt";
+
+    /// <summary>Objects used more recently than this are never evicted: a job may be linking them right now.</summary>
+    public static readonly TimeSpan EvictionQuietPeriod = TimeSpan.FromMinutes(10);
+
+    /// <summary>
+    /// Trims the cache to <paramref name="maxBytes"/>, least recently used first. An object listed
+    /// by any job's view, or used within the quiet period, stays. Returns the bytes removed.
+    /// </summary>
+    public long Evict(long maxBytes, DateTime now)
+    {
+        if (!Directory.Exists(ObjectsDir))
+            return 0;
+        var inUse = new HashSet<string>(StringComparer.Ordinal);
+        var viewsRoot = Path.Combine(Root, "views");
+        if (Directory.Exists(viewsRoot))
+        {
+            foreach (var list in Directory.EnumerateFiles(viewsRoot, InUseFile, SearchOption.AllDirectories))
+                inUse.UnionWith(File.ReadLines(list));
+        }
+
+        var objects = new DirectoryInfo(ObjectsDir).EnumerateFiles()
+            .Where(file => file.Extension is not (".part" or ".ranges"))
+            .ToList();
+        var total = objects.Sum(file => file.Length);
+        long removed = 0;
+        foreach (var file in objects.OrderBy(file => file.LastAccessTimeUtc))
+        {
+            if (total - removed <= maxBytes)
+                break;
+            if (inUse.Contains(file.Name) || now - file.LastAccessTimeUtc < EvictionQuietPeriod)
+                continue;
+            var size = file.Length;
+            file.Delete();
+            removed += size;
+        }
+        return removed;
     }
 
     public void RemoveViews(long jobId)
@@ -103,7 +146,10 @@ public sealed partial class DatasetCache(string stateDir, Action<string> log)
         var name = CacheName(source, item);
         var path = Path.Combine(ObjectsDir, name);
         if (IsComplete(path, item))
+        {
+            MarkUsed(path);
             return (path, true);
+        }
 
         // One download per object version on the host: a second job waits on the lock, then
         // finds the file in place.
@@ -114,6 +160,19 @@ public sealed partial class DatasetCache(string stateDir, Action<string> log)
             Directory.CreateDirectory(ObjectsDir);
             await fetcher.FetchAsync(store, source.Bucket, item, path, progress.BytesFetched, cancellationToken);
             return (path, false);
+        }
+    }
+
+    /// <summary>Eviction goes by last use; set it explicitly, whatever the file system's atime policy.</summary>
+    private static void MarkUsed(string path)
+    {
+        try
+        {
+            File.SetLastAccessTimeUtc(path, DateTime.UtcNow);
+        }
+        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+        {
+            // Only eviction order suffers.
         }
     }
 

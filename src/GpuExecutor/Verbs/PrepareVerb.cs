@@ -154,6 +154,8 @@ public static class PrepareVerb
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var cache = new DatasetCache(config.StateDir, line => log.WriteLine(line));
             var (mounts, summary) = await cache.MaterializeAsync(job.JobId, datasets, config.Stores, new ObjectFetcher(line => log.WriteLine(line)), cancellationToken);
+            if (config.Datasets.CacheMaxBytes is { } cap && cache.Evict(cap, DateTime.UtcNow) is > 0 and var evicted)
+                log.WriteLine($"  evicted {evicted / 1048576.0:0.0} MiB of least recently used objects (datasets.cache_max_size)");
             foreach (var dataset in datasets)
                 log.WriteLine($"  {dataset.Source} -> {dataset.ContainerPath} (read-only)");
             log.WriteLine(
