@@ -104,4 +104,89 @@ public sealed class DatasetTests
         Assert.Equal($"S3RVER {S3Testbed.Endpoint}", File.ReadAllText(Path.Combine(workspace.ProjectDirOnHost(7803), "credentials.txt")).Trim());
         Assert.DoesNotContain("not-checked-by-s3rver", run.Log);
     }
+
+    private static async Task<(string Bucket, Dictionary<string, string> Sums, long Bytes)> SeedAsync(int smallObjects, int largeMiB)
+    {
+        using var s3 = S3Testbed.Client();
+        var bucket = "seed-" + Guid.NewGuid().ToString("N")[..8];
+        await S3Testbed.CreateBucketAsync(s3, bucket);
+        var sums = new Dictionary<string, string>();
+        long bytes = 0;
+        if (largeMiB > 0)
+        {
+            var large = RandomNumberGenerator.GetBytes(largeMiB << 20);
+            await S3Testbed.PutAsync(s3, bucket, "d/large.bin", large);
+            sums["large.bin"] = Md5(large);
+            bytes += large.Length;
+        }
+        for (var index = 0; index < smallObjects; index++)
+        {
+            var content = RandomNumberGenerator.GetBytes(4096 + index);
+            await S3Testbed.PutAsync(s3, bucket, $"d/small-{index:D3}.bin", content);
+            sums[$"small-{index:D3}.bin"] = Md5(content);
+            bytes += content.Length;
+        }
+        return (bucket, sums, bytes);
+    }
+
+    private static object HashingJob(long jobId, string bucket) => new
+    {
+        job_id = jobId,
+        image = Testbed.TestImage,
+        variables = new Dictionary<string, string> { ["DATASETS"] = $"s3://{bucket}/d/ -> /data" },
+        script = new[] { "cd /data && for f in *; do echo \"$(md5sum \"$f\" | cut -d' ' -f1) $f\"; done > \"$CI_PROJECT_DIR/sums.txt\"" },
+    };
+
+    private static Dictionary<string, string> SumsOf(ExecutorWorkspace workspace, long jobId) =>
+        File.ReadAllLines(Path.Combine(workspace.ProjectDirOnHost(jobId), "sums.txt"))
+            .Select(line => line.Split(' ', 2))
+            .ToDictionary(parts => parts[1], parts => parts[0]);
+
+    [Fact]
+    public async Task Two_concurrent_jobs_with_the_same_dataset_fetch_each_object_once()
+    {
+        var (bucket, sums, _) = await SeedAsync(smallObjects: 40, largeMiB: 70);
+        using var proxy = new CountingProxy(S3Testbed.Endpoint);
+        using var workspace = new ExecutorWorkspace(extraConfig: S3Testbed.StoreConfig("s3", proxy.Endpoint, $"\"{bucket}\""));
+
+        var runs = await Task.WhenAll(workspace.SimulateAsync(HashingJob(7811, bucket)), workspace.SimulateAsync(HashingJob(7812, bucket)));
+
+        Assert.All(runs, run => Assert.Equal("success", run.Result.Outcome));
+        Assert.Equal(sums, SumsOf(workspace, 7811));
+        Assert.Equal(sums, SumsOf(workspace, 7812));
+        // 40 small objects, and the 70 MiB one in five 16 MiB ranges: each requested once in all.
+        Assert.Equal(40 + 5, proxy.ObjectGets);
+    }
+
+    [Fact]
+    public async Task Injected_503s_resets_slow_and_truncated_responses_still_deliver_intact_data()
+    {
+        var (bucket, sums, _) = await SeedAsync(smallObjects: 30, largeMiB: 70);
+        // Every third object GET goes wrong, in turn each way.
+        InjectedFault[] faults = [InjectedFault.ServiceUnavailable, InjectedFault.ConnectionReset, InjectedFault.TruncatedBody, InjectedFault.SlowResponse];
+        using var proxy = new CountingProxy(S3Testbed.Endpoint, number => number % 3 == 0 ? faults[number / 3 % faults.Length] : InjectedFault.None);
+        using var workspace = new ExecutorWorkspace(extraConfig: S3Testbed.StoreConfig("s3", proxy.Endpoint, $"\"{bucket}\""));
+
+        var run = await workspace.SimulateAsync(HashingJob(7821, bucket));
+
+        Assert.Equal("success", run.Result.Outcome);
+        Assert.True(proxy.FaultsInjected >= 10, $"only {proxy.FaultsInjected} faults were injected");
+        Assert.Equal(sums, SumsOf(workspace, 7821));
+        Assert.Contains("retrying after", run.Log);
+    }
+
+    [Fact]
+    public async Task A_store_that_keeps_failing_is_a_system_failure_naming_the_object_and_nothing_corrupt_is_kept()
+    {
+        var (bucket, _, _) = await SeedAsync(smallObjects: 1, largeMiB: 0);
+        using var proxy = new CountingProxy(S3Testbed.Endpoint, _ => InjectedFault.TruncatedBody);
+        using var workspace = new ExecutorWorkspace(extraConfig: S3Testbed.StoreConfig("s3", proxy.Endpoint, $"\"{bucket}\""));
+
+        var run = await workspace.SimulateAsync(HashingJob(7831, bucket));
+
+        Assert.Equal("system_failure", run.Result.Outcome);
+        Assert.Contains($"could not fetch dataset object '{bucket}/d/small-000.bin'", run.Log);
+        var objects = Path.Combine(workspace.Root, "state", "datasets", "objects");
+        Assert.Empty(Directory.Exists(objects) ? Directory.GetFiles(objects).Where(file => !file.EndsWith(".part", StringComparison.Ordinal)) : []);
+    }
 }

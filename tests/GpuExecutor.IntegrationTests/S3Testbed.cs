@@ -41,6 +41,16 @@ public static class S3Testbed
         """;
 }
 
+/// <summary>What the proxy does to one object GET.</summary>
+public enum InjectedFault
+{
+    None,
+    ServiceUnavailable,
+    ConnectionReset,
+    TruncatedBody,
+    SlowResponse,
+}
+
 /// <summary>
 /// A counting reverse proxy in front of s3rver, to see from outside what a client asked of the
 /// store. s3rver does not check signatures, so forwarding with another Host header is harmless.
@@ -54,8 +64,13 @@ public sealed class CountingProxy : IDisposable
     private int _gets;
     private long _bytes;
 
-    public CountingProxy(string target)
+    private readonly Func<int, InjectedFault> _faultFor;
+    private int _faults;
+
+    /// <param name="faultFor">Given the object GET's number (1, 2, …), what to do to it.</param>
+    public CountingProxy(string target, Func<int, InjectedFault>? faultFor = null)
     {
+        _faultFor = faultFor ?? (_ => InjectedFault.None);
         _target = target.TrimEnd('/');
         var port = Random.Shared.Next(20000, 40000);
         Endpoint = $"http://127.0.0.1:{port}";
@@ -67,6 +82,7 @@ public sealed class CountingProxy : IDisposable
     public string Endpoint { get; }
     public int ObjectGets => Volatile.Read(ref _gets);
     public long BytesServed => Interlocked.Read(ref _bytes);
+    public int FaultsInjected => Volatile.Read(ref _faults);
 
     private async Task ServeAsync()
     {
@@ -98,8 +114,24 @@ public sealed class CountingProxy : IDisposable
                 request.Headers.TryAddWithoutValidation(name, incoming.Headers[name]);
             }
             // A GET of an object, not a listing (which carries a query string, list-type=2).
+            var fault = InjectedFault.None;
             if (incoming.HttpMethod == "GET" && incoming.Url?.Query.Contains("list-type", StringComparison.Ordinal) != true)
-                Interlocked.Increment(ref _gets);
+                fault = _faultFor(Interlocked.Increment(ref _gets));
+            if (fault != InjectedFault.None)
+                Interlocked.Increment(ref _faults);
+            switch (fault)
+            {
+                case InjectedFault.ServiceUnavailable:
+                    context.Response.StatusCode = 503;
+                    context.Response.Close();
+                    return;
+                case InjectedFault.ConnectionReset:
+                    context.Response.Abort();
+                    return;
+                case InjectedFault.SlowResponse:
+                    await Task.Delay(TimeSpan.FromSeconds(2));
+                    break;
+            }
             using var response = await _upstream.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
             context.Response.StatusCode = (int)response.StatusCode;
             foreach (var header in response.Headers.Concat(response.Content.Headers))
@@ -114,10 +146,20 @@ public sealed class CountingProxy : IDisposable
             await using var body = await response.Content.ReadAsStreamAsync();
             var buffer = new byte[1 << 16];
             int read;
+            long sent = 0;
+            var cutAt = fault == InjectedFault.TruncatedBody ? Math.Max(1, context.Response.ContentLength64 / 2) : long.MaxValue;
             while ((read = await body.ReadAsync(buffer)) > 0)
             {
-                await context.Response.OutputStream.WriteAsync(buffer.AsMemory(0, read));
-                Interlocked.Add(ref _bytes, read);
+                var allowed = (int)Math.Min(read, cutAt - sent);
+                await context.Response.OutputStream.WriteAsync(buffer.AsMemory(0, allowed));
+                Interlocked.Add(ref _bytes, allowed);
+                sent += allowed;
+                if (sent >= cutAt)
+                {
+                    // Half the promised bytes, then the connection drops.
+                    context.Response.Abort();
+                    return;
+                }
             }
             context.Response.Close();
         }
