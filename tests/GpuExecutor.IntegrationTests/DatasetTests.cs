@@ -189,4 +189,50 @@ public sealed class DatasetTests
         var objects = Path.Combine(workspace.Root, "state", "datasets", "objects");
         Assert.Empty(Directory.Exists(objects) ? Directory.GetFiles(objects).Where(file => !file.EndsWith(".part", StringComparison.Ordinal)) : []);
     }
+
+    [Fact]
+    public async Task A_download_killed_midway_resumes_from_its_completed_ranges()
+    {
+        var (bucket, sums, _) = await SeedAsync(smallObjects: 0, largeMiB: 128);
+        const long rangeBytes = 16L << 20;
+        // The first three of the eight 16 MiB ranges arrive; the others hang until the kill.
+        using var firstProxy = new CountingProxy(S3Testbed.Endpoint, number => number <= 3 ? InjectedFault.None : InjectedFault.Hang);
+        using var secondProxy = new CountingProxy(S3Testbed.Endpoint);
+        using var workspace = new ExecutorWorkspace(extraConfig: S3Testbed.StoreConfig("s3", firstProxy.Endpoint, $"\"{bucket}\""));
+        const long jobId = 7841;
+        var environment = workspace.RunnerEnvironment(workspace.WritePayload(jobId, new Dictionary<string, string> { ["DATASETS"] = $"s3://{bucket}/d/ -> /data" }));
+
+        var start = new System.Diagnostics.ProcessStartInfo(Testbed.Binary, ["--config", workspace.ConfigPath, "prepare"]) { UseShellExecute = false, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var (key, value) in environment)
+            start.Environment[key] = value;
+        using (var killed = System.Diagnostics.Process.Start(start)!)
+        {
+            var objects = Path.Combine(workspace.Root, "state", "datasets", "objects");
+            var deadline = DateTime.UtcNow.AddSeconds(60);
+            while (DateTime.UtcNow < deadline && RangesDone(objects) < 3)
+                await Task.Delay(100, TestContext.Current.CancellationToken);
+            Assert.Equal(3, RangesDone(objects));
+            killed.Kill(entireProcessTree: true); // SIGKILL: no chance to tidy up
+            await killed.WaitForExitAsync(TestContext.Current.CancellationToken);
+        }
+
+        File.WriteAllText(workspace.ConfigPath, File.ReadAllText(workspace.ConfigPath).Replace(firstProxy.Endpoint, secondProxy.Endpoint));
+        try
+        {
+            var resumed = await workspace.CallVerbAsync(environment, "prepare");
+
+            Assert.Equal(0, resumed.ExitCode);
+            Assert.Equal(5, secondProxy.ObjectGets);
+            Assert.Equal(5 * rangeBytes, secondProxy.ObjectBytesServed);
+            var cached = Directory.GetFiles(Path.Combine(workspace.Root, "state", "datasets", "objects")).Single(file => !file.EndsWith(".lock", StringComparison.Ordinal));
+            Assert.Equal(sums["large.bin"], Md5(File.ReadAllBytes(cached)));
+        }
+        finally
+        {
+            await workspace.CallVerbAsync(environment, "cleanup");
+        }
+    }
+
+    private static int RangesDone(string objects) =>
+        Directory.Exists(objects) ? Directory.GetFiles(objects, "*.ranges").Sum(file => File.ReadAllLines(file).Length) : 0;
 }

@@ -49,6 +49,8 @@ public enum InjectedFault
     ConnectionReset,
     TruncatedBody,
     SlowResponse,
+    /// <summary>Holds the request for a minute: a download that will be killed before it ends.</summary>
+    Hang,
 }
 
 /// <summary>
@@ -81,7 +83,8 @@ public sealed class CountingProxy : IDisposable
 
     public string Endpoint { get; }
     public int ObjectGets => Volatile.Read(ref _gets);
-    public long BytesServed => Interlocked.Read(ref _bytes);
+    /// <summary>Bytes of object bodies sent (listings not counted).</summary>
+    public long ObjectBytesServed => Interlocked.Read(ref _bytes);
     public int FaultsInjected => Volatile.Read(ref _faults);
 
     private async Task ServeAsync()
@@ -115,7 +118,8 @@ public sealed class CountingProxy : IDisposable
             }
             // A GET of an object, not a listing (which carries a query string, list-type=2).
             var fault = InjectedFault.None;
-            if (incoming.HttpMethod == "GET" && incoming.Url?.Query.Contains("list-type", StringComparison.Ordinal) != true)
+            var isObjectGet = incoming.HttpMethod == "GET" && incoming.Url?.Query.Contains("list-type", StringComparison.Ordinal) != true;
+            if (isObjectGet)
                 fault = _faultFor(Interlocked.Increment(ref _gets));
             if (fault != InjectedFault.None)
                 Interlocked.Increment(ref _faults);
@@ -130,6 +134,9 @@ public sealed class CountingProxy : IDisposable
                     return;
                 case InjectedFault.SlowResponse:
                     await Task.Delay(TimeSpan.FromSeconds(2));
+                    break;
+                case InjectedFault.Hang:
+                    await Task.Delay(TimeSpan.FromMinutes(1));
                     break;
             }
             using var response = await _upstream.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
@@ -152,7 +159,8 @@ public sealed class CountingProxy : IDisposable
             {
                 var allowed = (int)Math.Min(read, cutAt - sent);
                 await context.Response.OutputStream.WriteAsync(buffer.AsMemory(0, allowed));
-                Interlocked.Add(ref _bytes, allowed);
+                if (isObjectGet)
+                    Interlocked.Add(ref _bytes, allowed);
                 sent += allowed;
                 if (sent >= cutAt)
                 {
