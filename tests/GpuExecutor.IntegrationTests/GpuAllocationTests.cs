@@ -18,9 +18,9 @@ public sealed class GpuAllocationTests
 
     private const string TwoGpuTopology = "\tGPU0\tGPU1\tCPU Affinity\tNUMA Affinity\nGPU0\t X \tPHB\t0-15\t0\nGPU1\tPHB\t X \t0-15\t0\n";
 
-    private static ExecutorWorkspace TwoGpuHost(string mode = "none")
+    private static ExecutorWorkspace TwoGpuHost(string mode = "none", string extraConfig = "")
     {
-        var workspace = new ExecutorWorkspace(gpus: "");
+        var workspace = new ExecutorWorkspace(gpus: "", extraConfig: extraConfig);
         var fake = workspace.WriteFakeNvidiaSmi(TwoGpuQuery, TwoGpuTopology);
         File.AppendAllText(workspace.ConfigPath, $"mode = \"{mode}\"\nnvidia_smi = \"{fake}\"\ndefault_count = 1\nwait_timeout_seconds = 300\n");
         return workspace;
@@ -167,5 +167,46 @@ public sealed class GpuAllocationTests
             await workspace.CallVerbAsync(environment, "cleanup");
         }
         Assert.Equal("", await Testbed.JobContainersAsync(jobId));
+    }
+
+    [Fact]
+    public async Task A_job_with_datasets_and_gpus_gets_both_and_fetches_while_the_gpus_are_busy()
+    {
+        var storeRoot = Directory.CreateTempSubdirectory("file-store").FullName;
+        Directory.CreateDirectory(Path.Combine(storeRoot, "corpus", "text"));
+        File.WriteAllText(Path.Combine(storeRoot, "corpus", "text", "a.txt"), "alpha\n");
+        using var workspace = TwoGpuHost(extraConfig: $"\n[stores.local]\ntype = \"file\"\nroot = \"{storeRoot}\"\nallow = [\"corpus\"]\n");
+        var holder = workspace.RunnerEnvironment(workspace.WritePayload(7901, new Dictionary<string, string> { ["GPU_COUNT"] = "2" }));
+        Assert.Equal(0, (await workspace.CallVerbAsync(holder, "prepare")).ExitCode);
+        try
+        {
+            var waiting = workspace.SimulateAsync(new
+            {
+                job_id = 7902L,
+                image = Testbed.TestImage,
+                variables = new Dictionary<string, string> { ["GPU_COUNT"] = "1", ["DATASETS"] = "local://corpus/text/ -> /data/text" },
+                script = new[] { "echo \"$NVIDIA_VISIBLE_DEVICES $(cat /data/text/a.txt)\" > got.txt" },
+            });
+            // While both GPUs are held, the dataset already arrives in the job's view.
+            var view = Path.Combine(workspace.Root, "state", "datasets", "views", "job-7902", "0", "a.txt");
+            var deadline = DateTime.UtcNow.AddSeconds(30);
+            while (!File.Exists(view) && DateTime.UtcNow < deadline)
+                await Task.Delay(100, TestContext.Current.CancellationToken);
+            Assert.True(File.Exists(view), "the dataset did not arrive while the job waited for GPUs");
+            Assert.False(waiting.IsCompleted);
+
+            Assert.Equal(0, (await workspace.CallVerbAsync(holder, "cleanup")).ExitCode);
+            var run = await waiting;
+
+            Assert.Equal("success", run.Result.Outcome);
+            var got = File.ReadAllText(Path.Combine(workspace.ProjectDirOnHost(7902), "got.txt")).Trim().Split(' ');
+            Assert.Contains(got[0], new[] { Gpu0, Gpu1 });
+            Assert.Equal("alpha", got[1]);
+        }
+        finally
+        {
+            await workspace.CallVerbAsync(holder, "cleanup");
+            Directory.Delete(storeRoot, recursive: true);
+        }
     }
 }

@@ -20,15 +20,20 @@ public sealed class GpuAllocator(IContainerDriver driver, GpuSettings settings, 
 
     /// <summary>
     /// Chooses GPUs and calls <paramref name="createHolder"/> with them while still holding the
-    /// lock; the container it creates must carry the GPUs' UUIDs on its labels.
+    /// lock; the container it creates must carry the GPUs' UUIDs on its labels. Nothing is taken
+    /// before <paramref name="mustFinishFirst"/> (the job's datasets) is done, so a job never
+    /// holds GPUs while it downloads, yet downloads while it waits for GPUs.
     /// </summary>
     public async Task<IReadOnlyList<GpuDevice>> AllocateAsync(
         GpuRequest request,
         Func<IReadOnlyList<GpuDevice>, GpuTopology, Task> createHolder,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken,
+        Task? mustFinishFirst = null)
     {
+        mustFinishFirst ??= Task.CompletedTask;
         if (request.Count == 0)
         {
+            await mustFinishFirst;
             await createHolder([], GpuTopology.Unknown);
             return [];
         }
@@ -39,6 +44,8 @@ public sealed class GpuAllocator(IContainerDriver driver, GpuSettings settings, 
         GpuTopology? topology = null;
         while (true)
         {
+            if (mustFinishFirst.IsFaulted || mustFinishFirst.IsCanceled)
+                await mustFinishFirst;
             string waitingFor;
             using (await HostLock.AcquireAsync(LockPath, cancellationToken))
             {
@@ -49,14 +56,24 @@ public sealed class GpuAllocator(IContainerDriver driver, GpuSettings settings, 
                     .Where(request.Admits)
                     .Where(gpu => !holders.ContainsKey(gpu.Uuid) && !IsBusyOutsideJobs(gpu))
                     .ToList();
-                if (free.Count >= request.Count)
+                if (free.Count >= request.Count && !mustFinishFirst.IsCompleted)
+                {
+                    // Enough GPUs, but the datasets are still arriving: take nothing yet, and do
+                    // not count this against the GPU wait.
+                    waitEnds = DateTime.UtcNow + settings.WaitTimeout;
+                    waitingFor = "the GPUs are free; waiting for the datasets to arrive.";
+                }
+                else if (free.Count >= request.Count)
                 {
                     topology ??= request.Count > 1 ? await nvidiaSmi.TopologyAsync(log, cancellationToken) : GpuTopology.Unknown;
                     var chosen = GpuSelection.Choose(free, request.Count, topology)!;
                     await createHolder(chosen, topology);
                     return chosen;
                 }
-                waitingFor = DescribeWait(pool, request, holders, free.Count);
+                else
+                {
+                    waitingFor = DescribeWait(pool, request, holders, free.Count);
+                }
             }
 
             if (DateTime.UtcNow >= waitEnds)
@@ -67,7 +84,8 @@ public sealed class GpuAllocator(IContainerDriver driver, GpuSettings settings, 
                 log($"Waiting for {request}: {waitingFor}");
                 nextMessage = DateTime.UtcNow + WaitingMessageInterval;
             }
-            await Task.Delay(PollInterval, cancellationToken);
+            await Task.WhenAny(mustFinishFirst.IsCompleted ? Task.Delay(PollInterval, cancellationToken) : mustFinishFirst, Task.Delay(PollInterval, cancellationToken));
+            cancellationToken.ThrowIfCancellationRequested();
         }
     }
 

@@ -50,9 +50,11 @@ public static class PrepareVerb
             var workspace = JobWorkspace.For(config, job);
             Directory.CreateDirectory(workspace.BuildsHostDir);
             Directory.CreateDirectory(workspace.CacheHostDir);
-            // Datasets first, before the job holds any GPU: fetching can take long.
-            if (datasets.Count > 0)
-                workspace = workspace with { DatasetMounts = await MaterializeDatasetsAsync(config, job, datasets, log, context.Stop) };
+            // Datasets arrive while the job waits for GPUs, and the job takes its GPUs only once
+            // they are in: a long download never holds a GPU.
+            var fetching = datasets.Count > 0
+                ? MaterializeDatasetsAsync(config, job, datasets, log, context.Stop)
+                : Task.FromResult<IReadOnlyList<BindMount>>([]);
 
             var startedAt = DateTimeOffset.UtcNow;
             var storeEnvironment = StoreCredentialsForJob(config, datasets);
@@ -65,8 +67,9 @@ public static class PrepareVerb
             gpus = await allocator.AllocateAsync(gpuRequest, async (chosen, links) =>
             {
                 topology = links;
+                workspace = workspace with { DatasetMounts = await fetching };
                 jobContainer = await StartAsync(driver, config, job, workspace, JobContainerNames.JobRole, image, startedAt, chosen, storeEnvironment, context.Stop);
-            }, context.Stop);
+            }, context.Stop, fetching);
             await CheckStageServerAnswersAsync(driver, JobContainerNames.For(job.JobId, JobContainerNames.JobRole), image, JobContainerNames.JobRole, context.Stop);
             log.WriteLine($"Job container {jobContainer} runs {image}.");
             if (gpus.Count > 0)
