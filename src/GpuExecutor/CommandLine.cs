@@ -26,6 +26,9 @@ public static class CommandLine
         Verbs for admins and developers:
           gc                        remove managed containers whose jobs are long gone
           gpus                      list the host's GPUs and which job holds each
+          datasets list             the dataset cache: objects, sizes, last use, in use
+          datasets prune SIZE       trim the dataset cache to SIZE (e.g. 500g), least recently used first
+          datasets prefetch SOURCE  fetch STORE://BUCKET/PREFIX/ into the cache ahead of jobs
           simulate JOB [OPTIONS]    play GitLab Runner: drive a job file through all the stages
           version                   print the version
 
@@ -96,6 +99,7 @@ public static class CommandLine
                 "cleanup" => await CleanupVerb.RunAsync(context),
                 "gc" => await GcVerb.RunAsync(context, stdout),
                 "gpus" => await GpusVerb.RunAsync(context, stdout),
+                "datasets" => await DatasetsVerb.RunAsync(context, verbArgs, stdout),
                 _ => throw new SystemFailureException($"unknown verb '{verb}'.\n{Usage}"),
             };
         }

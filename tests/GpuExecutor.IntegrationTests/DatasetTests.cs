@@ -236,3 +236,47 @@ public sealed class DatasetTests
     private static int RangesDone(string objects) =>
         Directory.Exists(objects) ? Directory.GetFiles(objects, "*.ranges").Sum(file => File.ReadAllLines(file).Length) : 0;
 }
+
+public sealed class DatasetAdminTests
+{
+    [Fact]
+    public async Task Prefetch_fills_the_cache_ahead_of_a_job_and_list_shows_what_is_there()
+    {
+        var storeRoot = Directory.CreateTempSubdirectory("file-store").FullName;
+        Directory.CreateDirectory(Path.Combine(storeRoot, "corpus", "text"));
+        for (var index = 0; index < 3; index++)
+            File.WriteAllText(Path.Combine(storeRoot, "corpus", "text", $"part-{index}.txt"), new string('x', 1000 * (index + 1)));
+        using var workspace = new ExecutorWorkspace(extraConfig: $"\n[stores.local]\ntype = \"file\"\nroot = \"{storeRoot}\"\nallow = [\"corpus\"]\n");
+        try
+        {
+            var noEnvironment = new Dictionary<string, string?>();
+            var prefetch = await workspace.CallVerbAsync(noEnvironment, "datasets", "prefetch", "local://corpus/text/");
+            var refused = await workspace.CallVerbAsync(noEnvironment, "datasets", "prefetch", "local://other/");
+            var listing = await workspace.CallVerbAsync(noEnvironment, "datasets", "list");
+            var run = await workspace.SimulateAsync(new
+            {
+                image = Testbed.TestImage,
+                variables = new Dictionary<string, string> { ["DATASETS"] = "local://corpus/text/ -> /data" },
+                script = new[] { "cat /data/part-2.txt | wc -c" },
+            });
+            var prune = await workspace.CallVerbAsync(noEnvironment, "datasets", "prune", "0");
+
+            Assert.Equal(0, prefetch.ExitCode);
+            Assert.Contains("3 objects: 0.0 MiB fetched, 0 already cached.", prefetch.Stdout);
+            Assert.Equal(1, refused.ExitCode);
+            Assert.Contains("is not allowed", refused.Stderr);
+            Assert.Equal(0, listing.ExitCode);
+            Assert.Contains("local://corpus/text/part-2.txt", listing.Stdout);
+            Assert.Contains("3 objects", listing.Stdout);
+            Assert.Equal("success", run.Result.Outcome);
+            Assert.Contains("3 objects from the host cache", run.Log);
+            Assert.Contains("3000", run.Log);
+            // Just used: inside the quiet period, so nothing goes.
+            Assert.Contains("removed 0.0 MiB", prune.Stdout);
+        }
+        finally
+        {
+            Directory.Delete(storeRoot, recursive: true);
+        }
+    }
+}

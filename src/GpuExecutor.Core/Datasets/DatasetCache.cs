@@ -75,6 +75,46 @@ public sealed partial class DatasetCache(string stateDir, Action<string> log)
     }
 
     private const string InUseFile = "objects-in-use.txt";
+    private const string KeySuffix = ".key";
+
+    /// <summary>One cached object, for the admin listing.</summary>
+    public sealed record CachedObject(string Name, string Source, long Size, DateTime LastUsedUtc, bool InUse);
+
+    /// <summary>Every complete object of the cache, with its source, size, last use and whether a live view uses it.</summary>
+    public IReadOnlyList<CachedObject> List()
+    {
+        if (!Directory.Exists(ObjectsDir))
+            return [];
+        var inUse = ObjectsInUse();
+        return new DirectoryInfo(ObjectsDir).EnumerateFiles()
+            .Where(file => file.Extension is not (".part" or ".ranges" or ".key"))
+            .Select(file =>
+            {
+                var keyFile = file.FullName + KeySuffix;
+                var source = File.Exists(keyFile) ? File.ReadAllText(keyFile).Trim() : "(unknown)";
+                return new CachedObject(file.Name, source, file.Length, file.LastAccessTimeUtc, inUse.Contains(file.Name));
+            })
+            .OrderBy(item => item.Source, StringComparer.Ordinal)
+            .ToList();
+    }
+
+    /// <summary>The job ids with a dataset view on this host.</summary>
+    public IReadOnlyList<string> Views() =>
+        Directory.Exists(Path.Combine(Root, "views"))
+            ? Directory.GetDirectories(Path.Combine(Root, "views")).Select(Path.GetFileName).OfType<string>().Order().ToList()
+            : [];
+
+    private HashSet<string> ObjectsInUse()
+    {
+        var inUse = new HashSet<string>(StringComparer.Ordinal);
+        var viewsRoot = Path.Combine(Root, "views");
+        if (Directory.Exists(viewsRoot))
+        {
+            foreach (var list in Directory.EnumerateFiles(viewsRoot, InUseFile, SearchOption.AllDirectories))
+                inUse.UnionWith(File.ReadLines(list));
+        }
+        return inUse;
+    }
 
     /// <summary>Objects used more recently than this are never evicted: a job may be linking them right now.</summary>
     public static readonly TimeSpan EvictionQuietPeriod = TimeSpan.FromMinutes(10);
@@ -87,16 +127,9 @@ public sealed partial class DatasetCache(string stateDir, Action<string> log)
     {
         if (!Directory.Exists(ObjectsDir))
             return 0;
-        var inUse = new HashSet<string>(StringComparer.Ordinal);
-        var viewsRoot = Path.Combine(Root, "views");
-        if (Directory.Exists(viewsRoot))
-        {
-            foreach (var list in Directory.EnumerateFiles(viewsRoot, InUseFile, SearchOption.AllDirectories))
-                inUse.UnionWith(File.ReadLines(list));
-        }
-
+        var inUse = ObjectsInUse();
         var objects = new DirectoryInfo(ObjectsDir).EnumerateFiles()
-            .Where(file => file.Extension is not (".part" or ".ranges"))
+            .Where(file => file.Extension is not (".part" or ".ranges" or ".key"))
             .ToList();
         var total = objects.Sum(file => file.Length);
         long removed = 0;
@@ -108,6 +141,7 @@ public sealed partial class DatasetCache(string stateDir, Action<string> log)
                 continue;
             var size = file.Length;
             file.Delete();
+            File.Delete(file.FullName + KeySuffix);
             removed += size;
         }
         return removed;
@@ -159,6 +193,8 @@ public sealed partial class DatasetCache(string stateDir, Action<string> log)
                 return (path, true);
             Directory.CreateDirectory(ObjectsDir);
             await fetcher.FetchAsync(store, source.Bucket, item, path, progress.BytesFetched, cancellationToken);
+            // Which object this is, for `gpu-executor datasets list`.
+            await File.WriteAllTextAsync(path + KeySuffix, $"{source.Store}://{source.Bucket}/{item.Key}\n", cancellationToken);
             return (path, false);
         }
     }

@@ -1,0 +1,54 @@
+using GpuExecutor.Configuration;
+using GpuExecutor.Datasets;
+using GpuExecutor.Outcomes;
+
+namespace GpuExecutor.Verbs;
+
+/// <summary>
+/// `datasets list | prune SIZE | prefetch SOURCE`: the host's dataset cache, for admins.
+/// prefetch takes a source as a DATASETS line would name it, checked against the same rules.
+/// </summary>
+public static class DatasetsVerb
+{
+    /// <summary>Prefetching uses job id 0's view, which no GitLab job can have.</summary>
+    private const long PrefetchJobId = 0;
+
+    public static async Task<int> RunAsync(VerbContext context, string[] arguments, TextWriter stdout)
+    {
+        var config = context.Config;
+        var cache = new DatasetCache(config.StateDir, line => stdout.WriteLine(line));
+        switch (arguments)
+        {
+            case ["list"]:
+                var objects = cache.List();
+                stdout.WriteLine($"{"LAST USED (UTC)",-20} {"SIZE (MiB)",12} {"IN USE",-6} SOURCE");
+                foreach (var item in objects)
+                    stdout.WriteLine($"{item.LastUsedUtc:yyyy-MM-dd HH:mm:ss} {item.Size / 1048576.0,12:0.0} {(item.InUse ? "yes" : "no"),-6} {item.Source}");
+                stdout.WriteLine($"{objects.Count} objects, {objects.Sum(item => item.Size) / 1048576.0:0.0} MiB; views of jobs: {string.Join(", ", cache.Views())}");
+                return ExitCodes.Success;
+
+            case ["prune", var sizeText]:
+                if (!ByteSize.TryParse(sizeText, out var maxBytes) && sizeText != "0")
+                    throw new SystemFailureException($"'{sizeText}' is not a size; use, say, 500g.");
+                var removed = cache.Evict(sizeText == "0" ? 0 : maxBytes, DateTime.UtcNow);
+                stdout.WriteLine($"removed {removed / 1048576.0:0.0} MiB (objects in use, or used in the last {DatasetCache.EvictionQuietPeriod.TotalMinutes:0} minutes, stay)");
+                return ExitCodes.Success;
+
+            case ["prefetch", var source]:
+                var datasets = DatasetDeclaration.Parse($"{source} -> /prefetch", config);
+                try
+                {
+                    var (_, summary) = await cache.MaterializeAsync(PrefetchJobId, datasets, config.Stores, new ObjectFetcher(line => stdout.WriteLine(line)), context.Stop);
+                    stdout.WriteLine($"{summary.Objects} objects: {summary.BytesFetched / 1048576.0:0.0} MiB fetched, {summary.CacheHits} already cached.");
+                }
+                finally
+                {
+                    cache.RemoveViews(PrefetchJobId);
+                }
+                return ExitCodes.Success;
+
+            default:
+                throw new SystemFailureException("usage: gpu-executor datasets list | prune SIZE | prefetch STORE://BUCKET/PREFIX/");
+        }
+    }
+}
