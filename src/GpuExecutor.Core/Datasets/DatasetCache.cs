@@ -19,7 +19,8 @@ namespace GpuExecutor.Datasets;
 /// </summary>
 public sealed partial class DatasetCache(string stateDir, Action<string> log)
 {
-    private const int ParallelObjects = 8;
+    // s3rver, like most stores, needs about 32 requests in flight to reach its ceiling on small objects.
+    private const int ParallelObjects = 32;
     private static readonly TimeSpan ProgressInterval = TimeSpan.FromSeconds(5);
 
     private string Root => Path.Combine(stateDir, "datasets");
