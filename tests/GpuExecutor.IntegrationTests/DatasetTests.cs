@@ -224,7 +224,8 @@ public sealed class DatasetTests
             Assert.Equal(0, resumed.ExitCode);
             Assert.Equal(5, secondProxy.ObjectGets);
             Assert.Equal(5 * rangeBytes, secondProxy.ObjectBytesServed);
-            var cached = Directory.GetFiles(Path.Combine(workspace.Root, "state", "datasets", "objects")).Single(file => !file.EndsWith(".lock", StringComparison.Ordinal));
+            // Cached objects are bare SHA-256 names; ".key" records which object each one is.
+            var cached = Directory.GetFiles(Path.Combine(workspace.Root, "state", "datasets", "objects")).Single(file => Path.GetExtension(file).Length == 0);
             Assert.Equal(sums["large.bin"], Md5(File.ReadAllBytes(cached)));
         }
         finally
