@@ -69,13 +69,18 @@ start_daemon() {
     --bridge=none --iptables=false --ip-masq=false \
     --live-restore \
     </dev/null >"$TESTBED_DIR/dockerd.log" 2>&1 &
+  wait_until_answers dockerd daemon_answers "$TESTBED_DIR/dockerd.log" 150
+}
+
+# wait_until_answers NAME CHECK LOG TRIES: polls CHECK every 0.2 s; after TRIES, shows LOG and fails.
+wait_until_answers() {
   local waited=0
-  until daemon_answers; do
+  until "$2"; do
     sleep 0.2
     waited=$((waited + 1))
-    if [ "$waited" -gt 150 ]; then
-      log "dockerd did not answer within 30 s; its log:"
-      tail -n 30 "$TESTBED_DIR/dockerd.log" >&2
+    if [ "$waited" -gt "$4" ]; then
+      log "$1 did not answer within $(($4 / 5)) s; its log:"
+      tail -n 30 "$3" >&2
       return 1
     fi
   done
@@ -105,16 +110,7 @@ start_s3() {
     -d "$TESTBED_DIR/s3-data" -a 127.0.0.1 -p "$S3_PORT" --silent \
     </dev/null >"$TESTBED_DIR/s3rver.log" 2>&1 &
   echo $! > "$S3_PIDFILE"
-  local waited=0
-  until s3_answers; do
-    sleep 0.2
-    waited=$((waited + 1))
-    if [ "$waited" -gt 100 ]; then
-      log "s3rver did not answer within 20 s; its log:"
-      tail -n 30 "$TESTBED_DIR/s3rver.log" >&2
-      return 1
-    fi
-  done
+  wait_until_answers s3rver s3_answers "$TESTBED_DIR/s3rver.log" 100
 }
 
 stop_s3() {

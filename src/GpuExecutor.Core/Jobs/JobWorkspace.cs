@@ -27,8 +27,8 @@ public sealed record JobWorkspace(string BuildsHostDir, string CacheHostDir)
         .. DatasetMounts,
     ];
 
-    /// <summary>The job id of a builds directory name, or null when the name is not one of ours.</summary>
-    public static long? JobIdOfBuildsDir(string directoryName) =>
+    /// <summary>The job id of a per-job directory name ("job-ID": builds directories, dataset views), or null when the name is not one of ours.</summary>
+    public static long? JobIdOfDirectoryName(string directoryName) =>
         directoryName.StartsWith(BuildsDirPrefix, StringComparison.Ordinal)
         && long.TryParse(directoryName.AsSpan(BuildsDirPrefix.Length), NumberStyles.None, CultureInfo.InvariantCulture, out var jobId)
             ? jobId

@@ -1,4 +1,5 @@
 using GpuExecutor.Containers;
+using GpuExecutor.Datasets;
 using GpuExecutor.Jobs;
 
 namespace GpuExecutor.Verbs;
@@ -41,7 +42,7 @@ public static class GcVerb
         {
             foreach (var directory in new DirectoryInfo(config.Builds.HostDir).EnumerateDirectories())
             {
-                if (JobWorkspace.JobIdOfBuildsDir(directory.Name) is not { } jobId || liveJobIds.Contains(jobId))
+                if (JobWorkspace.JobIdOfDirectoryName(directory.Name) is not { } jobId || liveJobIds.Contains(jobId))
                     continue;
                 if (now - directory.LastWriteTimeUtc < config.Cleanup.GcGracePeriod)
                     continue;
@@ -57,6 +58,21 @@ public static class GcVerb
                     stdout.WriteLine($"could not remove builds directory {directory.FullName}: {error.Message}");
                 }
             }
+        }
+
+        // Dataset views of jobs that are gone: their lists of objects in use would otherwise pin
+        // those objects against eviction forever.
+        var cache = new DatasetCache(config.StateDir, _ => { });
+        foreach (var view in cache.Views())
+        {
+            if (JobWorkspace.JobIdOfDirectoryName(view) is not { } jobId || jobId == 0 || liveJobIds.Contains(jobId))
+                continue;
+            var directory = new DirectoryInfo(cache.ViewsOf(jobId));
+            if (now - directory.LastWriteTimeUtc < config.Cleanup.GcGracePeriod)
+                continue;
+            cache.RemoveViews(jobId);
+            stdout.WriteLine($"removed dataset views of job {jobId}");
+            removed++;
         }
 
         stdout.WriteLine($"gc: removed {removed}, kept {liveJobIds.Count} live job(s).");
