@@ -124,7 +124,6 @@ public sealed class DockerContainerDriver : IContainerDriver
                 container.ID,
                 container.Names?.FirstOrDefault()?.TrimStart('/') ?? container.ID,
                 new Dictionary<string, string>(container.Labels ?? new Dictionary<string, string>()),
-                string.Equals(container.State, "running", StringComparison.Ordinal),
                 new DateTimeOffset(DateTime.SpecifyKind(container.Created, DateTimeKind.Utc))))
             .ToList();
     }

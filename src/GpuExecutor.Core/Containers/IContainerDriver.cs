@@ -75,7 +75,6 @@ public sealed record ContainerSummary(
     string Id,
     string Name,
     IReadOnlyDictionary<string, string> Labels,
-    bool Running,
     DateTimeOffset Created);
 
 /// <summary>The engine could not be reached or refused a request: infrastructure, so a system failure.</summary>
