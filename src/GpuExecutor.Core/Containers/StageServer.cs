@@ -14,7 +14,9 @@ namespace GpuExecutor.Containers;
 /// Protocol, one request per line on stdin; replies are lines "\x1egpu-executor:NONCE:NUMBER\n"
 /// on stdout, mixed into the stages' output:
 ///   run NONCE -          followed by one line: the script, with '\' and newline escaped for
-///                        printf %b. When the stage ends, the reply carries its exit code.
+///                        printf %b. When the stage ends, the reply carries its exit code; it
+///                        comes on stderr as well as stdout, because Docker delivers the two
+///                        streams independently: only a marker on each shows that stream is done.
 ///   signal NONCE SIGNAL  send SIGNAL to every process but PID 1, the server and the stage
 ///                        wrappers (the container runs one stage at a time: that is the stage).
 ///   count NONCE -        reply with how many such processes are alive, so a stop can end as
@@ -35,7 +37,7 @@ public static class StageServer
           case "$verb" in
             run)
               IFS= read -r encoded || break
-              { bash < <(printf '%b' "$encoded"); printf '\036gpu-executor:%s:%d\n' "$nonce" "$?"; } &
+              { bash < <(printf '%b' "$encoded"); code=$?; printf '\036gpu-executor:%s:%d\n' "$nonce" "$code" >&2; printf '\036gpu-executor:%s:%d\n' "$nonce" "$code"; } &
               wrappers+="$! "
               ;;
             signal|count)

@@ -44,7 +44,9 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
 
         var session = new ServerSession(attachment, container);
         var stageNonce = StageServer.NewNonce();
-        var stage = session.Expect(stageNonce);
+        // The stage has ended once its reply came on both streams: each stream is ordered, the
+        // two are not, so stderr written just before the end may arrive after stdout's reply.
+        var stage = BothAsync(session.Expect(stageNonce), session.ExpectOnStderr(stageNonce));
         await attachment.WriteAsync(StageServer.RunRequest(stageNonce, script.Span), attachTimeout.Token);
 
         using var stopReading = new CancellationTokenSource();
@@ -71,6 +73,12 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
             await stopWatching.CancelAsync();
             await Task.WhenAll(reading, containerStopped).ContinueWith(_ => { }, TaskScheduler.Default);
         }
+    }
+
+    private static async Task<int> BothAsync(Task<int> stdoutReply, Task<int> stderrReply)
+    {
+        await stderrReply;
+        return await stdoutReply;
     }
 
     /// <summary>Never completes successfully: it throws once the container is not running.</summary>
@@ -114,13 +122,18 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
     private sealed class ServerSession(IContainerAttachment attachment, string container)
     {
         private readonly ConcurrentDictionary<string, TaskCompletionSource<int>> _pending = new();
+        private readonly ConcurrentDictionary<string, TaskCompletionSource<int>> _pendingOnStderr = new();
 
         public string Container => container;
 
-        public Task<int> Expect(string nonce)
+        public Task<int> Expect(string nonce) => Register(_pending, nonce);
+
+        public Task<int> ExpectOnStderr(string nonce) => Register(_pendingOnStderr, nonce);
+
+        private static Task<int> Register(ConcurrentDictionary<string, TaskCompletionSource<int>> pending, string nonce)
         {
             var reply = new TaskCompletionSource<int>(TaskCreationOptions.RunContinuationsAsynchronously);
-            _pending[nonce] = reply;
+            pending[nonce] = reply;
             return reply.Task;
         }
 
@@ -152,7 +165,8 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
         /// <summary>Streams output until cancelled; ends with an error when the container's streams close.</summary>
         public async Task ReadAsync(Stream stdout, Stream stderr, CancellationToken cancellationToken)
         {
-            var scanner = new ServerReplyScanner(_pending.ContainsKey);
+            var stdoutScanner = new ServerReplyScanner(_pending.ContainsKey);
+            var stderrScanner = new ServerReplyScanner(_pendingOnStderr.ContainsKey);
             var buffer = new byte[81920];
             var passThrough = new ArrayBufferWriter<byte>(buffer.Length);
             var replies = new List<ServerReply>();
@@ -161,20 +175,16 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
                 var chunk = await attachment.ReadAsync(buffer, cancellationToken);
                 if (chunk.EndOfStream)
                     throw new ContainerEngineException($"container '{container}' closed its output before the stage ended (the container stopped or was removed).");
-                if (chunk.IsStderr)
-                {
-                    await stderr.WriteAsync(buffer.AsMemory(0, chunk.Count), cancellationToken);
-                    continue;
-                }
 
+                var (scanner, output, pending) = chunk.IsStderr ? (stderrScanner, stderr, _pendingOnStderr) : (stdoutScanner, stdout, _pending);
                 passThrough.ResetWrittenCount();
                 replies.Clear();
                 scanner.Feed(buffer.AsSpan(0, chunk.Count), passThrough, replies);
                 if (passThrough.WrittenCount > 0)
-                    await stdout.WriteAsync(passThrough.WrittenMemory, cancellationToken);
+                    await output.WriteAsync(passThrough.WrittenMemory, cancellationToken);
                 foreach (var reply in replies)
                 {
-                    if (_pending.TryGetValue(reply.Nonce, out var waiting))
+                    if (pending.TryGetValue(reply.Nonce, out var waiting))
                         waiting.TrySetResult(reply.Value);
                 }
             }
