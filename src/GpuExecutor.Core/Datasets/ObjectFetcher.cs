@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Storage;
@@ -13,7 +14,7 @@ namespace GpuExecutor.Datasets;
 /// ranges done, so a killed download resumes where it stopped; small ones as one GET. Memory is
 /// bounded by the ranges in flight, whatever the object's size.
 /// </summary>
-public sealed class ObjectFetcher
+public sealed partial class ObjectFetcher
 {
     public const long RangeSize = 16L << 20;
     public const long RangedThreshold = 64L << 20;
@@ -52,8 +53,7 @@ public sealed class ObjectFetcher
             byte[]? md5;
             if (item.Size >= RangedThreshold)
             {
-                await FetchRangesAsync(store, bucket, item, part, rangesFile, onBytes, cancellationToken);
-                md5 = IsPlainMd5(item.ETag) ? await HashFileAsync(part, cancellationToken) : null;
+                md5 = await FetchRangesAsync(store, bucket, item, part, rangesFile, IsPlainMd5(item.ETag), onBytes, cancellationToken);
             }
             else
             {
@@ -73,7 +73,8 @@ public sealed class ObjectFetcher
             // Read-only, as every job sees it; then into place in one rename.
             File.SetUnixFileMode(part, UnixFileMode.UserRead | UnixFileMode.GroupRead | UnixFileMode.OtherRead);
             File.Move(part, destination, overwrite: true);
-            File.Delete(rangesFile);
+            if (item.Size >= RangedThreshold)
+                File.Delete(rangesFile);
         }
         catch (Exception error) when (error is ObjectStoreException or IOException && !cancellationToken.IsCancellationRequested)
         {
@@ -86,8 +87,15 @@ public sealed class ObjectFetcher
     private static async Task<byte[]> FetchWholeAsync(IObjectStore store, string bucket, StoredObject item, string part, Action<long> onBytes, CancellationToken cancellationToken)
     {
         using var md5 = IncrementalHash.CreateHash(HashAlgorithmName.MD5);
-        await using (var body = await store.OpenReadAsync(bucket, item.Key, 0, null, cancellationToken))
-        await using (var file = new FileStream(part, FileMode.Create, FileAccess.Write, FileShare.None, bufferSize: 1, FileOptions.Asynchronous))
+        // The whole object as an explicit range: without one, AWSSDK.S3 hashes the body with its
+        // own managed MD5, a second and slower pass over what this method already hashes.
+        // A fresh file rather than a truncated one: ext4 flushes a file truncated to zero when it
+        // is closed (auto_da_alloc), a disk write per object for nothing. (Exists first: an unlink
+        // locks the directory even when there is nothing to remove.)
+        if (File.Exists(part))
+            File.Delete(part);
+        await using (var body = await store.OpenReadAsync(bucket, item.Key, 0, item.Size > 0 ? item.Size : null, cancellationToken))
+        await using (var file = new FileStream(part, FileMode.CreateNew, FileAccess.Write, FileShare.None, bufferSize: 1, FileOptions.Asynchronous))
         {
             var buffer = new byte[Math.Min(Math.Max(item.Size, 1), 1L << 20)];
             long total = 0;
@@ -105,7 +113,7 @@ public sealed class ObjectFetcher
         return md5.GetHashAndReset();
     }
 
-    private async Task FetchRangesAsync(IObjectStore store, string bucket, StoredObject item, string part, string rangesFile, Action<long> onBytes, CancellationToken cancellationToken)
+    private async Task<byte[]?> FetchRangesAsync(IObjectStore store, string bucket, StoredObject item, string part, string rangesFile, bool hash, Action<long> onBytes, CancellationToken cancellationToken)
     {
         // Ranges recorded as done survive only with the part file they were written into.
         var done = File.Exists(part) && File.Exists(rangesFile)
@@ -124,34 +132,118 @@ public sealed class ObjectFetcher
                 pending.Add(start);
         }
 
-        var record = new Lock();
-        await Parallel.ForEachAsync(pending, new ParallelOptions { MaxDegreeOfParallelism = ParallelRanges, CancellationToken = cancellationToken }, async (start, token) =>
+        // MD5 is sequential, and a second pass over a large object once it is complete costs as
+        // long as the download itself. So the hash follows the download: it reads each range back
+        // from the page cache as soon as every range before it is complete, and the ranges are
+        // started in order, so the hash trails the download by a few ranges.
+        var ranges = new CompletedRanges(done);
+        using var stopHashing = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        var hashing = hash ? Task.Run(() => HashInOrderAsync(handle, item.Size, ranges, stopHashing.Token), CancellationToken.None) : Task.FromResult<byte[]?>(null);
+        try
         {
-            var length = Math.Min(RangeSize, item.Size - start);
-            await _retry.ExecuteAsync(async attemptToken =>
+            var record = new Lock();
+            await Parallel.ForEachAsync(pending, new ParallelOptions { MaxDegreeOfParallelism = ParallelRanges, CancellationToken = cancellationToken }, async (start, token) =>
             {
-                var buffer = new byte[1 << 20];
-                long written = 0;
-                await using var body = await store.OpenReadAsync(bucket, item.Key, start, length, attemptToken);
-                int read;
-                while (written < length && (read = await body.ReadAsync(buffer.AsMemory(0, (int)Math.Min(buffer.Length, length - written)), attemptToken)) > 0)
+                var length = Math.Min(RangeSize, item.Size - start);
+                await _retry.ExecuteAsync(async attemptToken =>
                 {
-                    await RandomAccess.WriteAsync(handle, buffer.AsMemory(0, read), start + written, attemptToken);
-                    written += read;
-                    onBytes(read);
-                }
-                if (written != length)
-                    throw new IOException($"'{bucket}/{item.Key}': range at {start} ended after {written} of {length} bytes.");
-            }, token);
-            lock (record)
-                File.AppendAllText(rangesFile, start.ToString(CultureInfo.InvariantCulture) + "\n");
-        });
+                    var buffer = new byte[1 << 20];
+                    long written = 0;
+                    await using var body = await store.OpenReadAsync(bucket, item.Key, start, length, attemptToken);
+                    int read;
+                    while (written < length && (read = await body.ReadAsync(buffer.AsMemory(0, (int)Math.Min(buffer.Length, length - written)), attemptToken)) > 0)
+                    {
+                        await RandomAccess.WriteAsync(handle, buffer.AsMemory(0, read), start + written, attemptToken);
+                        written += read;
+                        onBytes(read);
+                    }
+                    if (written != length)
+                        throw new IOException($"'{bucket}/{item.Key}': range at {start} ended after {written} of {length} bytes.");
+                }, token);
+                // Start writing the range back now, so the flush at the end finds little left
+                // to do (best effort: a failure here only makes that flush slower).
+                _ = StartWriteback(handle, start, length, SyncFileRangeWrite);
+                lock (record)
+                    File.AppendAllText(rangesFile, start.ToString(CultureInfo.InvariantCulture) + "\n");
+                ranges.Complete(start);
+            });
+        }
+        catch
+        {
+            await stopHashing.CancelAsync();
+            await hashing.ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
+            throw;
+        }
+        var md5 = await hashing;
         RandomAccess.FlushToDisk(handle);
+        return md5;
     }
 
-    private static async Task<byte[]> HashFileAsync(string path, CancellationToken cancellationToken)
+    private static async Task<byte[]?> HashInOrderAsync(Microsoft.Win32.SafeHandles.SafeFileHandle handle, long size, CompletedRanges ranges, CancellationToken cancellationToken)
     {
-        await using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, bufferSize: 1 << 20, FileOptions.Asynchronous | FileOptions.SequentialScan);
-        return await MD5.HashDataAsync(file, cancellationToken);
+        using var md5 = IncrementalHash.CreateHash(HashAlgorithmName.MD5);
+        var buffer = new byte[1 << 20];
+        for (long start = 0; start < size; start += RangeSize)
+        {
+            await ranges.WaitForAsync(start, cancellationToken);
+            var end = Math.Min(start + RangeSize, size);
+            for (var offset = start; offset < end;)
+            {
+                var read = await RandomAccess.ReadAsync(handle, buffer.AsMemory(0, (int)Math.Min(buffer.Length, end - offset)), offset, cancellationToken);
+                if (read == 0)
+                    throw new IOException($"the part file ended at {offset} of {size} bytes while it was hashed");
+                md5.AppendData(buffer, 0, read);
+                offset += read;
+            }
+        }
+        return md5.GetHashAndReset();
     }
+
+    /// <summary>The ranges of one object that are on disk, for the hash that waits on them.</summary>
+    private sealed class CompletedRanges(HashSet<long> alreadyDone)
+    {
+        private readonly HashSet<long> _done = [.. alreadyDone];
+        private readonly SemaphoreSlim _changed = new(0);
+        private readonly Lock _lock = new();
+
+        public void Complete(long start)
+        {
+            lock (_lock)
+                _done.Add(start);
+            _changed.Release();
+        }
+
+        public async Task WaitForAsync(long start, CancellationToken cancellationToken)
+        {
+            while (true)
+            {
+                lock (_lock)
+                {
+                    if (_done.Contains(start))
+                        return;
+                }
+                await _changed.WaitAsync(cancellationToken);
+            }
+        }
+    }
+
+    private const uint SyncFileRangeWrite = 2;
+
+    private static int StartWriteback(Microsoft.Win32.SafeHandles.SafeFileHandle handle, long offset, long length, uint flags)
+    {
+        var added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            return SyncFileRange((int)handle.DangerousGetHandle(), offset, length, flags);
+        }
+        finally
+        {
+            if (added)
+                handle.DangerousRelease();
+        }
+    }
+
+    [LibraryImport("libc", EntryPoint = "sync_file_range", SetLastError = true)]
+    private static partial int SyncFileRange(int fileDescriptor, long offset, long length, uint flags);
 }

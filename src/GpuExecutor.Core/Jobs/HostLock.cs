@@ -12,12 +12,17 @@ public sealed class HostLock : IDisposable
 
     public static async Task<HostLock> AcquireAsync(string path, CancellationToken cancellationToken)
     {
-        Directory.CreateDirectory(Path.GetDirectoryName(path)!);
         while (true)
         {
             try
             {
                 return new HostLock(new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None));
+            }
+            catch (DirectoryNotFoundException)
+            {
+                // Only the first lock on a host needs this; a mkdir each time would contend on
+                // the parent directory when many fetches take their locks at once.
+                Directory.CreateDirectory(Path.GetDirectoryName(path)!);
             }
             catch (IOException)
             {
