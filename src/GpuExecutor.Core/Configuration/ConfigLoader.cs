@@ -74,7 +74,14 @@ public static partial class ConfigLoader
             Stores = ReadStores(top.Table("stores")),
             Datasets = ReadDatasets(top.Table("datasets")),
         };
+        config = config with { Checkpoints = ReadCheckpoints(top.Table("checkpoints"), config.Stores) };
         top.RejectUnknownKeys();
+
+        // Cancel and timeout: the trainer gets the stop grace period, then the agent the final
+        // commit wait, and all of it must end before the runner's SIGKILL.
+        if (config.Run.StopGracePeriod + config.Checkpoints.FinalCommitWait >= config.Run.RunnerGracefulKillTimeout)
+            throw new ConfigurationException("run.stop_grace_seconds",
+                $"{config.Run.StopGracePeriod.TotalSeconds:0} s plus checkpoints.final_commit_wait_seconds ({config.Checkpoints.FinalCommitWait.TotalSeconds:0} s) must be less than run.runner_graceful_kill_timeout_seconds ({config.Run.RunnerGracefulKillTimeout.TotalSeconds:0} s, the runner's graceful_kill_timeout), or the runner kills the executor before the last checkpoint is safe.");
 
         if (config.Builds.ContainerDir == config.Cache.ContainerDir)
             throw new ConfigurationException("cache.container_dir", $"must differ from builds.container_dir ('{config.Builds.ContainerDir}').");
@@ -222,8 +229,9 @@ public static partial class ConfigLoader
             signal = signal[3..];
         if (!StopSignals.Contains(signal))
             throw new ConfigurationException(table.KeyPath("stop_signal"), $"'{signal}' is not one of {string.Join(", ", StopSignals)}.");
+        var gracefulKill = table.Seconds("runner_graceful_kill_timeout_seconds", defaults.RunnerGracefulKillTimeout, maximum: 24 * 3600);
         table.RejectUnknownKeys();
-        return new RunSettings { StopGracePeriod = grace, StopSignal = signal };
+        return new RunSettings { StopGracePeriod = grace, StopSignal = signal, RunnerGracefulKillTimeout = gracefulKill };
     }
 
     private static CleanupSettings ReadCleanup(TableReader table)
@@ -294,6 +302,45 @@ public static partial class ConfigLoader
         table.RejectUnknownKeys();
         return settings;
     }
+
+    private static CheckpointSettings ReadCheckpoints(TableReader table, IReadOnlyDictionary<string, StoreSettings> stores)
+    {
+        var defaults = new CheckpointSettings();
+        StoreSettings? store = null;
+        if (table.String("store") is { } storeName)
+        {
+            if (!stores.TryGetValue(storeName, out store))
+                throw new ConfigurationException(table.KeyPath("store"), $"'{storeName}' is not a store of [stores]; define [stores.{storeName}] or leave store out for the built-in local store under state_dir.");
+        }
+        var bucket = table.String("bucket") ?? defaults.Bucket;
+        if (!CheckpointBucket().IsMatch(bucket))
+            throw new ConfigurationException(table.KeyPath("bucket"), $"'{bucket}' is not a bucket name (3-63 of a-z, 0-9, '.', '-').");
+        var prefix = table.String("prefix") ?? "";
+        if (prefix.Length > 0 && (!CheckpointPrefix().IsMatch(prefix) || prefix.Split('/').Any(segment => segment is "." or "..")))
+            throw new ConfigurationException(table.KeyPath("prefix"), $"'{prefix}' is not a key prefix: use letters, digits, '.', '_', '-' and '/', ending with '/'.");
+        var containerDir = table.AbsolutePath("container_dir", defaults.ContainerDir);
+        if (containerDir == "/")
+            throw new ConfigurationException(table.KeyPath("container_dir"), "must not be '/'.");
+        var settings = new CheckpointSettings
+        {
+            Store = store,
+            Bucket = bucket,
+            Prefix = prefix,
+            ContainerDir = containerDir,
+            KeepGenerations = (int)table.Integer("keep_generations", defaults.KeepGenerations, 1, 1000),
+            QuietPeriod = table.Seconds("quiet_seconds", defaults.QuietPeriod, maximum: 24 * 3600),
+            DeadlineMargin = table.Seconds("deadline_margin_seconds", defaults.DeadlineMargin, maximum: 24 * 3600),
+            FinalCommitWait = table.Seconds("final_commit_wait_seconds", defaults.FinalCommitWait, maximum: 3600),
+        };
+        table.RejectUnknownKeys();
+        return settings;
+    }
+
+    [GeneratedRegex("^[a-z0-9][a-z0-9.-]{2,62}$")]
+    private static partial Regex CheckpointBucket();
+
+    [GeneratedRegex("^[A-Za-z0-9._/-]{0,200}/$")]
+    private static partial Regex CheckpointPrefix();
 
     private static Dictionary<string, StoreSettings> ReadStores(TableReader stores)
     {

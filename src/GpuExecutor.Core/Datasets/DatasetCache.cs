@@ -249,12 +249,9 @@ public sealed partial class DatasetCache(string stateDir, Action<string> log)
     {
         if (File.Exists(link))
             File.Delete(link);
-        if (Link(existing, link) != 0)
-            throw new SystemFailureException($"could not link '{link}' to the cached object '{existing}' (errno {Marshal.GetLastPInvokeError()}); the dataset views and the cache must be on one file system (both live under state_dir).");
+        if (HardLinks.Create(existing, link) is not 0 and var errno)
+            throw new SystemFailureException($"could not link '{link}' to the cached object '{existing}' (errno {errno}); the dataset views and the cache must be on one file system (both live under state_dir).");
     }
-
-    [LibraryImport("libc", EntryPoint = "link", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
-    private static partial int Link(string existing, string link);
 
     /// <summary>Progress lines for the job log: the log is not a TTY, so periodic lines, not a bar.</summary>
     private sealed class Progress(Action<string> log)

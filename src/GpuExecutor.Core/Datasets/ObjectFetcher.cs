@@ -4,7 +4,6 @@ using System.Security.Cryptography;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Storage;
 using Polly;
-using Polly.Retry;
 
 namespace GpuExecutor.Datasets;
 
@@ -19,30 +18,10 @@ public sealed partial class ObjectFetcher
     public const long RangeSize = 16L << 20;
     public const long RangedThreshold = 64L << 20;
     private const int ParallelRanges = 8;
-    private const int MaximumAttempts = 6;
 
     private readonly ResiliencePipeline _retry;
 
-    public ObjectFetcher(Action<string> log)
-    {
-        // Transient failures (5xx, resets, timeouts, short bodies) are retried with jittered
-        // exponential backoff: 6 attempts over roughly 10 s per request before the job fails.
-        _retry = new ResiliencePipelineBuilder()
-            .AddRetry(new RetryStrategyOptions
-            {
-                MaxRetryAttempts = MaximumAttempts - 1,
-                BackoffType = DelayBackoffType.Exponential,
-                UseJitter = true,
-                Delay = TimeSpan.FromMilliseconds(300),
-                ShouldHandle = new PredicateBuilder().Handle<ObjectStoreException>(error => error.Transient).Handle<IOException>(),
-                OnRetry = arguments =>
-                {
-                    log($"  retrying after: {arguments.Outcome.Exception?.Message}");
-                    return ValueTask.CompletedTask;
-                },
-            })
-            .Build();
-    }
+    public ObjectFetcher(Action<string> log) => _retry = StoreRetry.Create(log);
 
     public async Task FetchAsync(IObjectStore store, string bucket, StoredObject item, string destination, Action<long> onBytes, CancellationToken cancellationToken)
     {

@@ -26,6 +26,8 @@ public sealed class FileObjectStore(string root) : IObjectStore
         foreach (var path in Directory.EnumerateFiles(start, "*", options).Order(StringComparer.Ordinal))
         {
             cancellationToken.ThrowIfCancellationRequested();
+            if (Path.GetFileName(path).Contains(TemporaryMarker, StringComparison.Ordinal))
+                continue;
             var key = Path.GetRelativePath(bucketDir, path).Replace(Path.DirectorySeparatorChar, '/');
             if (!key.StartsWith(prefix, StringComparison.Ordinal))
                 continue;
@@ -56,6 +58,70 @@ public sealed class FileObjectStore(string root) : IObjectStore
         catch (Exception error) when (error is IOException or UnauthorizedAccessException)
         {
             throw new ObjectStoreException($"cannot read '{bucket}/{key}' from the file store: {error.Message}", error);
+        }
+    }
+
+    /// <summary>Written under a name with this in it, then renamed: a put is whole or absent.</summary>
+    private const string TemporaryMarker = ".gpu-executor-put-";
+
+    public async Task PutFileAsync(string bucket, string key, string path, long length, CancellationToken cancellationToken)
+    {
+        await using var source = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, bufferSize: 1, FileOptions.Asynchronous | FileOptions.SequentialScan);
+        await WriteWholeAsync(bucket, key, async target =>
+        {
+            var buffer = new byte[1 << 20];
+            long copied = 0;
+            while (copied < length)
+            {
+                var read = await source.ReadAsync(buffer.AsMemory(0, (int)Math.Min(buffer.Length, length - copied)), cancellationToken);
+                if (read == 0)
+                    throw new ObjectStoreException($"'{path}' ended after {copied} of {length} bytes while it was stored.");
+                await target.WriteAsync(buffer.AsMemory(0, read), cancellationToken);
+                copied += read;
+            }
+        }, cancellationToken);
+    }
+
+    public Task PutBytesAsync(string bucket, string key, ReadOnlyMemory<byte> content, CancellationToken cancellationToken) =>
+        WriteWholeAsync(bucket, key, target => target.WriteAsync(content, cancellationToken).AsTask(), cancellationToken);
+
+    public Task DeleteAsync(string bucket, string key, CancellationToken cancellationToken)
+    {
+        var path = ObjectPath(bucket, key);
+        try
+        {
+            File.Delete(path);
+        }
+        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+        {
+            throw new ObjectStoreException($"cannot delete '{bucket}/{key}' from the file store: {error.Message}", error);
+        }
+        return Task.CompletedTask;
+    }
+
+    /// <summary>Write beside the target, flush to disk, then rename over it: a crash leaves the old object or the new one.</summary>
+    private async Task WriteWholeAsync(string bucket, string key, Func<FileStream, Task> write, CancellationToken cancellationToken)
+    {
+        var path = ObjectPath(bucket, key);
+        var temporary = path + TemporaryMarker + Convert.ToHexStringLower(RandomNumberGenerator.GetBytes(6));
+        try
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+            await using (var target = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None, bufferSize: 1, FileOptions.Asynchronous))
+            {
+                await write(target);
+                target.Flush(flushToDisk: true);
+            }
+            File.Move(temporary, path, overwrite: true);
+        }
+        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+        {
+            throw new ObjectStoreException($"cannot write '{bucket}/{key}' to the file store: {error.Message}", error, transient: error is IOException);
+        }
+        finally
+        {
+            if (File.Exists(temporary))
+                File.Delete(temporary);
         }
     }
 

@@ -18,6 +18,18 @@ public interface IObjectStore : IDisposable
 
     /// <summary>The object's bytes from <paramref name="offset"/>, <paramref name="length"/> of them (null: to the end).</summary>
     Task<Stream> OpenReadAsync(string bucket, string key, long offset, long? length, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// Stores <paramref name="length"/> bytes of the local file <paramref name="path"/> as the
+    /// object, whole or not at all: a reader sees the old object or the new one, never a mix.
+    /// </summary>
+    Task PutFileAsync(string bucket, string key, string path, long length, CancellationToken cancellationToken);
+
+    /// <summary>Stores a small object (a manifest, a pointer) whole.</summary>
+    Task PutBytesAsync(string bucket, string key, ReadOnlyMemory<byte> content, CancellationToken cancellationToken);
+
+    /// <summary>Removes the object; an object that is not there is not an error.</summary>
+    Task DeleteAsync(string bucket, string key, CancellationToken cancellationToken);
 }
 
 /// <summary>The store could not be reached or failed a request: infrastructure, so a system failure.</summary>

@@ -1,0 +1,171 @@
+using System.Text.Json;
+using GpuExecutor.Containers;
+using GpuExecutor.Outcomes;
+
+namespace GpuExecutor.Checkpoints;
+
+/// <summary>When the agent takes a checkpoint as complete, and how it paces itself.</summary>
+public sealed record AgentTiming(TimeSpan QuietPeriod, TimeSpan PollInterval, int KeepGenerations)
+{
+    /// <summary>After the container is gone, how long a failing commit is retried before the agent gives up.</summary>
+    public TimeSpan GiveUpAfterJob { get; init; } = TimeSpan.FromMinutes(10);
+}
+
+/// <summary>
+/// Watches one job's checkpoint directory and commits each complete checkpoint, outside the
+/// training process and outside any executor process: it is started detached by prepare and
+/// lives until the job's container is gone and its final commit is done (or has failed for
+/// <see cref="AgentTiming.GiveUpAfterJob"/>).
+///
+/// A checkpoint is complete when the trainer creates the marker file, or, for a trainer that
+/// never does, when the directory has been quiet for the quiet period. Once a marker has been
+/// seen, only markers count: that trainer says when it is done, and a quiet pause mid-write must
+/// not be taken for one.
+/// </summary>
+public sealed class CheckpointAgent(
+    long jobId,
+    string container,
+    IContainerDriver driver,
+    CheckpointRepository repository,
+    RunDirectories directories,
+    AgentTiming timing,
+    Action<string> log,
+    Func<CommitStep, Task>? afterStep = null)
+{
+    private CheckpointAgentStatus _status = new(jobId, null, null, 0, 0, null, null, 0, false);
+
+    public async Task RunAsync(CancellationToken cancellationToken)
+    {
+        Directory.CreateDirectory(directories.Snapshots);
+        var snapshotter = new CheckpointSnapshotter(directories.Work, directories.Snapshots);
+        // What restore put there is committed already.
+        var committed = snapshotter.Fingerprint();
+        var seen = committed;
+        var changedAt = DateTime.UtcNow;
+        var markerMode = false;
+        CheckpointSnapshot? pending = null;
+        DirectoryFingerprint? pendingFingerprint = null;
+        var retryAt = DateTime.MinValue;
+        var failures = 0;
+        DateTime? goneAt = null;
+        WriteStatus();
+
+        while (true)
+        {
+            if (goneAt is null && !await ContainerRunningAsync(cancellationToken))
+                goneAt = DateTime.UtcNow;
+            var finalRequest = ReadFinalRequest();
+            var finalPass = goneAt is not null || finalRequest > _status.FinalPassDone;
+
+            var fingerprint = snapshotter.Fingerprint();
+            if (!fingerprint.SameAs(seen))
+            {
+                seen = fingerprint;
+                changedAt = DateTime.UtcNow;
+            }
+            var marker = snapshotter.MarkerPresent;
+            markerMode |= marker;
+            var changed = !fingerprint.IsEmpty && !fingerprint.SameAs(committed);
+            var due = marker
+                || (!markerMode && changed && (finalPass || (timing.QuietPeriod > TimeSpan.Zero && DateTime.UtcNow - changedAt >= timing.QuietPeriod)));
+
+            if (due || (pending is not null && DateTime.UtcNow >= retryAt))
+            {
+                if (due)
+                {
+                    // A newer complete checkpoint replaces one whose commit is still failing.
+                    var taken = snapshotter.Take();
+                    if (taken is not null)
+                    {
+                        if (pending is not null && Directory.Exists(pending.Directory))
+                            Directory.Delete(pending.Directory, recursive: true);
+                        pending = taken;
+                        pendingFingerprint = new DirectoryFingerprint(taken.Files.Select(file => (file.Path, file.Size, file.SourceModifiedNanoseconds)).ToList());
+                        if (marker)
+                            snapshotter.RemoveMarker();
+                    }
+                }
+                if (pending is not null)
+                {
+                    try
+                    {
+                        var result = await repository.CommitAsync(pending, jobId, timing.KeepGenerations, afterStep, cancellationToken);
+                        snapshotter.Committed(pending);
+                        committed = pendingFingerprint!;
+                        log($"committed generation {result.Generation}: {pending.Files.Count} files, {result.UploadedBytes} of {result.TotalBytes} bytes uploaded");
+                        _status = _status with { CommittedGeneration = result.Generation, CommittedAt = DateTimeOffset.UtcNow, UploadedBytes = result.UploadedBytes, TotalBytes = result.TotalBytes, FailingSince = null, LastError = null };
+                        pending = null;
+                        failures = 0;
+                    }
+                    catch (Exception error) when (error is SystemFailureException or IOException or BuildFailureException && !cancellationToken.IsCancellationRequested)
+                    {
+                        failures++;
+                        // Back off up to a minute between attempts; the trainer goes on meanwhile.
+                        retryAt = DateTime.UtcNow + TimeSpan.FromSeconds(Math.Min(60, 2 << Math.Min(failures, 5)));
+                        _status = _status with { FailingSince = _status.FailingSince ?? DateTimeOffset.UtcNow, LastError = error.Message };
+                        log($"commit failed (attempt {failures}), retrying at {retryAt:HH:mm:ss}: {error.Message}");
+                    }
+                }
+                WriteStatus();
+            }
+
+            if (finalRequest > _status.FinalPassDone && (pending is null || failures > 0))
+            {
+                _status = _status with { FinalPassDone = finalRequest };
+                WriteStatus();
+            }
+            if (goneAt is not null && (pending is null || DateTime.UtcNow - goneAt > timing.GiveUpAfterJob))
+            {
+                _status = _status with { Exited = true };
+                WriteStatus();
+                return;
+            }
+            await Task.Delay(timing.PollInterval, cancellationToken);
+        }
+    }
+
+    private async Task<bool> ContainerRunningAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await driver.InspectStateAsync(container, cancellationToken) is { Running: true };
+        }
+        catch (ContainerEngineException)
+        {
+            // A daemon that does not answer (restarting, say) is not a container that stopped.
+            return true;
+        }
+    }
+
+    private long ReadFinalRequest()
+    {
+        try
+        {
+            return File.Exists(directories.FinalPassRequest(jobId)) ? long.Parse(File.ReadAllText(directories.FinalPassRequest(jobId)).Trim(), System.Globalization.CultureInfo.InvariantCulture) : 0;
+        }
+        catch (Exception error) when (error is IOException or FormatException or OverflowException)
+        {
+            return 0;
+        }
+    }
+
+    private void WriteStatus()
+    {
+        var path = directories.AgentStatus(jobId);
+        var temporary = path + ".tmp";
+        File.WriteAllBytes(temporary, JsonSerializer.SerializeToUtf8Bytes(_status, CheckpointJsonContext.Default.CheckpointAgentStatus));
+        File.Move(temporary, path, overwrite: true);
+    }
+
+    public static CheckpointAgentStatus? ReadStatus(RunDirectories directories, long jobId)
+    {
+        try
+        {
+            return JsonSerializer.Deserialize(File.ReadAllBytes(directories.AgentStatus(jobId)), CheckpointJsonContext.Default.CheckpointAgentStatus);
+        }
+        catch (Exception error) when (error is IOException or JsonException)
+        {
+            return null;
+        }
+    }
+}

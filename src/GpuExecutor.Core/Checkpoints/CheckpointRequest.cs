@@ -1,0 +1,56 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using GpuExecutor.Outcomes;
+using GpuExecutor.Protocol;
+
+namespace GpuExecutor.Checkpoints;
+
+/// <summary>
+/// What a job asks of checkpoints, from its variables (read from the trusted payload):
+///   CHECKPOINTS         "on" gives the job a checkpoint directory, restore and commits
+///   CHECKPOINT_RUN_KEY  names the run, instead of the default from project, ref and job name
+///   CHECKPOINT_RESTORE  "latest" (default), "off", or a generation number to pin
+/// </summary>
+public sealed partial record CheckpointRequest(string RunKey, bool Restore, long? PinnedGeneration)
+{
+    public const string EnableVariable = "CHECKPOINTS";
+    public const string RunKeyVariable = "CHECKPOINT_RUN_KEY";
+    public const string RestoreVariable = "CHECKPOINT_RESTORE";
+
+    /// <summary>Null when the job did not turn checkpoints on.</summary>
+    public static CheckpointRequest? FromJob(IReadOnlyDictionary<string, string> variables, JobIdentity job)
+    {
+        var enabled = variables.TryGetValue(EnableVariable, out var enable) ? enable.Trim().ToLowerInvariant() : "";
+        switch (enabled)
+        {
+            case "" or "off" or "false" or "0":
+                return null;
+            case "on" or "true" or "1":
+                break;
+            default:
+                throw new BuildFailureException($"{EnableVariable}='{enable}' is not one of on, off (true, false, 1, 0).");
+        }
+
+        var runKey = job.RunKey;
+        if (variables.TryGetValue(RunKeyVariable, out var named) && named.Length > 0)
+        {
+            if (!RunName().IsMatch(named))
+                throw new BuildFailureException($"{RunKeyVariable}='{named}' is not a run name: use 1 to 100 letters, digits, '.', '_' and '-', starting with a letter or digit.");
+            // Scoped to the project: another project's job cannot name, read or overwrite this run.
+            runKey = $"p{job.ProjectId.ToString(CultureInfo.InvariantCulture)}-{named}";
+        }
+
+        var restoreText = variables.TryGetValue(RestoreVariable, out var restore) ? restore.Trim() : "";
+        return restoreText.ToLowerInvariant() switch
+        {
+            "" or "latest" => new CheckpointRequest(runKey, true, null),
+            "off" or "false" => new CheckpointRequest(runKey, false, null),
+            _ when long.TryParse(restoreText, NumberStyles.None, CultureInfo.InvariantCulture, out var generation) && generation > 0
+                => new CheckpointRequest(runKey, true, generation),
+            _ => throw new BuildFailureException($"{RestoreVariable}='{restore}' is not one of latest, off, or a generation number (1 or more)."),
+        };
+    }
+
+    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
+    private static partial Regex RunName();
+}

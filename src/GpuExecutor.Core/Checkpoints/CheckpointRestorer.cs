@@ -1,0 +1,153 @@
+using System.Globalization;
+using System.Security.Cryptography;
+using GpuExecutor.Datasets;
+using GpuExecutor.Outcomes;
+using GpuExecutor.Storage;
+
+namespace GpuExecutor.Checkpoints;
+
+/// <summary>
+/// The host directories of one run, under STATE_DIR/checkpoints/RUN-KEY. Only "work" is mounted
+/// into the job's container; the rest is the executor's and the agent's own.
+/// </summary>
+public sealed record RunDirectories(string Root)
+{
+    public static RunDirectories For(string stateDir, string runKey) => new(Path.Combine(stateDir, "checkpoints", runKey));
+
+    /// <summary>Mounted read-write at the checkpoint directory inside the container.</summary>
+    public string Work => Path.Combine(Root, "work");
+
+    /// <summary>The agent's frozen copies, which it uploads from.</summary>
+    public string Snapshots => Path.Combine(Root, "snapshots");
+
+    /// <summary>Where a restore assembles the generation before it becomes "work".</summary>
+    public string RestoreStaging => Path.Combine(Root, "restore");
+
+    public string Trash => Path.Combine(Root, "trash");
+
+    public string AgentStatus(long jobId) => Path.Combine(Root, $"agent-{jobId.ToString(CultureInfo.InvariantCulture)}.json");
+
+    /// <summary>Created by `run` when the main step has ended: the agent's cue for its final commit.</summary>
+    public string FinalPassRequest(long jobId) => Path.Combine(Root, $"final-{jobId.ToString(CultureInfo.InvariantCulture)}.request");
+}
+
+/// <summary>What a restore put in place.</summary>
+public sealed record RestoreResult(long Generation, long FromJobId, DateTimeOffset CommittedAt, int Files, long Bytes, long DownloadedBytes);
+
+/// <summary>
+/// Materialises one generation into the run's work directory. The generation is assembled in a
+/// fresh directory that only the executor writes, every file checked against the manifest's
+/// SHA-256, and only then swapped in for the old work directory: the job (which could have left
+/// symlinks in the old one) never gets a say in where restore writes, and a failed restore leaves
+/// the old directory as it was.
+/// </summary>
+public sealed class CheckpointRestorer(CheckpointRepository repository, RunDirectories directories, Action<string> log)
+{
+    private const int ParallelFiles = 4;
+
+    /// <summary>Restores <paramref name="pinned"/>, or LATEST when null. Null when the run has nothing committed (the work directory is then empty).</summary>
+    public async Task<RestoreResult?> RestoreAsync(long? pinned, CancellationToken cancellationToken)
+    {
+        var generation = pinned ?? await repository.ReadLatestAsync(cancellationToken);
+        if (generation is not { } chosen)
+        {
+            ReplaceWork(null);
+            return null;
+        }
+        var manifest = await repository.ReadManifestAsync(chosen, cancellationToken);
+
+        ResetDirectory(directories.RestoreStaging);
+        long downloaded = 0;
+        var fetcher = new ObjectFetcher(log);
+        await Parallel.ForEachAsync(manifest.Files, new ParallelOptions { MaxDegreeOfParallelism = ParallelFiles, CancellationToken = cancellationToken }, async (file, token) =>
+        {
+            // Safe by construction: the manifest's paths were checked (relative, no '..'), and the
+            // staging directory is fresh and ours, so it holds no symlink to be led through.
+            var target = Path.Combine(directories.RestoreStaging, file.Path);
+            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+            if (!CopyFromWork(file, target))
+            {
+                await DownloadAsync(fetcher, file, target, token);
+                Interlocked.Add(ref downloaded, file.Size);
+            }
+            File.SetUnixFileMode(target, (UnixFileMode)file.Mode | UnixFileMode.UserRead | UnixFileMode.UserWrite);
+        });
+        ReplaceWork(directories.RestoreStaging);
+        return new RestoreResult(chosen, manifest.JobId, manifest.CommittedAt, manifest.Files.Count, manifest.TotalBytes, downloaded);
+    }
+
+    /// <summary>
+    /// A continuation on the same host usually finds the generation's files already in the work
+    /// directory: copy (never link: the job may write to it) and keep the copy if it hashes right.
+    /// </summary>
+    private bool CopyFromWork(CheckpointFile file, string target)
+    {
+        var opened = NoFollowFiles.OpenRegularFile(directories.Work, file.Path);
+        if (opened is not { } local)
+            return false;
+        using var handle = local.Handle;
+        if (local.Status.Size != file.Size)
+            return false;
+        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
+        var buffer = new byte[1 << 20];
+        long copied = 0;
+        using (var output = File.OpenHandle(target, FileMode.Create, FileAccess.Write, FileShare.None))
+        {
+            int read;
+            while ((read = RandomAccess.Read(handle, buffer, copied)) > 0)
+            {
+                RandomAccess.Write(output, buffer.AsSpan(0, read), copied);
+                hash.AppendData(buffer, 0, read);
+                copied += read;
+            }
+        }
+        if (copied == file.Size && Convert.ToHexStringLower(hash.GetHashAndReset()) == file.Sha256)
+            return true;
+        File.Delete(target);
+        return false;
+    }
+
+    private async Task DownloadAsync(ObjectFetcher fetcher, CheckpointFile file, string target, CancellationToken cancellationToken)
+    {
+        var (store, bucket, key) = repository.BlobLocation(file.Sha256);
+        var blob = await store.HeadAsync(bucket, key, cancellationToken)
+            ?? throw new SystemFailureException($"checkpoint file '{file.Path}' cannot be restored: its blob {file.Sha256} is missing from the store.");
+        if (blob.Size != file.Size)
+            throw new SystemFailureException($"checkpoint file '{file.Path}' cannot be restored: its blob {file.Sha256} has {blob.Size} bytes, the manifest says {file.Size}.");
+        // The fetcher brings large blobs as parallel ranges and checks size (and MD5 where the
+        // ETag is one); the SHA-256 below is what ties the bytes to the manifest.
+        await fetcher.FetchAsync(store, bucket, blob, target, _ => { }, cancellationToken);
+        await using var written = new FileStream(target, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20, FileOptions.SequentialScan | FileOptions.Asynchronous);
+        var actual = Convert.ToHexStringLower(await SHA256.HashDataAsync(written, cancellationToken));
+        if (actual != file.Sha256)
+        {
+            File.Delete(target);
+            throw new SystemFailureException($"checkpoint file '{file.Path}' arrived corrupt: it hashes to {actual}, the manifest says {file.Sha256}.");
+        }
+    }
+
+    /// <summary>Swaps <paramref name="replacement"/> (or a new empty directory) in as the work directory.</summary>
+    private void ReplaceWork(string? replacement)
+    {
+        ResetDirectory(directories.Trash, create: false);
+        if (Directory.Exists(directories.Work))
+            Directory.Move(directories.Work, directories.Trash);
+        if (replacement is null)
+            Directory.CreateDirectory(directories.Work);
+        else
+            Directory.Move(replacement, directories.Work);
+        // The job's user may not be root; the directory is reachable only through the run's
+        // directory, which is the executor's alone.
+        File.SetUnixFileMode(directories.Work, (UnixFileMode)0x1FF);
+        ResetDirectory(directories.Trash, create: false);
+    }
+
+    /// <summary>Removes the directory (symlinks inside are unlinked, not followed) and, unless told otherwise, creates it empty.</summary>
+    private static void ResetDirectory(string path, bool create = true)
+    {
+        if (Directory.Exists(path))
+            Directory.Delete(path, recursive: true);
+        if (create)
+            Directory.CreateDirectory(path);
+    }
+}

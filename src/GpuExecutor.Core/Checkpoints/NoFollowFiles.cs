@@ -1,0 +1,131 @@
+using System.Runtime.InteropServices;
+using Microsoft.Win32.SafeHandles;
+
+namespace GpuExecutor.Checkpoints;
+
+/// <summary>What lstat-style inspection says about a path, without following a final symlink.</summary>
+public readonly record struct FileStatus(bool IsRegularFile, bool IsDirectory, ulong Inode, long Size, long ModifiedNanoseconds, int PermissionBits);
+
+/// <summary>
+/// Reading files of a directory the job controls, as root, without being steered by it. The
+/// job can swap any file or directory for a symlink at any moment, so checking first and opening
+/// after is not enough: the open itself must refuse symlinks. openat2(RESOLVE_BENEATH |
+/// RESOLVE_NO_SYMLINKS) does that for every component (Linux 5.6+); older kernels get
+/// O_NOFOLLOW, which covers the last component, and a check that the opened file is regular.
+/// statx has one layout on every architecture, unlike struct stat.
+/// </summary>
+public static partial class NoFollowFiles
+{
+    private const int AtFdCwd = -100;
+    private const int AtSymlinkNoFollow = 0x100;
+    private const int AtEmptyPath = 0x1000;
+    private const uint StatxBasicStats = 0x7ff;
+    private const int OpenReadOnly = 0;
+    private const int OpenNonBlock = 0x800;
+    private const int OpenDirectory = 0x10000;
+    private const int OpenNoFollow = 0x20000;
+    private const int OpenCloseOnExec = 0x80000;
+    private const ulong ResolveNoSymlinks = 0x04;
+    private const ulong ResolveBeneath = 0x08;
+    private const long SysOpenat2 = 437;
+    private const int ENOSYS = 38;
+    private const int StatxSize = 256;
+
+    /// <summary>Status of <paramref name="path"/> itself (a symlink is reported as neither file nor directory); null if it does not exist.</summary>
+    public static FileStatus? Lstat(string path) => Statx(AtFdCwd, path, AtSymlinkNoFollow);
+
+    /// <summary>
+    /// Opens <paramref name="relativePath"/> under <paramref name="root"/> for reading, refusing
+    /// symlinks anywhere in the path and anything but a regular file. Null when that is what is
+    /// there (or nothing is): the caller skips it.
+    /// </summary>
+    public static (SafeFileHandle Handle, FileStatus Status)? OpenRegularFile(string root, string relativePath)
+    {
+        using var rootHandle = Open(AtFdCwd, root, OpenReadOnly | OpenDirectory | OpenCloseOnExec);
+        if (rootHandle is null)
+            return null;
+        var handle = OpenBeneath(rootHandle, relativePath);
+        if (handle is null)
+            return null;
+        var added = false;
+        try
+        {
+            handle.DangerousAddRef(ref added);
+            if (Statx((int)handle.DangerousGetHandle(), "", AtEmptyPath) is { IsRegularFile: true } status)
+                return (handle, status);
+        }
+        finally
+        {
+            if (added)
+                handle.DangerousRelease();
+        }
+        handle.Dispose();
+        return null;
+    }
+
+    private static SafeFileHandle? OpenBeneath(SafeFileHandle root, string relativePath)
+    {
+        var added = false;
+        try
+        {
+            root.DangerousAddRef(ref added);
+            var rootFd = (int)root.DangerousGetHandle();
+            // O_NONBLOCK: a FIFO the job left must not hang the agent in open().
+            var how = new OpenHow { Flags = (ulong)(OpenReadOnly | OpenNonBlock | OpenCloseOnExec | OpenNoFollow), Resolve = ResolveBeneath | ResolveNoSymlinks };
+            var fd = SysCallOpenat2(SysOpenat2, rootFd, relativePath, ref how, (nuint)Marshal.SizeOf<OpenHow>());
+            if (fd >= 0)
+                return new SafeFileHandle((nint)fd, ownsHandle: true);
+            if (Marshal.GetLastPInvokeError() != ENOSYS)
+                return null;
+            // Kernels before 5.6: no check of the intermediate directories beyond what the
+            // enumeration (which skips symlinks) already did.
+            return Open(rootFd, relativePath, OpenReadOnly | OpenNonBlock | OpenCloseOnExec | OpenNoFollow);
+        }
+        finally
+        {
+            if (added)
+                root.DangerousRelease();
+        }
+    }
+
+    private static SafeFileHandle? Open(int directoryFd, string path, int flags)
+    {
+        var fd = OpenAt(directoryFd, path, flags, 0);
+        return fd >= 0 ? new SafeFileHandle((nint)fd, ownsHandle: true) : null;
+    }
+
+    private static FileStatus? Statx(int directoryFd, string path, int flags)
+    {
+        Span<byte> buffer = stackalloc byte[StatxSize];
+        if (StatxCall(directoryFd, path, flags, StatxBasicStats, ref MemoryMarshal.GetReference(buffer)) != 0)
+            return null;
+        var mode = BitConverter.ToUInt16(buffer[28..30]);
+        var type = mode & 0xF000;
+        var modifiedSeconds = BitConverter.ToInt64(buffer[112..120]);
+        var modifiedNanos = BitConverter.ToUInt32(buffer[120..124]);
+        return new FileStatus(
+            IsRegularFile: type == 0x8000,
+            IsDirectory: type == 0x4000,
+            Inode: BitConverter.ToUInt64(buffer[32..40]),
+            Size: BitConverter.ToInt64(buffer[40..48]),
+            ModifiedNanoseconds: modifiedSeconds * 1_000_000_000 + modifiedNanos,
+            PermissionBits: mode & 0x1FF);
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct OpenHow
+    {
+        public ulong Flags;
+        public ulong Mode;
+        public ulong Resolve;
+    }
+
+    [LibraryImport("libc", EntryPoint = "statx", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int StatxCall(int directoryFd, string path, int flags, uint mask, ref byte statx);
+
+    [LibraryImport("libc", EntryPoint = "openat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int OpenAt(int directoryFd, string path, int flags, uint mode);
+
+    [LibraryImport("libc", EntryPoint = "syscall", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int SysCallOpenat2(long number, int directoryFd, string path, ref OpenHow how, nuint size);
+}
