@@ -29,6 +29,11 @@ public static class CommandLine
           datasets list             the dataset cache: objects, sizes, last use, in use
           datasets prune SIZE       trim the dataset cache to SIZE (e.g. 500g), least recently used first
           datasets prefetch SOURCE  fetch STORE://BUCKET/PREFIX/ into the cache ahead of jobs
+          checkpoints list [RUN]    runs and their latest generation; with RUN, its generations
+          checkpoints show RUN GEN  a generation's manifest
+          checkpoints verify RUN [GEN] [--deep]   check every blob is there (--deep: and hashes right)
+          checkpoints retain RUN [KEEP] [--orphans]  keep KEEP generations; --orphans also deletes
+                                    blobs no manifest names (only with no job of the run running)
           simulate JOB [OPTIONS]    play GitLab Runner: drive a job file through all the stages
           version                   print the version
 
@@ -89,7 +94,7 @@ public static class CommandLine
         try
         {
             var config = ConfigLoader.LoadFile(configPath);
-            var context = new VerbContext(config, environment, stderr, stop.Token);
+            var context = new VerbContext(config, environment, stderr, stop.Token) { ConfigPath = Path.GetFullPath(configPath) };
             return verb switch
             {
                 "config" => ConfigVerb.Run(context, stdout),
@@ -100,6 +105,7 @@ public static class CommandLine
                 "gc" => await GcVerb.RunAsync(context, stdout),
                 "gpus" => await GpusVerb.RunAsync(context, stdout),
                 "datasets" => await DatasetsVerb.RunAsync(context, verbArgs, stdout),
+                "checkpoints" => await CheckpointsVerb.RunAsync(context, verbArgs, stdout),
                 _ => throw new SystemFailureException($"unknown verb '{verb}'.\n{Usage}"),
             };
         }
@@ -111,7 +117,11 @@ public static class CommandLine
 }
 
 /// <summary>What every protocol verb gets: the config, the runner's environment, a log, and the stop token.</summary>
-public sealed record VerbContext(ExecutorConfig Config, IRunnerEnvironment Environment, TextWriter Log, CancellationToken Stop);
+public sealed record VerbContext(ExecutorConfig Config, IRunnerEnvironment Environment, TextWriter Log, CancellationToken Stop)
+{
+    /// <summary>The config file this call read, for the processes it starts (the checkpoint agent).</summary>
+    public string ConfigPath { get; init; } = ExecutorConfig.DefaultPath;
+}
 
 public static class VersionInfo
 {

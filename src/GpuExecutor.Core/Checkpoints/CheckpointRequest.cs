@@ -51,6 +51,12 @@ public sealed partial record CheckpointRequest(string RunKey, bool Restore, long
         };
     }
 
+    /// <summary>Whether <paramref name="text"/> can be a run key (a default one, or p-PROJECT-NAME): one safe path segment.</summary>
+    public static bool IsRunKey(string text) => RunKeyPattern().IsMatch(text);
+
     [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
     private static partial Regex RunName();
+
+    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+    private static partial Regex RunKeyPattern();
 }

@@ -25,6 +25,9 @@ public sealed record RunDirectories(string Root)
 
     public string Trash => Path.Combine(Root, "trash");
 
+    /// <summary>Held (flock) by the run's agent for as long as it lives, so the next job's prepare can wait for its final commit.</summary>
+    public string AgentLock => Path.Combine(Root, "agent.lock");
+
     public string AgentStatus(long jobId) => Path.Combine(Root, $"agent-{jobId.ToString(CultureInfo.InvariantCulture)}.json");
 
     /// <summary>Created by `run` when the main step has ended: the agent's cue for its final commit.</summary>
@@ -125,6 +128,9 @@ public sealed class CheckpointRestorer(CheckpointRepository repository, RunDirec
             throw new SystemFailureException($"checkpoint file '{file.Path}' arrived corrupt: it hashes to {actual}, the manifest says {file.Sha256}.");
         }
     }
+
+    /// <summary>For a job that turned restore off: an empty work directory.</summary>
+    public void StartEmpty() => ReplaceWork(null);
 
     /// <summary>Swaps <paramref name="replacement"/> (or a new empty directory) in as the work directory.</summary>
     private void ReplaceWork(string? replacement)

@@ -116,7 +116,7 @@ public static partial class DatasetDeclaration
             throw Fail(line, $"container path '{Shorten(path)}' must be a directory below '/' without '.' or '..'.");
         var normalized = "/" + string.Join('/', segments);
 
-        foreach (var (name, reserved) in new[] { ("the builds directory", config.Builds.ContainerDir), ("the cache directory", config.Cache.ContainerDir) }
+        foreach (var (name, reserved) in new[] { ("the builds directory", config.Builds.ContainerDir), ("the cache directory", config.Cache.ContainerDir), ("the checkpoint directory", config.Checkpoints.ContainerDir) }
                      .Concat(ReservedPaths.Select(reserved => ("a system directory", reserved))))
         {
             if (Overlaps(normalized, reserved))

@@ -14,6 +14,9 @@ public sealed record JobWorkspace(string BuildsHostDir, string CacheHostDir)
     /// <summary>The job's dataset views, read-only.</summary>
     public IReadOnlyList<BindMount> DatasetMounts { get; init; } = [];
 
+    /// <summary>The run's checkpoint directory, read-write, when the job turned checkpoints on.</summary>
+    public BindMount? CheckpointMount { get; init; }
+
     public const string BuildsDirPrefix = "job-";
 
     public static JobWorkspace For(ExecutorConfig config, JobIdentity job) => new(
@@ -25,6 +28,7 @@ public sealed record JobWorkspace(string BuildsHostDir, string CacheHostDir)
         new BindMount(BuildsHostDir, config.Builds.ContainerDir, ReadOnly: false),
         new BindMount(CacheHostDir, config.Cache.ContainerDir, ReadOnly: false),
         .. DatasetMounts,
+        .. (CheckpointMount is { } checkpoints ? [checkpoints] : Array.Empty<BindMount>()),
     ];
 
     /// <summary>The job id of a per-job directory name ("job-ID": builds directories, dataset views), or null when the name is not one of ours.</summary>

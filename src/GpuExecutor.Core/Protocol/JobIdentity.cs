@@ -29,11 +29,16 @@ public sealed record JobIdentity(
     {
         get
         {
+            if (RunKeyOverride is { } named)
+                return named;
             var material = $"{ProjectId}\n{Ref}\n{JobName}";
             var hash = SHA256.HashData(Encoding.UTF8.GetBytes(material));
             return "run-" + Convert.ToHexStringLower(hash)[..16];
         }
     }
+
+    /// <summary>The run key a job chose with CHECKPOINT_RUN_KEY, already scoped to its project.</summary>
+    public string? RunKeyOverride { get; init; }
 
     public static JobIdentity From(JobPayload payload) => new(
         payload.Id,

@@ -14,6 +14,15 @@ public sealed class JobPayload
     [JsonPropertyName("git_info")] public GitInfo GitInfo { get; set; } = new();
     [JsonPropertyName("runner_info")] public RunnerInfo RunnerInfo { get; set; } = new();
     [JsonPropertyName("variables")] public List<JobVariable> Variables { get; set; } = [];
+
+    /// <summary>The variables by name; a name given twice keeps its last value, as the runner does.</summary>
+    public Dictionary<string, string> VariableMap()
+    {
+        var map = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var variable in Variables)
+            map[variable.Key] = variable.Value;
+        return map;
+    }
     [JsonPropertyName("steps")] public List<JobStep> Steps { get; set; } = [];
     [JsonPropertyName("image")] public JobImage? Image { get; set; }
 }

@@ -32,7 +32,8 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
         ReadOnlyMemory<byte> script,
         Stream stdout,
         Stream stderr,
-        CancellationToken stopRequested)
+        CancellationToken stopRequested,
+        CancellationToken signalRequested = default)
     {
         using var attachTimeout = new CancellationTokenSource(AttachTimeout);
         using var attachment = await driver.AttachAsync(container, attachTimeout.Token);
@@ -56,6 +57,13 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
         try
         {
             var stop = new TaskCompletionSource();
+            // The signal before the job's deadline: the trainer saves and exits on its own; only
+            // a stop (the runner's SIGTERM) escalates to SIGKILL.
+            await using var early = signalRequested.Register(() =>
+            {
+                log($"The job's deadline is near: sending SIG{settings.StopSignal} to the stage's processes in {container} so the trainer can checkpoint before the runner stops the job.");
+                _ = session.SendAsync(StageServer.SignalRequest(stageNonce, settings.StopSignal), log);
+            });
             await using (stopRequested.Register(() => stop.TrySetResult()))
             {
                 await Task.WhenAny(stage, failure, stop.Task);

@@ -1,3 +1,4 @@
+using GpuExecutor.Checkpoints;
 using GpuExecutor.Configuration;
 using GpuExecutor.Containers;
 using GpuExecutor.Datasets;
@@ -22,16 +23,20 @@ public static class PrepareVerb
     {
         var config = context.Config;
         var log = context.Log;
+        // The runner's clock for the job's timeout started just before this stage: the deadline
+        // (and the signal before it) counts from here, not from when the container came up.
+        var startedAt = DateTimeOffset.UtcNow;
         var payload = JobPayloadReader.Read(context.Environment);
         var job = JobIdentity.From(payload);
         var image = ResolveImage(config, payload);
-        var jobVariables = new Dictionary<string, string>(StringComparer.Ordinal);
-        foreach (var variable in payload.Variables)
-            jobVariables[variable.Key] = variable.Value;
+        var jobVariables = payload.VariableMap();
         var gpuRequest = GpuRequest.FromJob(jobVariables, config.Gpus);
         var datasets = jobVariables.TryGetValue(DatasetDeclaration.Variable, out var declared)
             ? DatasetDeclaration.Parse(declared, config)
             : [];
+        var checkpoints = CheckpointRequest.FromJob(jobVariables, job);
+        if (checkpoints is not null)
+            job = job with { RunKeyOverride = checkpoints.RunKey };
 
         using var driver = new DockerContainerDriver(config.Docker.Endpoint);
         using (JobLogSection.Start(log, "gpu_executor_prepare", $"Preparing containers for job {job.JobId} (run key {job.RunKey})"))
@@ -50,14 +55,22 @@ public static class PrepareVerb
             var workspace = JobWorkspace.For(config, job);
             Directory.CreateDirectory(workspace.BuildsHostDir);
             Directory.CreateDirectory(workspace.CacheHostDir);
+            var checkpointEnvironment = new Dictionary<string, string>();
+            if (checkpoints is not null)
+            {
+                var directories = RunDirectories.For(config.StateDir, checkpoints.RunKey);
+                checkpointEnvironment = await RestoreCheckpointAsync(config, job, checkpoints, directories, log, context.Stop);
+                workspace = workspace with { CheckpointMount = new BindMount(directories.Work, config.Checkpoints.ContainerDir, ReadOnly: false) };
+            }
             // Datasets arrive while the job waits for GPUs, and the job takes its GPUs only once
             // they are in: a long download never holds a GPU.
             var fetching = datasets.Count > 0
                 ? MaterializeDatasetsAsync(config, job, datasets, log, context.Stop)
                 : Task.FromResult<IReadOnlyList<BindMount>>([]);
 
-            var startedAt = DateTimeOffset.UtcNow;
             var storeEnvironment = StoreCredentialsForJob(config, datasets);
+            foreach (var (name, value) in checkpointEnvironment)
+                storeEnvironment[name] = value;
             var allocator = new GpuAllocator(driver, config.Gpus, config.StateDir, line => log.WriteLine(line));
             string jobContainer = "";
             IReadOnlyList<GpuDevice> gpus = [];
@@ -72,6 +85,8 @@ public static class PrepareVerb
             }, context.Stop, fetching);
             await CheckStageServerAnswersAsync(driver, JobContainerNames.For(job.JobId, JobContainerNames.JobRole), image, JobContainerNames.JobRole, context.Stop);
             log.WriteLine($"Job container {jobContainer} runs {image}.");
+            if (checkpoints is not null)
+                StartCheckpointAgent(context, job, checkpoints.RunKey, log);
             if (gpus.Count > 0)
                 await ReportGpusAsync(driver, config, job, gpus, topology, log, context.Stop);
 
@@ -148,6 +163,108 @@ public static class PrepareVerb
         if (store.Endpoint is { } endpoint)
             environment["AWS_ENDPOINT_URL"] = endpoint;
         return environment;
+    }
+
+    /// <summary>
+    /// Puts the run's newest committed generation (or the pinned one, or nothing) in the run's
+    /// work directory before any script runs, and tells the job what it got.
+    /// </summary>
+    private static async Task<Dictionary<string, string>> RestoreCheckpointAsync(ExecutorConfig config, JobIdentity job, CheckpointRequest request, RunDirectories directories, TextWriter log, CancellationToken cancellationToken)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(directories.Root)!);
+        // Only the executor goes below STATE_DIR/checkpoints; the work directory is reached
+        // through the container's mount.
+        File.SetUnixFileMode(Path.GetDirectoryName(directories.Root)!, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        Directory.CreateDirectory(directories.Root);
+        var environment = new Dictionary<string, string>
+        {
+            ["CHECKPOINT_DIR"] = config.Checkpoints.ContainerDir,
+            ["CHECKPOINT_RUN_KEY"] = request.RunKey,
+            ["CHECKPOINT_MARKER"] = config.Checkpoints.ContainerDir + "/" + CheckpointPaths.CompleteMarker,
+            ["CHECKPOINT_RESTORED_GENERATION"] = "",
+            ["CHECKPOINT_RESTORED_FROM_JOB"] = "",
+            ["CHECKPOINT_RESTORED_COMMITTED_AT"] = "",
+        };
+        using (JobLogSection.Start(log, "gpu_executor_checkpoint_restore", $"Checkpoint restore: run {request.RunKey}", collapsed: false))
+        {
+            var (store, repository) = CheckpointStores.Open(config, request.RunKey, line => log.WriteLine(line));
+            using var _ = store;
+            await WaitForEarlierAgentAsync(config, directories, log, cancellationToken);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var restorer = new CheckpointRestorer(repository, directories, line => log.WriteLine(line));
+            RestoreResult? restored = null;
+            if (request.Restore)
+                restored = await restorer.RestoreAsync(request.PinnedGeneration, cancellationToken);
+            else
+                restorer.StartEmpty();
+            if (!request.Restore)
+                log.WriteLine($"  {CheckpointRequest.RestoreVariable}=off: the job starts with an empty {config.Checkpoints.ContainerDir}.");
+            else if (restored is null)
+                log.WriteLine($"  run {request.RunKey} has no committed checkpoint yet: the job starts with an empty {config.Checkpoints.ContainerDir}.");
+            else
+            {
+                log.WriteLine($"  restored generation {restored.Generation} (committed {restored.CommittedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC by job {restored.FromJobId}): " +
+                              $"{restored.Files} files, {restored.Bytes / 1048576.0:0.0} MiB ({restored.DownloadedBytes / 1048576.0:0.0} MiB downloaded, the rest already on this host) in {clock.Elapsed.TotalSeconds:0.0} s, every file checked against its SHA-256.");
+                environment["CHECKPOINT_RESTORED_GENERATION"] = restored.Generation.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                environment["CHECKPOINT_RESTORED_FROM_JOB"] = restored.FromJobId.ToString(System.Globalization.CultureInfo.InvariantCulture);
+                environment["CHECKPOINT_RESTORED_COMMITTED_AT"] = restored.CommittedAt.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", System.Globalization.CultureInfo.InvariantCulture);
+            }
+            log.WriteLine($"  {config.Checkpoints.ContainerDir} is committed to the store whenever {CheckpointPaths.CompleteMarker} appears in it" +
+                          (config.Checkpoints.QuietPeriod > TimeSpan.Zero ? $" (or, until the first marker, after {config.Checkpoints.QuietPeriod.TotalSeconds:0} s without changes)." : "."));
+        }
+        return environment;
+    }
+
+    /// <summary>
+    /// The previous job of the run (cancelled, timed out) may still be committing its last
+    /// checkpoint: restore waits for that agent to finish, up to the final commit wait, so the
+    /// job resumes from the newest checkpoint and not the one before it.
+    /// </summary>
+    private static async Task WaitForEarlierAgentAsync(ExecutorConfig config, RunDirectories directories, TextWriter log, CancellationToken cancellationToken)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(config.Checkpoints.FinalCommitWait);
+        var waiting = HostLock.AcquireAsync(directories.AgentLock, timeout.Token);
+        if (!waiting.IsCompleted)
+            log.WriteLine("  the agent of an earlier job of this run is still committing; waiting for it...");
+        try
+        {
+            (await waiting).Dispose();
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            log.WriteLine($"  WARNING: the earlier agent did not finish within {config.Checkpoints.FinalCommitWait.TotalSeconds:0} s; restoring what is committed now.");
+        }
+    }
+
+    /// <summary>
+    /// Starts the checkpoint agent as a process of its own session, with its output in a file: it
+    /// must outlive this prepare, every later stage, and the runner, until the job's container is
+    /// gone and its last commit done. A fixed shell line does the redirection; every value
+    /// travels as an argument, never inside the line.
+    /// </summary>
+    private static void StartCheckpointAgent(VerbContext context, JobIdentity job, string runKey, TextWriter log)
+    {
+        var directories = RunDirectories.For(context.Config.StateDir, runKey);
+        var binary = Environment.ProcessPath ?? throw new SystemFailureException("cannot tell where the gpu-executor binary is, to start the checkpoint agent.");
+        var agentLog = Path.Combine(directories.Root, $"agent-{job.JobId}.log");
+        var start = new System.Diagnostics.ProcessStartInfo("setsid")
+        {
+            UseShellExecute = false,
+            ArgumentList =
+            {
+                "-f", "sh", "-c", "exec \"$0\" \"$@\" >>\"$GPU_EXECUTOR_AGENT_LOG\" 2>&1 </dev/null",
+                binary, "--config", context.ConfigPath, "checkpoints", "agent",
+                job.JobId.ToString(System.Globalization.CultureInfo.InvariantCulture), runKey,
+                JobContainerNames.For(job.JobId, JobContainerNames.JobRole),
+            },
+            Environment = { ["GPU_EXECUTOR_AGENT_LOG"] = agentLog },
+        };
+        using var process = System.Diagnostics.Process.Start(start) ?? throw new SystemFailureException("could not start the checkpoint agent.");
+        process.WaitForExit();
+        if (process.ExitCode != 0)
+            throw new SystemFailureException($"could not start the checkpoint agent: setsid exited with {process.ExitCode}.");
+        log.WriteLine($"Checkpoint agent started for run {runKey} (its log: {agentLog}).");
     }
 
     private static async Task<IReadOnlyList<BindMount>> MaterializeDatasetsAsync(ExecutorConfig config, JobIdentity job, IReadOnlyList<DatasetMount> datasets, TextWriter log, CancellationToken cancellationToken)

@@ -1,3 +1,4 @@
+using GpuExecutor.Checkpoints;
 using GpuExecutor.Containers;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Protocol;
@@ -8,13 +9,18 @@ namespace GpuExecutor.Verbs;
 /// <summary>
 /// `run SCRIPT STAGE`: pipe the runner's script (a file on the host) into bash inside the job's
 /// container, stream its output live, and report its exit code the way the runner expects.
+/// For the main step of a job with checkpoints, also: the stop signal a margin before the job's
+/// deadline, the agent's commits in the job log, and the final commit awaited at the end.
 /// </summary>
 public static class RunVerb
 {
+    private static readonly TimeSpan StatusPollInterval = TimeSpan.FromSeconds(2);
+
     public static async Task<int> RunAsync(VerbContext context, string scriptPath, string stageName)
     {
         var config = context.Config;
-        var job = JobIdentity.From(JobPayloadReader.Read(context.Environment));
+        var payload = JobPayloadReader.Read(context.Environment);
+        var job = JobIdentity.From(payload);
         var container = JobContainerNames.ForStage(job.JobId, stageName, hasHelper: config.Images.Helper.Length > 0);
 
         byte[] script;
@@ -28,7 +34,21 @@ public static class RunVerb
             throw new SystemFailureException($"the stage script '{scriptPath}' cannot be read: {error.Message}", error);
         }
 
+        var checkpoints = StagePlacement.IsUserStep(stageName)
+            ? CheckpointRequest.FromJob(payload.VariableMap(), job)
+            : null;
+        var directories = checkpoints is null ? null : RunDirectories.For(config.StateDir, checkpoints.RunKey);
+
         using var driver = new DockerContainerDriver(config.Docker.Endpoint);
+        using var beforeDeadline = new CancellationTokenSource();
+        if (checkpoints is not null && await DeadlineAsync(driver, job, context.Stop) is { } deadline)
+        {
+            var signalIn = deadline - config.Checkpoints.DeadlineMargin - DateTimeOffset.UtcNow;
+            beforeDeadline.CancelAfter(signalIn > TimeSpan.Zero ? signalIn : TimeSpan.Zero);
+        }
+        using var stopReporting = new CancellationTokenSource();
+        var reporting = directories is null ? Task.CompletedTask : ReportCommitsAsync(directories, job.JobId, context.Log, stopReporting.Token);
+
         StageResult result;
         // Raw, unbuffered standard streams: output reaches the job log as it is produced, and
         // memory stays flat however long the stage prints.
@@ -36,8 +56,12 @@ public static class RunVerb
         await using (var stderr = Console.OpenStandardError())
         {
             var runner = new StageRunner(driver, config.Run, message => context.Log.WriteLine(message));
-            result = await runner.RunAsync(container, script, stdout, stderr, context.Stop);
+            result = await runner.RunAsync(container, script, stdout, stderr, context.Stop, beforeDeadline.Token);
         }
+        await stopReporting.CancelAsync();
+        await reporting;
+        if (directories is not null)
+            await AwaitFinalCommitAsync(config.Checkpoints.FinalCommitWait, directories, job.JobId, context.Log);
 
         if (result.ExitCode == 0)
             return ExitCodes.Success;
@@ -46,5 +70,67 @@ public static class RunVerb
         // code is the script's own (an OOM-killed trainer's 137 included), never the host's.
         var exitCode = Math.Max(result.ExitCode, 1);
         throw new BuildFailureException(result.Stopped ? $"stage '{stageName}' was stopped (exit code {exitCode})." : "", exitCode);
+    }
+
+    /// <summary>The job's deadline, from its container's label (prepare's start plus the job's timeout).</summary>
+    private static async Task<DateTimeOffset?> DeadlineAsync(IContainerDriver driver, JobIdentity job, CancellationToken cancellationToken)
+    {
+        var containers = await driver.FindAsync(JobLabels.SelectJob(job.JobId), cancellationToken);
+        return containers.Select(found => JobLabels.ReadDeadline(found.Labels)).FirstOrDefault(deadline => deadline is not null);
+    }
+
+    /// <summary>Shows the agent's commits, and its failures, in the job log as they happen.</summary>
+    private static async Task ReportCommitsAsync(RunDirectories directories, long jobId, TextWriter log, CancellationToken cancellationToken)
+    {
+        long? shownGeneration = null;
+        string? shownError = null;
+        try
+        {
+            while (true)
+            {
+                await Task.Delay(StatusPollInterval, cancellationToken);
+                if (CheckpointAgent.ReadStatus(directories, jobId) is not { } status)
+                    continue;
+                if (status.CommittedGeneration is { } generation && generation != shownGeneration)
+                {
+                    shownGeneration = generation;
+                    log.WriteLine($"Checkpoint generation {generation} committed: {status.UploadedBytes / 1048576.0:0.0} of {status.TotalBytes / 1048576.0:0.0} MiB uploaded (the rest was unchanged).");
+                }
+                if (status.LastError is { } error && error != shownError)
+                    log.WriteLine($"WARNING: checkpoint commit failing since {status.FailingSince:HH:mm:ss} UTC, training goes on and the agent retries: {error}");
+                shownError = status.LastError;
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    /// <summary>
+    /// Asks the agent for its final pass (the trainer has exited, so the directory holds its last
+    /// checkpoint) and waits for it, then says loudly whether the last checkpoint is safe.
+    /// </summary>
+    private static async Task AwaitFinalCommitAsync(TimeSpan wait, RunDirectories directories, long jobId, TextWriter log)
+    {
+        var request = DateTime.UtcNow.Ticks;
+        File.WriteAllText(directories.FinalPassRequest(jobId), request.ToString(System.Globalization.CultureInfo.InvariantCulture));
+        var giveUp = DateTime.UtcNow + wait;
+        CheckpointAgentStatus? status = null;
+        while (DateTime.UtcNow < giveUp)
+        {
+            status = CheckpointAgent.ReadStatus(directories, jobId);
+            if (status is not null && (status.FinalPassDone >= request || status.Exited))
+                break;
+            await Task.Delay(TimeSpan.FromMilliseconds(250));
+        }
+
+        if (status is null || (status.FinalPassDone < request && !status.Exited))
+            log.WriteLine($"WARNING: the checkpoint agent did not finish its final commit within {wait.TotalSeconds:0} s; it goes on after the job ends. Check its log in {directories.Root}.");
+        else if (status.LastError is not null)
+            log.WriteLine($"WARNING: THE NEWEST CHECKPOINT IS NOT SAFE YET: its commit has failed since {status.FailingSince:HH:mm:ss} UTC ({status.LastError}). The agent keeps retrying after the job; generation {status.CommittedGeneration?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "(none)"} is the newest in the store.");
+        else if (status.CommittedGeneration is { } generation)
+            log.WriteLine($"Checkpoint: generation {generation} is the newest in the store, committed at {status.CommittedAt:HH:mm:ss} UTC.");
+        else
+            log.WriteLine("Checkpoint: this job committed nothing (no complete checkpoint appeared).");
     }
 }

@@ -1,0 +1,126 @@
+using System.Globalization;
+using System.Text;
+using GpuExecutor.Checkpoints;
+using GpuExecutor.Containers;
+using GpuExecutor.Jobs;
+using GpuExecutor.Outcomes;
+using GpuExecutor.Storage;
+
+namespace GpuExecutor.Verbs;
+
+/// <summary>
+/// `checkpoints list [RUN] | show RUN GENERATION | verify RUN [GENERATION] [--deep] | retain RUN [KEEP] [--orphans]`
+/// for admins, and `checkpoints agent JOB RUN CONTAINER`, the sync agent that prepare starts.
+/// </summary>
+public static class CheckpointsVerb
+{
+    private const string Usage = "usage: gpu-executor checkpoints list [RUN] | show RUN GENERATION | verify RUN [GENERATION] [--deep] | retain RUN [KEEP] [--orphans]";
+
+    public static async Task<int> RunAsync(VerbContext context, string[] arguments, TextWriter stdout)
+    {
+        var config = context.Config;
+        switch (arguments)
+        {
+            case ["list"]:
+            {
+                using var store = ObjectStores.Open(config.Checkpoints.StoreOrLocal(config.StateDir));
+                var runs = await CheckpointRepository.ListRunsAsync(store, config.Checkpoints.Bucket, config.Checkpoints.Prefix, context.Stop);
+                stdout.WriteLine($"{"RUN",-40} {"LATEST",8} {"COMMITTED (UTC)",-20} {"JOB",10} {"SIZE (MiB)",12}");
+                foreach (var run in runs)
+                {
+                    var repository = new CheckpointRepository(store, config.Checkpoints.Bucket, config.Checkpoints.Prefix, run, stdout.WriteLine);
+                    var latest = await repository.ReadLatestAsync(context.Stop);
+                    var manifest = latest is { } generation ? await repository.ReadManifestAsync(generation, context.Stop) : null;
+                    stdout.WriteLine($"{run,-40} {latest,8} {manifest?.CommittedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} {manifest?.JobId,10} {manifest?.TotalBytes / 1048576.0,12:0.0}");
+                }
+                return ExitCodes.Success;
+            }
+            case ["list", var run]:
+            {
+                var (store, repository) = Open(context, run, stdout);
+                using var _ = store;
+                var latest = await repository.ReadLatestAsync(context.Stop);
+                stdout.WriteLine($"{"GENERATION",10} {"COMMITTED (UTC)",-20} {"JOB",10} {"FILES",6} {"SIZE (MiB)",12}");
+                foreach (var generation in await repository.ListGenerationsAsync(context.Stop))
+                {
+                    var manifest = await repository.ReadManifestAsync(generation, context.Stop);
+                    var note = generation == latest ? "  <- LATEST" : generation > latest ? "  (not committed: no LATEST names it)" : "";
+                    stdout.WriteLine($"{generation,10} {manifest.CommittedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} {manifest.JobId,10} {manifest.Files.Count,6} {manifest.TotalBytes / 1048576.0,12:0.0}{note}");
+                }
+                return ExitCodes.Success;
+            }
+            case ["show", var run, var generationText]:
+            {
+                var (store, repository) = Open(context, run, stdout);
+                using var _ = store;
+                var manifest = await repository.ReadManifestAsync(Generation(generationText), context.Stop);
+                stdout.WriteLine(Encoding.UTF8.GetString(manifest.ToJson()));
+                return ExitCodes.Success;
+            }
+            case ["verify", var run, .. var rest] when rest.Length <= 2:
+            {
+                var (store, repository) = Open(context, run, stdout);
+                using var _ = store;
+                var deep = rest.Contains("--deep");
+                var generationText = rest.FirstOrDefault(argument => argument != "--deep");
+                var generation = generationText is null
+                    ? await repository.ReadLatestAsync(context.Stop) ?? throw new SystemFailureException($"run '{run}' has no committed generation.")
+                    : Generation(generationText);
+                var problems = await repository.VerifyAsync(generation, deep, context.Stop);
+                foreach (var problem in problems)
+                    stdout.WriteLine($"  {problem}");
+                stdout.WriteLine(problems.Count == 0 ? $"generation {generation} of '{run}' is complete{(deep ? " and every blob hashes right" : "")}." : $"generation {generation} of '{run}' has {problems.Count} problems.");
+                return problems.Count == 0 ? ExitCodes.Success : throw new SystemFailureException($"generation {generation} of run '{run}' failed verification.");
+            }
+            case ["retain", var run, .. var rest] when rest.Length <= 2:
+            {
+                var (store, repository) = Open(context, run, stdout);
+                using var _ = store;
+                var keepText = rest.FirstOrDefault(argument => argument != "--orphans");
+                var keep = keepText is null ? config.Checkpoints.KeepGenerations
+                    : int.TryParse(keepText, NumberStyles.None, CultureInfo.InvariantCulture, out var parsed) && parsed >= 1 ? parsed
+                    : throw new SystemFailureException($"'{keepText}' is not a number of generations to keep (1 or more).");
+                var result = await repository.ApplyRetentionAsync(keep, rest.Contains("--orphans"), context.Stop);
+                stdout.WriteLine($"deleted generations [{string.Join(", ", result.DeletedGenerations)}] and {result.DeletedBlobs} blobs ({result.DeletedBytes / 1048576.0:0.0} MiB).");
+                return ExitCodes.Success;
+            }
+            case ["agent", var jobText, var run, var container]:
+                return await RunAgentAsync(context, jobText, run, container);
+            default:
+                throw new SystemFailureException(Usage);
+        }
+    }
+
+    private static (IObjectStore Store, CheckpointRepository Repository) Open(VerbContext context, string run, TextWriter stdout)
+    {
+        if (!CheckpointRequest.IsRunKey(run))
+            throw new SystemFailureException($"'{run}' is not a run key.");
+        return CheckpointStores.Open(context.Config, run, stdout.WriteLine);
+    }
+
+    private static long Generation(string text) =>
+        long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var generation) && generation > 0
+            ? generation
+            : throw new SystemFailureException($"'{text}' is not a generation number.");
+
+    /// <summary>The detached agent: its log is a file in the run's directory (it has no job log to write to).</summary>
+    private static async Task<int> RunAgentAsync(VerbContext context, string jobText, string run, string container)
+    {
+        if (!long.TryParse(jobText, NumberStyles.None, CultureInfo.InvariantCulture, out var jobId) || !CheckpointRequest.IsRunKey(run))
+            throw new SystemFailureException("usage: gpu-executor checkpoints agent JOB_ID RUN_KEY CONTAINER");
+        var config = context.Config;
+        var directories = RunDirectories.For(config.StateDir, run);
+        void Log(string line) => context.Log.WriteLine($"{DateTime.UtcNow:yyyy-MM-ddTHH:mm:ss.fffZ} job {jobId}: {line}");
+        var (store, repository) = CheckpointStores.Open(config, run, Log);
+        using var _ = store;
+        using var driver = new DockerContainerDriver(config.Docker.Endpoint);
+        var timing = new AgentTiming(config.Checkpoints.QuietPeriod, config.Checkpoints.PollInterval, config.Checkpoints.KeepGenerations);
+        Directory.CreateDirectory(directories.Root);
+        // Held for the agent's life: the run's next prepare waits on it before restoring.
+        using var running = await HostLock.AcquireAsync(directories.AgentLock, context.Stop);
+        Log($"agent started for container {container}, run {run}");
+        await new CheckpointAgent(jobId, container, driver, repository, directories, timing, Log).RunAsync(context.Stop);
+        Log("agent done");
+        return ExitCodes.Success;
+    }
+}

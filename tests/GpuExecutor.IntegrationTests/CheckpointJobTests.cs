@@ -1,0 +1,80 @@
+using System.Text.RegularExpressions;
+
+namespace GpuExecutor.IntegrationTests;
+
+/// <summary>
+/// Checkpoints end to end: the reference trainer (examples/trainer) in jobs driven by the runner
+/// simulator, on the real daemon, with the built-in local store.
+/// </summary>
+public sealed partial class CheckpointJobTests
+{
+    private static object TrainerJob(long jobId, Dictionary<string, string> variables, int timeoutSeconds = 600) => new
+    {
+        job_id = jobId,
+        name = "train",
+        image = Testbed.TestImage,
+        sources = "trainer",
+        variables = new Dictionary<string, string>(variables) { ["CHECKPOINTS"] = "on" },
+        script = new[] { "./trainer.sh" },
+        timeout = timeoutSeconds,
+    };
+
+    private static void CopyTrainer(ExecutorWorkspace workspace)
+    {
+        var target = Directory.CreateDirectory(Path.Combine(workspace.Root, "trainer")).FullName;
+        File.Copy(Path.Combine(Testbed.RepositoryRoot, "examples", "trainer", "trainer.sh"), Path.Combine(target, "trainer.sh"));
+    }
+
+    private static int ResumedAt(string log) => int.Parse(ResumedLine().Match(log) is { Success: true } match ? match.Groups[1].Value : throw new Xunit.Sdk.XunitException($"no 'resumed at' line in:\n{log}"));
+
+    private static int LastCheckpoint(string log) => CheckpointLine().Matches(log).Select(match => int.Parse(match.Groups[1].Value)).DefaultIfEmpty(-1).Last();
+
+    [Fact]
+    public async Task A_cancelled_run_resumes_in_the_next_job_from_the_checkpoint_saved_on_the_signal()
+    {
+        using var workspace = new ExecutorWorkspace(stopGraceSeconds: 10);
+        CopyTrainer(workspace);
+        var variables = new Dictionary<string, string> { ["TOTAL_STEPS"] = "100000", ["STEP_SECONDS"] = "0.1", ["CHECKPOINT_EVERY_SECONDS"] = "1" };
+
+        var first = await workspace.SimulateAsync(TrainerJob(8101, variables), "--cancel-after", "6", "--graceful-kill-timeout", "200");
+        Assert.True(first.Result.Outcome == "canceled", first.Log);
+        Assert.Equal(0, ResumedAt(first.Log));
+        var savedOnSignal = LastCheckpoint(first.Log);
+        Assert.True(savedOnSignal > 20, $"the first job checkpointed only up to step {savedOnSignal}:\n{first.Log}");
+        Assert.Contains("signalled: checkpoint saved", first.Log);
+
+        variables["TOTAL_STEPS"] = (savedOnSignal + 5).ToString();
+        var second = await workspace.SimulateAsync(TrainerJob(8102, variables));
+        Assert.True(second.Result.Outcome == "success", second.Log);
+        // Nothing lost: the step saved on the cancel's signal is where the next job starts.
+        Assert.Equal(savedOnSignal, ResumedAt(second.Log));
+        Assert.Contains("from job 8101", second.Log);
+        Assert.Contains("Checkpoint restore", second.Log);
+    }
+
+    [Fact]
+    public async Task The_signal_before_the_deadline_gets_a_checkpoint_committed_before_the_runner_kills_the_job()
+    {
+        using var workspace = new ExecutorWorkspace(stopGraceSeconds: 10, extraConfig: "[checkpoints]\ndeadline_margin_seconds = 20\nfinal_commit_wait_seconds = 30");
+        CopyTrainer(workspace);
+        // Checkpoints only when signalled: the deadline's signal is the only way one is saved.
+        var variables = new Dictionary<string, string> { ["TOTAL_STEPS"] = "100000", ["STEP_SECONDS"] = "0.1", ["CHECKPOINT_ONLY_ON_SIGNAL"] = "1" };
+
+        var first = await workspace.SimulateAsync(TrainerJob(8201, variables, timeoutSeconds: 35), "--graceful-kill-timeout", "60");
+        var saved = LastCheckpoint(first.Log);
+        Assert.True(saved > 0, $"no checkpoint on the deadline signal:\n{first.Log}");
+        Assert.Contains("deadline is near", first.Log);
+        Assert.Contains("is the newest in the store", first.Log);
+
+        variables["TOTAL_STEPS"] = (saved + 3).ToString();
+        var second = await workspace.SimulateAsync(TrainerJob(8202, variables));
+        Assert.True(second.Result.Outcome == "success", second.Log);
+        Assert.Equal(saved, ResumedAt(second.Log));
+    }
+
+    [GeneratedRegex(@"resumed at step (\d+)")]
+    private static partial Regex ResumedLine();
+
+    [GeneratedRegex(@"checkpoint at step (\d+)")]
+    private static partial Regex CheckpointLine();
+}
