@@ -60,7 +60,7 @@ public sealed partial class CheckpointJobTests
         // Checkpoints only when signalled: the deadline's signal is the only way one is saved.
         var variables = new Dictionary<string, string> { ["TOTAL_STEPS"] = "100000", ["STEP_SECONDS"] = "0.1", ["CHECKPOINT_ONLY_ON_SIGNAL"] = "1" };
 
-        var first = await workspace.SimulateAsync(TrainerJob(8201, variables, timeoutSeconds: 35), "--graceful-kill-timeout", "60");
+        var first = await workspace.SimulateAsync(TrainerJob(8201, variables, timeoutSeconds: 60), "--graceful-kill-timeout", "60");
         var saved = LastCheckpoint(first.Log);
         Assert.True(saved > 0, $"no checkpoint on the deadline signal:\n{first.Log}");
         Assert.Contains("deadline is near", first.Log);

@@ -67,12 +67,17 @@ public sealed class CountingProxy : IDisposable
     private long _bytes;
 
     private readonly Func<int, InjectedFault> _faultFor;
+    private readonly Func<int, InjectedFault> _putFaultFor;
     private int _faults;
+    private int _puts;
+    private long _bytesReceived;
 
     /// <param name="faultFor">Given the object GET's number (1, 2, …), what to do to it.</param>
-    public CountingProxy(string target, Func<int, InjectedFault>? faultFor = null)
+    /// <param name="putFaultFor">The same for object PUTs (whole objects and parts): ServiceUnavailable, ConnectionReset or Hang.</param>
+    public CountingProxy(string target, Func<int, InjectedFault>? faultFor = null, Func<int, InjectedFault>? putFaultFor = null)
     {
         _faultFor = faultFor ?? (_ => InjectedFault.None);
+        _putFaultFor = putFaultFor ?? (_ => InjectedFault.None);
         _target = target.TrimEnd('/');
         var port = Random.Shared.Next(20000, 40000);
         Endpoint = $"http://127.0.0.1:{port}";
@@ -86,6 +91,9 @@ public sealed class CountingProxy : IDisposable
     /// <summary>Bytes of object bodies sent (listings not counted).</summary>
     public long ObjectBytesServed => Interlocked.Read(ref _bytes);
     public int FaultsInjected => Volatile.Read(ref _faults);
+    public int ObjectPuts => Volatile.Read(ref _puts);
+    /// <summary>Bytes of PUT bodies forwarded to the store.</summary>
+    public long BytesReceived => Interlocked.Read(ref _bytesReceived);
 
     private async Task ServeAsync()
     {
@@ -112,7 +120,8 @@ public sealed class CountingProxy : IDisposable
             using var request = new HttpRequestMessage(new HttpMethod(incoming.HttpMethod), _target + incoming.RawUrl);
             foreach (var name in incoming.Headers.AllKeys)
             {
-                if (name is null || name.Equals("Host", StringComparison.OrdinalIgnoreCase) || name.Equals("Content-Length", StringComparison.OrdinalIgnoreCase))
+                // Content headers travel with the body (below); Expect is between the client and us.
+                if (name is null || name.Equals("Host", StringComparison.OrdinalIgnoreCase) || name.StartsWith("Content-", StringComparison.OrdinalIgnoreCase) || name.Equals("Expect", StringComparison.OrdinalIgnoreCase))
                     continue;
                 request.Headers.TryAddWithoutValidation(name, incoming.Headers[name]);
             }
@@ -121,6 +130,20 @@ public sealed class CountingProxy : IDisposable
             var isObjectGet = incoming.HttpMethod == "GET" && incoming.Url?.Query.Contains("list-type", StringComparison.Ordinal) != true;
             if (isObjectGet)
                 fault = _faultFor(Interlocked.Increment(ref _gets));
+            if (incoming.HttpMethod == "PUT")
+                fault = _putFaultFor(Interlocked.Increment(ref _puts));
+            if (incoming.HasEntityBody && fault == InjectedFault.None)
+            {
+                var content = new MemoryStream();
+                await incoming.InputStream.CopyToAsync(content);
+                Interlocked.Add(ref _bytesReceived, content.Length);
+                request.Content = new ByteArrayContent(content.ToArray());
+                foreach (var name in incoming.Headers.AllKeys)
+                {
+                    if (name is not null && name.StartsWith("Content-", StringComparison.OrdinalIgnoreCase) && !name.Equals("Content-Length", StringComparison.OrdinalIgnoreCase))
+                        request.Content.Headers.TryAddWithoutValidation(name, incoming.Headers[name]);
+                }
+            }
             if (fault != InjectedFault.None)
                 Interlocked.Increment(ref _faults);
             switch (fault)

@@ -100,7 +100,9 @@ public sealed record CheckpointAgentStatus(
     [property: JsonPropertyName("final_pass_done")] long FinalPassDone,
     [property: JsonPropertyName("exited")] bool Exited);
 
-[JsonSourceGenerationOptions(WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
+// Unknown members are refused: a manifest that tries to describe a symlink, a device or an
+// owner is not one this executor wrote, and nothing in it is restored.
+[JsonSourceGenerationOptions(WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull, UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow)]
 [JsonSerializable(typeof(CheckpointManifest))]
 [JsonSerializable(typeof(CheckpointAgentStatus))]
 internal sealed partial class CheckpointJsonContext : JsonSerializerContext;
