@@ -139,6 +139,17 @@ public sealed class ConfigLoaderTests
     [InlineData("[gpus]\nmax_count = 0", "gpus.max_count")]
     [InlineData("[gpus]\nmax_count = 2\ndefault_count = 4", "gpus.default_count")]
     [InlineData("[gpus]\nbusy_memory_mib = \"1g\"", "gpus.busy_memory_mib")]
+    [InlineData("[checkpoints]\nstore = \"nowhere\"", "checkpoints.store")]
+    [InlineData("[checkpoints]\nbucket = \"Bad_Bucket\"", "checkpoints.bucket")]
+    [InlineData("[checkpoints]\nprefix = \"../up/\"", "checkpoints.prefix")]
+    [InlineData("[checkpoints]\nprefix = \"no-slash\"", "checkpoints.prefix")]
+    [InlineData("[checkpoints]\ncontainer_dir = \"relative\"", "checkpoints.container_dir")]
+    [InlineData("[checkpoints]\nkeep_generations = 0", "checkpoints.keep_generations")]
+    [InlineData("[checkpoints]\nquiet_seconds = -5", "checkpoints.quiet_seconds")]
+    [InlineData("[checkpoints]\nkeep = 3", "checkpoints.keep")]
+    [InlineData("[checkpoints]\ncontainer_dir = \"/builds/ckpt\"", "checkpoints.container_dir")]
+    [InlineData("[run]\nstop_grace_seconds = 500\n[checkpoints]\nfinal_commit_wait_seconds = 120", "run.stop_grace_seconds")]
+    [InlineData("[run]\nrunner_graceful_kill_timeout_seconds = 60", "run.stop_grace_seconds")]
     public void A_bad_value_is_refused_with_an_error_naming_its_key(string toml, string key)
     {
         var error = Assert.Throws<ConfigurationException>(() => ConfigLoader.Parse(toml, "bad.toml"));

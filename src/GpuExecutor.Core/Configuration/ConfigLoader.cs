@@ -83,6 +83,12 @@ public static partial class ConfigLoader
             throw new ConfigurationException("run.stop_grace_seconds",
                 $"{config.Run.StopGracePeriod.TotalSeconds:0} s plus checkpoints.final_commit_wait_seconds ({config.Checkpoints.FinalCommitWait.TotalSeconds:0} s) must be less than run.runner_graceful_kill_timeout_seconds ({config.Run.RunnerGracefulKillTimeout.TotalSeconds:0} s, the runner's graceful_kill_timeout), or the runner kills the executor before the last checkpoint is safe.");
 
+        foreach (var (key, other) in new[] { ("builds.container_dir", config.Builds.ContainerDir), ("cache.container_dir", config.Cache.ContainerDir) })
+        {
+            var mine = config.Checkpoints.ContainerDir;
+            if (mine == other || mine.StartsWith(other + "/", StringComparison.Ordinal) || other.StartsWith(mine + "/", StringComparison.Ordinal))
+                throw new ConfigurationException("checkpoints.container_dir", $"'{mine}' overlaps {key} ('{other}').");
+        }
         if (config.Builds.ContainerDir == config.Cache.ContainerDir)
             throw new ConfigurationException("cache.container_dir", $"must differ from builds.container_dir ('{config.Builds.ContainerDir}').");
         return config;
