@@ -72,6 +72,33 @@ public sealed partial class CheckpointJobTests
         Assert.Equal(saved, ResumedAt(second.Log));
     }
 
+    [Fact]
+    public async Task With_the_store_down_training_goes_on_and_the_job_log_says_the_checkpoint_is_not_safe()
+    {
+        // Reads pass (restore finds no run), every write fails: the store went down after prepare.
+        using var proxy = new CountingProxy(S3Testbed.Endpoint, putFaultFor: _ => InjectedFault.ServiceUnavailable);
+        var bucket = "ckpt-down-" + Guid.NewGuid().ToString("N")[..8];
+        using (var client = S3Testbed.Client())
+            await S3Testbed.CreateBucketAsync(client, bucket);
+        using var workspace = new ExecutorWorkspace(extraConfig: $"""
+            {S3Testbed.StoreConfig("s3", proxy.Endpoint, $"\"{bucket}\"")}
+            [checkpoints]
+            store = "s3"
+            bucket = "{bucket}"
+            final_commit_wait_seconds = 20
+            agent_give_up_seconds = 0
+            """);
+        CopyTrainer(workspace);
+        var variables = new Dictionary<string, string> { ["TOTAL_STEPS"] = "150", ["STEP_SECONDS"] = "0.1", ["CHECKPOINT_EVERY_SECONDS"] = "1" };
+
+        var job = await workspace.SimulateAsync(TrainerJob(8301, variables));
+        Assert.True(job.Result.Outcome == "success", job.Log);
+        Assert.Contains("training complete at step 150", job.Log);
+        Assert.Contains("checkpoint commit failing since", job.Log);
+        Assert.Contains("THE NEWEST CHECKPOINT IS NOT SAFE YET", job.Log);
+        Assert.True(proxy.ObjectPuts > 1, "the agent never tried to commit");
+    }
+
     [GeneratedRegex(@"resumed at step (\d+)")]
     private static partial Regex ResumedLine();
 

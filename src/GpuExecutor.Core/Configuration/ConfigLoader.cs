@@ -337,6 +337,7 @@ public static partial class ConfigLoader
             QuietPeriod = table.Seconds("quiet_seconds", defaults.QuietPeriod, maximum: 24 * 3600),
             DeadlineMargin = table.Seconds("deadline_margin_seconds", defaults.DeadlineMargin, maximum: 24 * 3600),
             FinalCommitWait = table.Seconds("final_commit_wait_seconds", defaults.FinalCommitWait, maximum: 3600),
+            AgentGiveUp = table.Seconds("agent_give_up_seconds", defaults.AgentGiveUp, maximum: 7 * 24 * 3600),
         };
         table.RejectUnknownKeys();
         return settings;

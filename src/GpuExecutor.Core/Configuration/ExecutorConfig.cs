@@ -219,5 +219,8 @@ public sealed record CheckpointSettings
     /// <summary>After the main step ends, how long `run` waits for the agent's final commit.</summary>
     public TimeSpan FinalCommitWait { get; init; } = TimeSpan.FromSeconds(120);
 
+    /// <summary>Once the job's container is gone, how long the agent keeps retrying a failing commit.</summary>
+    public TimeSpan AgentGiveUp { get; init; } = TimeSpan.FromMinutes(10);
+
     public StoreSettings StoreOrLocal(string stateDir) => Store ?? new StoreSettings { Name = LocalStoreName, Kind = StoreKind.File, Root = Path.Combine(stateDir, "checkpoint-store") };
 }

@@ -114,7 +114,7 @@ public static class CheckpointsVerb
         var (store, repository) = CheckpointStores.Open(config, run, Log);
         using var _ = store;
         using var driver = new DockerContainerDriver(config.Docker.Endpoint);
-        var timing = new AgentTiming(config.Checkpoints.QuietPeriod, config.Checkpoints.PollInterval, config.Checkpoints.KeepGenerations);
+        var timing = new AgentTiming(config.Checkpoints.QuietPeriod, config.Checkpoints.PollInterval, config.Checkpoints.KeepGenerations) { GiveUpAfterJob = config.Checkpoints.AgentGiveUp };
         Directory.CreateDirectory(directories.Root);
         // Held for the agent's life: the run's next prepare waits on it before restoring.
         using var running = await HostLock.AcquireAsync(directories.AgentLock, context.Stop);
