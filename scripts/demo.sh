@@ -42,4 +42,21 @@ status=0
 "$binary" --config "$work/config.toml" simulate examples/train-job/job.json --result "$work/result.json" "$@" || status=$?
 echo
 echo "The job's files stay on the host under $work/builds; the simulator's record is $work/result.json."
+[ "$status" -eq 0 ] || exit "$status"
+
+# A run interrupted and resumed: the reference trainer checkpoints every second; the first job is
+# cancelled after 4 s (the trainer saves on the signal), the second job of the same run resumes
+# from that checkpoint. A fresh run each demo: earlier demos' checkpoints are removed first.
+rm -rf "$work/state/checkpoints" "$work/state/checkpoint-store"
+echo >&2
+echo "== a checkpointed run, cancelled after 4 s: simulate examples/trainer/job.json --cancel-after 4" >&2
+cancelled=0
+"$binary" --config "$work/config.toml" simulate examples/trainer/job.json --cancel-after 4 --graceful-kill-timeout 200 || cancelled=$?
+# The simulator exits 3 for a cancelled job: that is the point here.
+[ "$cancelled" -eq 3 ] || { echo "expected the first segment to be cancelled (3), got $cancelled" >&2; exit 1; }
+echo >&2
+echo "== the next job of the same run resumes from the last checkpoint" >&2
+"$binary" --config "$work/config.toml" simulate examples/trainer/job.json || status=$?
+echo
+"$binary" --config "$work/config.toml" checkpoints list
 exit "$status"

@@ -34,6 +34,8 @@ public static class CommandLine
           checkpoints verify RUN [GEN] [--deep]   check every blob is there (--deep: and hashes right)
           checkpoints retain RUN [KEEP] [--orphans]  keep KEEP generations; --orphans also deletes
                                     blobs no manifest names (only with no job of the run running)
+          checkpoints push RUN DIR  commit DIR as the run's next generation (seed a run)
+          checkpoints pull RUN [GEN]  restore a generation into the run's directory on this host
           simulate JOB [OPTIONS]    play GitLab Runner: drive a job file through all the stages
           version                   print the version
 

@@ -14,7 +14,7 @@ namespace GpuExecutor.Verbs;
 /// </summary>
 public static class CheckpointsVerb
 {
-    private const string Usage = "usage: gpu-executor checkpoints list [RUN] | show RUN GENERATION | verify RUN [GENERATION] [--deep] | retain RUN [KEEP] [--orphans]";
+    private const string Usage = "usage: gpu-executor checkpoints list [RUN] | show RUN GENERATION | verify RUN [GENERATION] [--deep] | retain RUN [KEEP] [--orphans] | push RUN DIR | pull RUN [GENERATION]";
 
     public static async Task<int> RunAsync(VerbContext context, string[] arguments, TextWriter stdout)
     {
@@ -82,6 +82,41 @@ public static class CheckpointsVerb
                     : throw new SystemFailureException($"'{keepText}' is not a number of generations to keep (1 or more).");
                 var result = await repository.ApplyRetentionAsync(keep, rest.Contains("--orphans"), context.Stop);
                 stdout.WriteLine($"deleted generations [{string.Join(", ", result.DeletedGenerations)}] and {result.DeletedBlobs} blobs ({result.DeletedBytes / 1048576.0:0.0} MiB).");
+                return ExitCodes.Success;
+            }
+            case ["push", var run, var directory]:
+            {
+                // Commits a directory as the run's next generation (job 0), as the agent would:
+                // to seed a run from an existing checkpoint.
+                var (store, repository) = Open(context, run, stdout);
+                using var _ = store;
+                var snapshots = Path.Combine(RunDirectories.For(config.StateDir, run).Root, "push-snapshots");
+                Directory.CreateDirectory(snapshots);
+                try
+                {
+                    var clock = System.Diagnostics.Stopwatch.StartNew();
+                    var snapshot = new CheckpointSnapshotter(Path.GetFullPath(directory), snapshots).Take()
+                        ?? throw new SystemFailureException($"'{directory}' changed while it was copied; try again once nothing writes to it.");
+                    var result = await repository.CommitAsync(snapshot, 0, config.Checkpoints.KeepGenerations, null, context.Stop);
+                    stdout.WriteLine($"committed generation {result.Generation} of '{run}': {snapshot.Files.Count} files, {result.UploadedBytes} of {result.TotalBytes} bytes uploaded in {clock.Elapsed.TotalSeconds:0.00} s.");
+                }
+                finally
+                {
+                    Directory.Delete(snapshots, recursive: true);
+                }
+                return ExitCodes.Success;
+            }
+            case ["pull", var run, .. var rest] when rest.Length <= 1:
+            {
+                // Materialises a generation in the run's work directory on this host, as prepare would.
+                var (store, repository) = Open(context, run, stdout);
+                using var _ = store;
+                var directories = RunDirectories.For(config.StateDir, run);
+                Directory.CreateDirectory(directories.Root);
+                var clock = System.Diagnostics.Stopwatch.StartNew();
+                var restored = await new CheckpointRestorer(repository, directories, stdout.WriteLine).RestoreAsync(rest.Length == 1 ? Generation(rest[0]) : null, context.Stop)
+                    ?? throw new SystemFailureException($"run '{run}' has no committed generation.");
+                stdout.WriteLine($"restored generation {restored.Generation} into {directories.Work}: {restored.Files} files, {restored.DownloadedBytes} of {restored.Bytes} bytes downloaded in {clock.Elapsed.TotalSeconds:0.00} s.");
                 return ExitCodes.Success;
             }
             case ["agent", var jobText, var run, var container]:

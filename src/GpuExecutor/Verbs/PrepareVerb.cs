@@ -253,7 +253,8 @@ public static class PrepareVerb
             UseShellExecute = false,
             ArgumentList =
             {
-                "-f", "sh", "-c", "exec \"$0\" \"$@\" >>\"$GPU_EXECUTOR_AGENT_LOG\" 2>&1 </dev/null",
+                // nice: snapshots and uploads yield the CPU to the trainer's data loading.
+                "-f", "nice", "-n", "10", "sh", "-c", "exec \"$0\" \"$@\" >>\"$GPU_EXECUTOR_AGENT_LOG\" 2>&1 </dev/null",
                 binary, "--config", context.ConfigPath, "checkpoints", "agent",
                 job.JobId.ToString(System.Globalization.CultureInfo.InvariantCulture), runKey,
                 JobContainerNames.For(job.JobId, JobContainerNames.JobRole),

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Benchmark of issue 5, every comparison measured in the same run:
+#   - store speed: commit and restore a 2 GiB checkpoint (4 files of 512 MiB) with
+#     `gpu-executor checkpoints push/pull`, to s3rver and to the built-in local store, against
+#     `rclone copy` of the same files (to the same s3rver; to a local directory);
+#   - unchanged files: the bytes a commit uploads when 1 of the 4 files changed;
+#   - training pause: the step times of a stand-in trainer (5 ms of CPU, then 45 ms waiting, as a
+#     GPU-bound step does) alone, and while a 1 GiB checkpoint is committed, as the agent runs
+#     (nice 10).
+#   scripts/benchmark-checkpoints.sh [FILE_MIB]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+file_mib="${1:-512}"
+
+source scripts/with-testbed.sh "${GPU_EXECUTOR_BENCHMARK_DIR:-/tmp/gpu-executor-benchmark-checkpoints}" 4573
+command -v rclone >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends rclone >&2
+binary="$PWD/$(scripts/publish.sh)"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"; scripts/testbed.sh stop' EXIT
+endpoint="$GPU_EXECUTOR_TEST_S3_ENDPOINT"
+
+unset AWS_CA_BUNDLE
+export RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other RCLONE_CONFIG_BENCH_ENDPOINT="$endpoint"
+export RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=S3RVER RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=S3RVER RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true
+rclone mkdir bench:ckpt 2>/dev/null
+
+for store in s3 local; do
+  cat > "$work/$store.toml" <<TOML
+state_dir = "$work/state-$store"
+[stores.s3]
+type = "s3"
+endpoint = "$endpoint"
+path_style = true
+access_key_id = "S3RVER"
+secret_access_key = "S3RVER"
+allow = ["ckpt"]
+[checkpoints]
+bucket = "ckpt"
+$([ "$store" = s3 ] && echo 'store = "s3"')
+TOML
+done
+
+echo "== writing a checkpoint of 4 x $file_mib MiB" >&2
+mkdir -p "$work/ckpt"
+for i in 0 1 2 3; do head -c $((file_mib << 20)) /dev/urandom > "$work/ckpt/shard-$i.bin"; done
+total_mib=$((4 * file_mib))
+
+seconds() { local start end; start=$(date +%s.%N); "$@" >/dev/null 2>&1; end=$(date +%s.%N); awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f\n", b - a }'; }
+declare -A t
+for store in s3 local; do
+  config="$work/$store.toml"
+  sync
+  t[push_$store]=$(seconds "$binary" --config "$config" checkpoints push run-bench "$work/ckpt")
+  rm -rf "$work/state-$store/checkpoints/run-bench/work"; sync
+  t[pull_$store]=$(seconds "$binary" --config "$config" checkpoints pull run-bench)
+done
+sync
+t[rclone_up_s3]=$(seconds rclone copy "$work/ckpt" bench:ckpt/rclone/)
+rm -rf "$work/rclone-out"; sync
+t[rclone_down_s3]=$(seconds rclone copy bench:ckpt/rclone/ "$work/rclone-out")
+rm -rf "$work/rclone-out"; sync
+t[rclone_local]=$(seconds rclone copy "$work/ckpt" "$work/rclone-out")
+rm -rf "$work/rclone-out"
+
+echo "== one file of four changed" >&2
+head -c $((file_mib << 20)) /dev/urandom > "$work/ckpt/shard-2.bin"
+unchanged_line="$("$binary" --config "$work/s3.toml" checkpoints push run-bench "$work/ckpt")"
+
+echo "== training pause" >&2
+mkdir -p "$work/pause"
+for i in 0 1; do head -c $((512 << 20)) /dev/urandom > "$work/pause/part-$i.bin"; done
+trainer() {
+  python3 - "$1" <<'PY'
+import hashlib, statistics, sys, time
+steps, data, times = int(sys.argv[1]), b"x" * (1 << 20), []
+for _ in range(steps):
+    start = time.perf_counter()
+    deadline = start + 0.005
+    while time.perf_counter() < deadline:   # the step's CPU work: data loading, kernel launches
+        hashlib.sha256(data).digest()
+    time.sleep(0.045)                        # waiting for the GPU
+    times.append(time.perf_counter() - start)
+times.sort()
+print(f"{statistics.median(times) * 1000:.2f} {times[int(len(times) * 0.95)] * 1000:.2f}")
+PY
+}
+alone="$(trainer 200)"
+nice -n 10 "$binary" --config "$work/s3.toml" checkpoints push run-pause "$work/pause" > "$work/pause.log" 2>&1 &
+commit=$!
+sleep 0.5
+during="$(trainer 200)"
+wait "$commit"
+
+python3 - "$total_mib" "${t[push_s3]}" "${t[pull_s3]}" "${t[push_local]}" "${t[pull_local]}" "${t[rclone_up_s3]}" "${t[rclone_down_s3]}" "${t[rclone_local]}" "$unchanged_line" "$alone" "$during" "$(cat "$work/pause.log")" <<'PY'
+import re, sys
+mib = int(sys.argv[1])
+push_s3, pull_s3, push_local, pull_local, up, down, local = map(float, sys.argv[2:9])
+unchanged, alone, during, pause_log = sys.argv[9], sys.argv[10].split(), sys.argv[11].split(), sys.argv[12]
+def line(name, ours, theirs, what):
+    print(f"{name}: gpu-executor {ours:.2f} s ({mib / ours:.0f} MiB/s), {what} {theirs:.2f} s -> {theirs / ours:.2f}x rclone's speed (target >= 1.2x)")
+line("commit to s3rver ", push_s3, up, "rclone copy up")
+line("restore from s3rver", pull_s3, down, "rclone copy down")
+line("commit to local store", push_local, local, "rclone copy dir->dir")
+line("restore from local store", pull_local, local, "rclone copy dir->dir")
+m = re.search(r"(\d+) of (\d+) bytes uploaded", unchanged)
+print(f"one of four files changed: {m.group(1)} of {m.group(2)} bytes uploaded, {100 * int(m.group(1)) / int(m.group(2)):.1f}% (target about 25%)")
+a_med, a_p95, d_med, d_p95 = map(float, alone + during)
+print(f"trainer step, alone: median {a_med:.2f} ms, p95 {a_p95:.2f} ms; during a 1 GiB commit: median {d_med:.2f} ms, p95 {d_p95:.2f} ms")
+print(f"   step-time inflation: median {100 * (d_med / a_med - 1):.1f}%, p95 {100 * (d_p95 / a_p95 - 1):.1f}% (target < 5%); the commit: {pause_log.strip()}")
+PY
