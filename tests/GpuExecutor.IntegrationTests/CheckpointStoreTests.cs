@@ -267,3 +267,43 @@ public sealed class CheckpointStoreTests : IDisposable
         Assert.Equal(2, blobs.Length);
     }
 }
+
+/// <summary>The commit protocol under a real SIGKILL of the committing process, at each step.</summary>
+public sealed class CheckpointKillTests : IDisposable
+{
+    private readonly ExecutorWorkspace _workspace = new(extraConfig: "[checkpoints]\nkeep_generations = 10");
+
+    public void Dispose() => _workspace.Dispose();
+
+    private async Task<(int ExitCode, string Output)> CheckpointsAsync(Dictionary<string, string?>? environment, params string[] arguments)
+    {
+        var (exitCode, stdout, stderr) = await Testbed.RunAsync(Testbed.Binary, ["--config", _workspace.ConfigPath, "checkpoints", .. arguments], environment, _workspace.Root);
+        return (exitCode, stdout + stderr);
+    }
+
+    private string WriteCheckpoint(string name, int step)
+    {
+        var directory = Directory.CreateDirectory(Path.Combine(_workspace.Root, name)).FullName;
+        File.WriteAllText(Path.Combine(directory, "counter.ckpt"), $"step={step}\n");
+        File.WriteAllBytes(Path.Combine(directory, "weights.bin"), RandomNumberGenerator.GetBytes(4 << 20));
+        return directory;
+    }
+
+    [Theory]
+    [InlineData("BlobsUploaded", "step=10")]
+    [InlineData("ManifestWritten", "step=10")]
+    [InlineData("LatestWritten", "step=20")]
+    public async Task A_commit_killed_with_sigkill_after_each_step_leaves_a_complete_generation(string killAfter, string expected)
+    {
+        Assert.Equal(0, (await CheckpointsAsync(null, "push", "run-kill", WriteCheckpoint("first", 10))).ExitCode);
+        var killed = await CheckpointsAsync(new() { ["GPU_EXECUTOR_FAULT_KILL_AFTER"] = killAfter }, "push", "run-kill", WriteCheckpoint("second", 20));
+        Assert.Equal(137, killed.ExitCode);
+
+        var pulled = await CheckpointsAsync(null, "pull", "run-kill");
+        Assert.True(pulled.ExitCode == 0, pulled.Output);
+        var work = Path.Combine(_workspace.Root, "state", "checkpoints", "run-kill", "work");
+        Assert.Equal(expected + "\n", File.ReadAllText(Path.Combine(work, "counter.ckpt")));
+        var verified = await CheckpointsAsync(null, "verify", "run-kill", "--deep");
+        Assert.True(verified.ExitCode == 0, verified.Output);
+    }
+}

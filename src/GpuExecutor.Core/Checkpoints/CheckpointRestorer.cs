@@ -118,10 +118,9 @@ public sealed class CheckpointRestorer(CheckpointRepository repository, RunDirec
         if (blob.Size != file.Size)
             throw new SystemFailureException($"checkpoint file '{file.Path}' cannot be restored: its blob {file.Sha256} has {blob.Size} bytes, the manifest says {file.Size}.");
         // The fetcher brings large blobs as parallel ranges and checks size (and MD5 where the
-        // ETag is one); the SHA-256 below is what ties the bytes to the manifest.
-        await fetcher.FetchAsync(store, bucket, blob, target, _ => { }, cancellationToken);
-        await using var written = new FileStream(target, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20, FileOptions.SequentialScan | FileOptions.Asynchronous);
-        var actual = Convert.ToHexStringLower(await SHA256.HashDataAsync(written, cancellationToken));
+        // ETag is one); the SHA-256 it computes on the way is what ties the bytes to the manifest.
+        var sha256 = await fetcher.FetchAsync(store, bucket, blob, target, _ => { }, cancellationToken, sha256: true);
+        var actual = Convert.ToHexStringLower(sha256!);
         if (actual != file.Sha256)
         {
             File.Delete(target);

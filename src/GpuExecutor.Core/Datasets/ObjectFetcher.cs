@@ -23,21 +23,26 @@ public sealed partial class ObjectFetcher
 
     public ObjectFetcher(Action<string> log) => _retry = StoreRetry.Create(log);
 
-    public async Task FetchAsync(IObjectStore store, string bucket, StoredObject item, string destination, Action<long> onBytes, CancellationToken cancellationToken)
+    /// <summary>The hashes a fetch computed on the way: MD5 (against a plain-MD5 ETag) and, when asked, SHA-256.</summary>
+    private sealed record Digests(byte[]? Md5, byte[]? Sha256);
+
+    /// <summary>Fetches the object into <paramref name="destination"/>; returns its SHA-256 when <paramref name="sha256"/> asks for it (computed on the way, not in a second pass).</summary>
+    public async Task<byte[]?> FetchAsync(IObjectStore store, string bucket, StoredObject item, string destination, Action<long> onBytes, CancellationToken cancellationToken, bool sha256 = false)
     {
         var part = destination + ".part";
         var rangesFile = destination + ".ranges";
         try
         {
-            byte[]? md5;
+            Digests digests;
             if (item.Size >= RangedThreshold)
             {
-                md5 = await FetchRangesAsync(store, bucket, item, part, rangesFile, IsPlainMd5(item.ETag), onBytes, cancellationToken);
+                digests = await FetchRangesAsync(store, bucket, item, part, rangesFile, IsPlainMd5(item.ETag), sha256, onBytes, cancellationToken);
             }
             else
             {
-                md5 = await _retry.ExecuteAsync(async token => await FetchWholeAsync(store, bucket, item, part, onBytes, token), cancellationToken);
+                digests = await _retry.ExecuteAsync(async token => await FetchWholeAsync(store, bucket, item, part, sha256, onBytes, token), cancellationToken);
             }
+            var md5 = digests.Md5;
 
             var size = new FileInfo(part).Length;
             if (size != item.Size)
@@ -54,6 +59,7 @@ public sealed partial class ObjectFetcher
             File.Move(part, destination, overwrite: true);
             if (item.Size >= RangedThreshold)
                 File.Delete(rangesFile);
+            return digests.Sha256;
         }
         catch (Exception error) when (error is ObjectStoreException or IOException && !cancellationToken.IsCancellationRequested)
         {
@@ -63,9 +69,10 @@ public sealed partial class ObjectFetcher
 
     private static bool IsPlainMd5(string etag) => etag.Length == 32 && etag.All(char.IsAsciiHexDigit);
 
-    private static async Task<byte[]> FetchWholeAsync(IObjectStore store, string bucket, StoredObject item, string part, Action<long> onBytes, CancellationToken cancellationToken)
+    private static async Task<Digests> FetchWholeAsync(IObjectStore store, string bucket, StoredObject item, string part, bool sha256, Action<long> onBytes, CancellationToken cancellationToken)
     {
         using var md5 = IncrementalHash.CreateHash(HashAlgorithmName.MD5);
+        using var sha = sha256 ? IncrementalHash.CreateHash(HashAlgorithmName.SHA256) : null;
         // The whole object as an explicit range: without one, AWSSDK.S3 hashes the body with its
         // own managed MD5, a second and slower pass over what this method already hashes.
         // A fresh file rather than a truncated one: ext4 flushes a file truncated to zero when it
@@ -83,16 +90,17 @@ public sealed partial class ObjectFetcher
             {
                 await file.WriteAsync(buffer.AsMemory(0, read), cancellationToken);
                 md5.AppendData(buffer, 0, read);
+                sha?.AppendData(buffer, 0, read);
                 total += read;
                 onBytes(read);
             }
             if (total != item.Size)
                 throw new IOException($"'{bucket}/{item.Key}': the body ended after {total} of {item.Size} bytes.");
         }
-        return md5.GetHashAndReset();
+        return new Digests(md5.GetHashAndReset(), sha?.GetHashAndReset());
     }
 
-    private async Task<byte[]?> FetchRangesAsync(IObjectStore store, string bucket, StoredObject item, string part, string rangesFile, bool hash, Action<long> onBytes, CancellationToken cancellationToken)
+    private async Task<Digests> FetchRangesAsync(IObjectStore store, string bucket, StoredObject item, string part, string rangesFile, bool md5, bool sha256, Action<long> onBytes, CancellationToken cancellationToken)
     {
         // Ranges recorded as done survive only with the part file they were written into.
         var done = File.Exists(part) && File.Exists(rangesFile)
@@ -117,7 +125,9 @@ public sealed partial class ObjectFetcher
         // started in order, so the hash trails the download by a few ranges.
         var ranges = new CompletedRanges(done);
         using var stopHashing = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
-        var hashing = hash ? Task.Run(() => HashInOrderAsync(handle, item.Size, ranges, stopHashing.Token), CancellationToken.None) : Task.FromResult<byte[]?>(null);
+        var hashing = md5 || sha256
+            ? Task.Run(() => HashInOrderAsync(handle, item.Size, ranges, md5, sha256, stopHashing.Token), CancellationToken.None)
+            : Task.FromResult(new Digests(null, null));
         try
         {
             var record = new Lock();
@@ -153,14 +163,15 @@ public sealed partial class ObjectFetcher
             await hashing.ContinueWith(_ => { }, CancellationToken.None, TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
             throw;
         }
-        var md5 = await hashing;
+        var digests = await hashing;
         RandomAccess.FlushToDisk(handle);
-        return md5;
+        return digests;
     }
 
-    private static async Task<byte[]?> HashInOrderAsync(Microsoft.Win32.SafeHandles.SafeFileHandle handle, long size, CompletedRanges ranges, CancellationToken cancellationToken)
+    private static async Task<Digests> HashInOrderAsync(Microsoft.Win32.SafeHandles.SafeFileHandle handle, long size, CompletedRanges ranges, bool wantMd5, bool wantSha256, CancellationToken cancellationToken)
     {
-        using var md5 = IncrementalHash.CreateHash(HashAlgorithmName.MD5);
+        using var md5 = wantMd5 ? IncrementalHash.CreateHash(HashAlgorithmName.MD5) : null;
+        using var sha = wantSha256 ? IncrementalHash.CreateHash(HashAlgorithmName.SHA256) : null;
         var buffer = new byte[1 << 20];
         for (long start = 0; start < size; start += RangeSize)
         {
@@ -171,11 +182,12 @@ public sealed partial class ObjectFetcher
                 var read = await RandomAccess.ReadAsync(handle, buffer.AsMemory(0, (int)Math.Min(buffer.Length, end - offset)), offset, cancellationToken);
                 if (read == 0)
                     throw new IOException($"the part file ended at {offset} of {size} bytes while it was hashed");
-                md5.AppendData(buffer, 0, read);
+                md5?.AppendData(buffer, 0, read);
+                sha?.AppendData(buffer, 0, read);
                 offset += read;
             }
         }
-        return md5.GetHashAndReset();
+        return new Digests(md5?.GetHashAndReset(), sha?.GetHashAndReset());
     }
 
     /// <summary>The ranges of one object that are on disk, for the hash that waits on them.</summary>

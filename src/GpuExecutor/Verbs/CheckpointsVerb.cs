@@ -97,7 +97,7 @@ public static class CheckpointsVerb
                     var clock = System.Diagnostics.Stopwatch.StartNew();
                     var snapshot = new CheckpointSnapshotter(Path.GetFullPath(directory), snapshots).Take()
                         ?? throw new SystemFailureException($"'{directory}' changed while it was copied; try again once nothing writes to it.");
-                    var result = await repository.CommitAsync(snapshot, 0, config.Checkpoints.KeepGenerations, null, context.Stop);
+                    var result = await repository.CommitAsync(snapshot, 0, config.Checkpoints.KeepGenerations, KillSwitch(), context.Stop);
                     stdout.WriteLine($"committed generation {result.Generation} of '{run}': {snapshot.Files.Count} files, {result.UploadedBytes} of {result.TotalBytes} bytes uploaded in {clock.Elapsed.TotalSeconds:0.00} s.");
                 }
                 finally
@@ -133,6 +133,21 @@ public static class CheckpointsVerb
         return CheckpointStores.Open(context.Config, run, stdout.WriteLine);
     }
 
+    /// <summary>
+    /// Fault injection for the crash tests: with GPU_EXECUTOR_FAULT_KILL_AFTER=STEP (a
+    /// <see cref="CommitStep"/>), the process SIGKILLs itself right after that step of a commit,
+    /// as a host losing power would stop it. Unset, as in production, it does nothing.
+    /// </summary>
+    private static Func<CommitStep, Task>? KillSwitch() =>
+        Environment.GetEnvironmentVariable("GPU_EXECUTOR_FAULT_KILL_AFTER") is { Length: > 0 } text && Enum.TryParse<CommitStep>(text, out var killAfter)
+            ? step =>
+            {
+                if (step == killAfter)
+                    System.Diagnostics.Process.GetCurrentProcess().Kill();
+                return Task.CompletedTask;
+            }
+            : null;
+
     private static long Generation(string text) =>
         long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var generation) && generation > 0
             ? generation
@@ -154,7 +169,7 @@ public static class CheckpointsVerb
         // Held for the agent's life: the run's next prepare waits on it before restoring.
         using var running = await HostLock.AcquireAsync(directories.AgentLock, context.Stop);
         Log($"agent started for container {container}, run {run}");
-        await new CheckpointAgent(jobId, container, driver, repository, directories, timing, Log).RunAsync(context.Stop);
+        await new CheckpointAgent(jobId, container, driver, repository, directories, timing, Log, KillSwitch()).RunAsync(context.Stop);
         Log("agent done");
         return ExitCodes.Success;
     }
