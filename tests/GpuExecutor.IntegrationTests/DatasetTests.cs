@@ -281,3 +281,47 @@ public sealed class DatasetAdminTests
         }
     }
 }
+
+/// <summary>Keys that cannot be files, stored in the real s3rver, reach a job as warnings and never as files outside the view.</summary>
+public sealed class UnsafeKeyTests
+{
+    [Fact]
+    public async Task Keys_with_dot_dot_a_leading_slash_or_a_file_directory_clash_never_write_outside_the_view()
+    {
+        Testbed.Require();
+        var bucket = "unsafe-" + Guid.NewGuid().ToString("N")[..10];
+        using (var s3 = S3Testbed.Client())
+        {
+            await S3Testbed.CreateBucketAsync(s3, bucket);
+            // "..", "." and leading-slash keys cannot be stored in s3rver: the SDK's URI handling
+            // collapses dot segments before the request leaves, and s3rver's router answers 404
+            // to an empty segment. Those keys are covered by the unit tests of ObjectKeyPaths;
+            // a file/directory clash is the hostile shape s3rver can hold.
+            foreach (var key in new[] { "data/ok.txt", "data/clash", "data/clash/inner.txt", "data/deep/clash2", "data/deep/clash2/x/y.txt" })
+                await S3Testbed.PutAsync(s3, bucket, key, System.Text.Encoding.UTF8.GetBytes("content of " + key));
+            var listed = await s3.ListObjectsV2Async(new Amazon.S3.Model.ListObjectsV2Request { BucketName = bucket }, TestContext.Current.CancellationToken);
+            // The test is only meaningful if s3rver kept the hostile keys as keys.
+            Assert.Contains("data/clash/inner.txt", (listed.S3Objects ?? []).Select(item => item.Key));
+            Assert.Contains("data/clash", (listed.S3Objects ?? []).Select(item => item.Key));
+        }
+
+        using var workspace = new ExecutorWorkspace(extraConfig: S3Testbed.StoreConfig("s3", S3Testbed.Endpoint, $"\"{bucket}\""));
+        var job = await workspace.SimulateAsync(new
+        {
+            job_id = 7901,
+            image = Testbed.TestImage,
+            variables = new Dictionary<string, string> { ["DATASETS"] = $"s3://{bucket}/data/ -> /data/set" },
+            script = new[] { "find /data -type f | sort > \"$CI_PROJECT_DIR/files.txt\"" },
+        });
+
+        Assert.True(job.Result.Outcome == "success", job.Log);
+        var files = File.ReadAllLines(Path.Combine(workspace.ProjectDirOnHost(7901), "files.txt"));
+        Assert.Contains("/data/set/ok.txt", files);
+        // A file and a directory of one name: the file side is left out, the directory's files stay.
+        Assert.Contains("/data/set/clash/inner.txt", files);
+        Assert.Contains("/data/set/deep/clash2/x/y.txt", files);
+        Assert.Equal(3, files.Length);
+        Assert.All(files, file => Assert.StartsWith("/data/set/", file));
+        Assert.Contains("left out", job.Log);
+    }
+}
