@@ -99,6 +99,29 @@ public sealed partial class CheckpointJobTests
         Assert.True(proxy.ObjectPuts > 1, "the agent never tried to commit");
     }
 
+    [Fact]
+    public async Task A_job_whose_agent_was_killed_ends_without_waiting_out_the_final_commit_and_says_so()
+    {
+        using var workspace = new ExecutorWorkspace(extraConfig: "[checkpoints]\nfinal_commit_wait_seconds = 100");
+        CopyTrainer(workspace);
+        var variables = new Dictionary<string, string> { ["TOTAL_STEPS"] = "60", ["STEP_SECONDS"] = "0.1", ["CHECKPOINT_EVERY_SECONDS"] = "1" };
+        var killer = Task.Run(async () =>
+        {
+            // Once the agent has committed something, kill it as the host's OOM killer would.
+            var status = Directory.EnumerateFiles(workspace.Root, "agent-8401.json", SearchOption.AllDirectories);
+            for (var attempt = 0; attempt < 200 && !status.Any(path => File.ReadAllText(path).Contains("\"committed_generation\": 1")); attempt++)
+                await Task.Delay(100, TestContext.Current.CancellationToken);
+            await Testbed.RunAsync("pkill", ["-9", "-f", "checkpoints agent 8401 "], null, null);
+        }, TestContext.Current.CancellationToken);
+
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var job = await workspace.SimulateAsync(TrainerJob(8401, variables));
+        await killer;
+        Assert.True(job.Result.Outcome == "success", job.Log);
+        Assert.Contains("THE NEWEST CHECKPOINT MAY NOT BE SAFE", job.Log);
+        Assert.True(clock.Elapsed < TimeSpan.FromSeconds(60), $"the job waited {clock.Elapsed.TotalSeconds:0} s for a dead agent");
+    }
+
     [GeneratedRegex(@"resumed at step (\d+)")]
     private static partial Regex ResumedLine();
 

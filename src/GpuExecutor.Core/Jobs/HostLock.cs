@@ -32,5 +32,18 @@ public sealed class HostLock : IDisposable
         }
     }
 
+    /// <summary>The lock if it is free now, else null: for asking whether its holder is still alive.</summary>
+    public static HostLock? TryAcquire(string path)
+    {
+        try
+        {
+            return new HostLock(new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.None));
+        }
+        catch (IOException)
+        {
+            return null;
+        }
+    }
+
     public void Dispose() => _file.Dispose();
 }

@@ -1,5 +1,6 @@
 using GpuExecutor.Checkpoints;
 using GpuExecutor.Containers;
+using GpuExecutor.Jobs;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Protocol;
 using GpuExecutor.Stages;
@@ -116,15 +117,24 @@ public static class RunVerb
         File.WriteAllText(directories.FinalPassRequest(jobId), request.ToString(System.Globalization.CultureInfo.InvariantCulture));
         var giveUp = DateTime.UtcNow + wait;
         CheckpointAgentStatus? status = null;
+        var agentGone = false;
         while (DateTime.UtcNow < giveUp)
         {
             status = CheckpointAgent.ReadStatus(directories, jobId);
             if (status is not null && (status.FinalPassDone >= request || status.Exited))
                 break;
+            // The agent holds its lock for as long as it lives: a free lock means it died
+            // (killed, host OOM), and waiting longer would only delay the job's end.
+            using (var free = HostLock.TryAcquire(directories.AgentLock))
+                agentGone = free is not null;
+            if (agentGone)
+                break;
             await Task.Delay(TimeSpan.FromMilliseconds(250));
         }
 
-        if (status is null || (status.FinalPassDone < request && !status.Exited))
+        if (agentGone && status?.Exited != true)
+            log.WriteLine($"WARNING: THE NEWEST CHECKPOINT MAY NOT BE SAFE: the checkpoint agent of this job is not running (see its log in {directories.Root}); generation {status?.CommittedGeneration?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "(none)"} is the newest it committed.");
+        else if (status is null || (status.FinalPassDone < request && !status.Exited))
             log.WriteLine($"WARNING: the checkpoint agent did not finish its final commit within {wait.TotalSeconds:0} s; it goes on after the job ends. Check its log in {directories.Root}.");
         else if (status.LastError is not null)
             log.WriteLine($"WARNING: THE NEWEST CHECKPOINT IS NOT SAFE YET: its commit has failed since {status.FailingSince:HH:mm:ss} UTC ({status.LastError}). The agent keeps retrying after the job; generation {status.CommittedGeneration?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "(none)"} is the newest in the store.");
