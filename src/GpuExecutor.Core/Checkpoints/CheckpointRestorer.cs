@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Security.Cryptography;
 using GpuExecutor.Datasets;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Storage;
@@ -91,20 +90,8 @@ public sealed class CheckpointRestorer(CheckpointRepository repository, RunDirec
         using var handle = local.Handle;
         if (local.Status.Size != file.Size)
             return false;
-        using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-        var buffer = new byte[1 << 20];
-        long copied = 0;
-        using (var output = File.OpenHandle(target, FileMode.Create, FileAccess.Write, FileShare.None))
-        {
-            int read;
-            while ((read = RandomAccess.Read(handle, buffer, copied)) > 0)
-            {
-                RandomAccess.Write(output, buffer.AsSpan(0, read), copied);
-                hash.AppendData(buffer, 0, read);
-                copied += read;
-            }
-        }
-        if (copied == file.Size && Convert.ToHexStringLower(hash.GetHashAndReset()) == file.Sha256)
+        var (copied, sha256) = NoFollowFiles.CopyWithSha256(handle, target);
+        if (copied == file.Size && sha256 == file.Sha256)
             return true;
         File.Delete(target);
         return false;

@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Security.Cryptography;
 
 namespace GpuExecutor.Checkpoints;
 
@@ -67,7 +66,6 @@ public sealed class CheckpointSnapshotter(string checkpointDir, string snapshots
         Directory.CreateDirectory(directory);
         var previous = _previous?.Files.ToDictionary(file => file.Path, StringComparer.Ordinal) ?? [];
         var files = new List<SnapshotFile>();
-        var buffer = new byte[1 << 20];
         try
         {
             foreach (var path in CommittablePaths())
@@ -85,18 +83,7 @@ public sealed class CheckpointSnapshotter(string checkpointDir, string snapshots
                     continue;
                 }
 
-                using var hash = IncrementalHash.CreateHash(HashAlgorithmName.SHA256);
-                long copied = 0;
-                using (var target = File.OpenHandle(staged, FileMode.CreateNew, FileAccess.Write, FileShare.None, FileOptions.None))
-                {
-                    int read;
-                    while ((read = RandomAccess.Read(handle, buffer, copied)) > 0)
-                    {
-                        RandomAccess.Write(target, buffer.AsSpan(0, read), copied);
-                        hash.AppendData(buffer, 0, read);
-                        copied += read;
-                    }
-                }
+                var (copied, sha256) = NoFollowFiles.CopyWithSha256(handle, staged);
                 // Changed while we copied: a torn copy must not be committed.
                 var after = NoFollowFiles.Lstat(Path.Combine(checkpointDir, path));
                 if (after is not { IsRegularFile: true } || after.Value.Size != copied || after.Value.ModifiedNanoseconds != file.Status.ModifiedNanoseconds || after.Value.Inode != file.Status.Inode)
@@ -104,7 +91,7 @@ public sealed class CheckpointSnapshotter(string checkpointDir, string snapshots
                     Directory.Delete(directory, recursive: true);
                     return null;
                 }
-                files.Add(new SnapshotFile(path, staged, Convert.ToHexStringLower(hash.GetHashAndReset()), copied, file.Status.PermissionBits, file.Status.Inode, file.Status.ModifiedNanoseconds));
+                files.Add(new SnapshotFile(path, staged, sha256, copied, file.Status.PermissionBits, file.Status.Inode, file.Status.ModifiedNanoseconds));
             }
         }
         catch

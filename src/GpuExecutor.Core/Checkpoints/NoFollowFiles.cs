@@ -63,6 +63,29 @@ public static partial class NoFollowFiles
         return null;
     }
 
+    /// <summary>
+    /// Copies an opened file into a new file at <paramref name="target"/> and hashes it with
+    /// SHA-256 in the same pass: what a snapshot (before upload) and a restore (reusing a local
+    /// file) both need. Returns the bytes copied and the lowercase hex hash.
+    /// </summary>
+    public static (long Bytes, string Sha256) CopyWithSha256(SafeFileHandle source, string target)
+    {
+        using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        var buffer = new byte[1 << 20];
+        long copied = 0;
+        using (var output = File.OpenHandle(target, FileMode.CreateNew, FileAccess.Write, FileShare.None))
+        {
+            int read;
+            while ((read = RandomAccess.Read(source, buffer, copied)) > 0)
+            {
+                RandomAccess.Write(output, buffer.AsSpan(0, read), copied);
+                hash.AppendData(buffer, 0, read);
+                copied += read;
+            }
+        }
+        return (copied, Convert.ToHexStringLower(hash.GetHashAndReset()));
+    }
+
     private static SafeFileHandle? OpenBeneath(SafeFileHandle root, string relativePath)
     {
         var added = false;

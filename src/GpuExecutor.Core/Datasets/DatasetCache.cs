@@ -1,6 +1,5 @@
 using System.Diagnostics;
 using System.Globalization;
-using System.Runtime.InteropServices;
 using System.Security.Cryptography;
 using System.Text;
 using GpuExecutor.Configuration;
@@ -17,7 +16,7 @@ namespace GpuExecutor.Datasets;
 /// directory of hardlinks to those files (STATE_DIR/datasets/views/job-ID/N), mounted read-only,
 /// so a warm dataset materialises without copying a byte.
 /// </summary>
-public sealed partial class DatasetCache(string stateDir, Action<string> log)
+public sealed class DatasetCache(string stateDir, Action<string> log)
 {
     // s3rver, like most stores, needs about 32 requests in flight to reach its ceiling on small objects.
     private const int ParallelObjects = 32;
