@@ -85,9 +85,8 @@ public static partial class ConfigLoader
 
         foreach (var (key, other) in new[] { ("builds.container_dir", config.Builds.ContainerDir), ("cache.container_dir", config.Cache.ContainerDir) })
         {
-            var mine = config.Checkpoints.ContainerDir;
-            if (mine == other || mine.StartsWith(other + "/", StringComparison.Ordinal) || other.StartsWith(mine + "/", StringComparison.Ordinal))
-                throw new ConfigurationException("checkpoints.container_dir", $"'{mine}' overlaps {key} ('{other}').");
+            if (ContainerPaths.Overlap(config.Checkpoints.ContainerDir, other))
+                throw new ConfigurationException("checkpoints.container_dir", $"'{config.Checkpoints.ContainerDir}' overlaps {key} ('{other}').");
         }
         if (config.Builds.ContainerDir == config.Cache.ContainerDir)
             throw new ConfigurationException("cache.container_dir", $"must differ from builds.container_dir ('{config.Builds.ContainerDir}').");

@@ -119,22 +119,16 @@ public static partial class DatasetDeclaration
         foreach (var (name, reserved) in new[] { ("the builds directory", config.Builds.ContainerDir), ("the cache directory", config.Cache.ContainerDir), ("the checkpoint directory", config.Checkpoints.ContainerDir) }
                      .Concat(ReservedPaths.Select(reserved => ("a system directory", reserved))))
         {
-            if (Overlaps(normalized, reserved))
+            if (ContainerPaths.Overlap(normalized, reserved))
                 throw Fail(line, $"container path '{normalized}' overlaps {name} ({reserved}).");
         }
         foreach (var other in earlier)
         {
-            if (Overlaps(normalized, other.ContainerPath))
+            if (ContainerPaths.Overlap(normalized, other.ContainerPath))
                 throw Fail(line, $"container path '{normalized}' overlaps the dataset of line {other.Line} ({other.ContainerPath}).");
         }
         return normalized;
     }
-
-    /// <summary>Whether one path is the other or lies inside it.</summary>
-    private static bool Overlaps(string first, string second) =>
-        first == second
-        || first.StartsWith(second.TrimEnd('/') + "/", StringComparison.Ordinal)
-        || second.StartsWith(first.TrimEnd('/') + "/", StringComparison.Ordinal);
 
     private static BuildFailureException Fail(int line, string problem) =>
         new(line == 0 ? $"{Variable} {problem}" : $"{Variable} line {line}: {problem}");
