@@ -16,10 +16,15 @@ fixtures="$PWD/tests/GpuExecutor.Tests/Fixtures/nvidia-smi"
 work="$(mktemp -d)"
 trap 'docker --host "$DOCKER_HOST" rm -f $(docker --host "$DOCKER_HOST" ps -aq --filter label=gpu-executor-benchmark=filler) >/dev/null 2>&1 || true; rm -rf "$work"; scripts/testbed.sh stop' EXIT
 
+# The fake answers as slowly as the real driver did: the medians of five calls recorded live on
+# an H200 (tests/GpuExecutor.Tests/Fixtures/nvidia-smi/h200-1.live.check.log; an H100 took
+# 25-38 ms and 46-112 ms). NVIDIA_SMI_LATENCY_MS="0 0" gives the bare fake.
+read -r query_ms topo_ms <<< "${NVIDIA_SMI_LATENCY_MS:-24 39}"
 fake_nvidia_smi() { # QUERY TOPO -> path of a script printing them
   local dir="$work/nvidia-smi-$(basename "$1" .query.txt)"
   mkdir -p "$dir"
-  printf '#!/bin/bash\nif [ "$1" = topo ]; then cat %q; else cat %q; fi\n' "$2" "$1" > "$dir/nvidia-smi"
+  printf '#!/bin/bash\nif [ "$1" = topo ]; then sleep %s; cat %q; else sleep %s; cat %q; fi\n' \
+    "$(printf '0.%03d' "$topo_ms")" "$2" "$(printf '0.%03d' "$query_ms")" "$1" > "$dir/nvidia-smi"
   chmod +x "$dir/nvidia-smi"
   echo "$dir/nvidia-smi"
 }
@@ -52,7 +57,7 @@ write_payload() { # PATH JOB_ID GPU_COUNT
 JSON
 }
 
-echo "== 1. decision cost: 8 x H100 (NVSwitch topology), 50 managed containers" >&2
+echo "== 1. decision cost: 8 x H100 (NVSwitch topology), 50 managed containers, nvidia-smi answering in ${query_ms}/${topo_ms} ms" >&2
 write_config "$work/h100.toml" "$(fake_nvidia_smi "$fixtures/h100-8.query.txt" "$fixtures/h100-8.topo.txt")"
 for i in $(seq 1 50); do
   docker --host "$DOCKER_HOST" create --label gpu-executor-benchmark=filler --label io.gpu-executor.managed=true \
@@ -65,7 +70,9 @@ hyperfine -N --warmup 2 --runs "$runs" --export-json "$work/decision.json" \
   --prepare "env JOB_RESPONSE_FILE=$work/none.json $binary --config $work/h100.toml cleanup" \
   -n "prepare, GPU_COUNT=0" "env JOB_RESPONSE_FILE=$work/none.json $binary --config $work/h100.toml prepare" \
   --prepare "env JOB_RESPONSE_FILE=$work/four.json $binary --config $work/h100.toml cleanup" \
-  -n "prepare, GPU_COUNT=4 of 8" "env JOB_RESPONSE_FILE=$work/four.json $binary --config $work/h100.toml prepare" >&2
+  -n "prepare, GPU_COUNT=4 of 8" "env JOB_RESPONSE_FILE=$work/four.json $binary --config $work/h100.toml prepare" \
+  --prepare "sh -c 'env JOB_RESPONSE_FILE=$work/four.json $binary --config $work/h100.toml cleanup; rm -f $work/state/gpus/nvidia-smi-topo.txt'" \
+  -n "prepare, GPU_COUNT=4 of 8, no topology cache" "env JOB_RESPONSE_FILE=$work/four.json $binary --config $work/h100.toml prepare" >&2
 JOB_RESPONSE_FILE="$work/four.json" "$binary" --config "$work/h100.toml" cleanup >/dev/null 2>&1 || true
 
 echo "== 2. throughput: $jobs jobs of 1 s, 1 GPU each, on 2 x A100 (fake nvidia-smi)" >&2
@@ -86,8 +93,9 @@ finished=$(date +%s.%N)
 python3 - "$work/decision.json" "$started" "$finished" "$jobs" "$failed" <<'PY'
 import json, sys
 results = json.load(open(sys.argv[1]))["results"]
-none, four = results[0]["median"], results[1]["median"]
+none, four, uncached = results[0]["median"], results[1]["median"], results[2]["median"]
 print(f"decision: prepare median {none*1000:.1f} ms without GPUs, {four*1000:.1f} ms with 4 of 8; the allocation adds {(four-none)*1000:.1f} ms (target < 50 ms)")
+print(f"decision without the topology cache: {uncached*1000:.1f} ms, adds {(uncached-none)*1000:.1f} ms")
 elapsed = float(sys.argv[3]) - float(sys.argv[2])
 jobs, failed = int(sys.argv[4]), int(sys.argv[5])
 per_minute = jobs / elapsed * 60

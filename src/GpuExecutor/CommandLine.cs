@@ -25,7 +25,7 @@ public static class CommandLine
 
         Verbs for admins and developers:
           gc                        remove managed containers whose jobs are long gone
-          gpus                      list the host's GPUs and which job holds each
+          gpus [--links]            list the host's GPUs and which job holds each; --links: how they connect
           datasets list             the dataset cache: objects, sizes, last use, in use
           datasets prune SIZE       trim the dataset cache to SIZE (e.g. 500g), least recently used first
           datasets prefetch SOURCE  fetch STORE://BUCKET/PREFIX/ into the cache ahead of jobs
@@ -105,7 +105,7 @@ public static class CommandLine
                 "run" => throw new SystemFailureException($"run takes SCRIPT STAGE, got {verbArgs.Length} arguments."),
                 "cleanup" => await CleanupVerb.RunAsync(context),
                 "gc" => await GcVerb.RunAsync(context, stdout),
-                "gpus" => await GpusVerb.RunAsync(context, stdout),
+                "gpus" => await GpusVerb.RunAsync(context, verbArgs, stdout),
                 "datasets" => await DatasetsVerb.RunAsync(context, verbArgs, stdout),
                 "checkpoints" => await CheckpointsVerb.RunAsync(context, verbArgs, stdout),
                 _ => throw new SystemFailureException($"unknown verb '{verb}'.\n{Usage}"),

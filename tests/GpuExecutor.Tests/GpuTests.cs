@@ -177,18 +177,22 @@ public sealed class GpuRequestTests
         Assert.Equal(new GpuRequest(1, null, null), Parse());
 
     [Theory]
-    [InlineData("40G", 40960)]
     [InlineData("40GiB", 40960)]
-    [InlineData("40GB", 40960)]
-    [InlineData("24576M", 24576)]
+    [InlineData("80gib", 81920)]
+    [InlineData("80G", 76294)]
+    [InlineData("80GB", 76294)]
+    [InlineData("141G", 134469)]
     [InlineData("24576", 24576)]
-    [InlineData("1.5g", 1536)]
+    [InlineData("24576MiB", 24576)]
+    [InlineData("24576M", 23438)]
+    [InlineData("1.5g", 1431)]
+    [InlineData("1.5 GiB", 1536)]
     public void Memory_is_read_in_the_usual_spellings(string text, long mebibytes) =>
         Assert.Equal(mebibytes, Parse(("GPU_MIN_MEMORY", text)).MinimumMemoryMiB);
 
     [Fact]
     public void Count_memory_and_model_are_read_together() =>
-        Assert.Equal(new GpuRequest(4, 81920, "H100"), Parse(("GPU_COUNT", "4"), ("GPU_MIN_MEMORY", "80G"), ("GPU_MODEL", "H100")));
+        Assert.Equal(new GpuRequest(4, 76294, "H100"), Parse(("GPU_COUNT", "4"), ("GPU_MIN_MEMORY", "80G"), ("GPU_MODEL", "H100")));
 
     [Theory]
     [InlineData("GPU_COUNT", "-1")]
@@ -202,6 +206,9 @@ public sealed class GpuRequestTests
     [InlineData("GPU_MIN_MEMORY", "1e9")]
     [InlineData("GPU_MIN_MEMORY", "")]
     [InlineData("GPU_MIN_MEMORY", "0")]
+    [InlineData("GPU_MIN_MEMORY", "80X")]
+    [InlineData("GPU_MIN_MEMORY", "80 G B")]
+    [InlineData("GPU_MIN_MEMORY", "99999999T")]
     [InlineData("GPU_MODEL", "")]
     [InlineData("GPU_MODEL", "H100; rm -rf /")]
     [InlineData("GPU_MODEL", "$(id)")]

@@ -18,6 +18,8 @@ public sealed class GpuAllocator(IContainerDriver driver, GpuSettings settings, 
 
     public string LockPath => Path.Combine(stateDir, "locks", "gpus.lock");
 
+    private string TopologyCacheDirectory => Path.Combine(stateDir, "gpus");
+
     /// <summary>
     /// Chooses GPUs and calls <paramref name="createHolder"/> with them while still holding the
     /// lock; the container it creates must carry the GPUs' UUIDs on its labels. Nothing is taken
@@ -49,7 +51,8 @@ public sealed class GpuAllocator(IContainerDriver driver, GpuSettings settings, 
             string waitingFor;
             using (await HostLock.AcquireAsync(LockPath, cancellationToken))
             {
-                var pool = InPool(await nvidiaSmi.QueryAsync(cancellationToken));
+                var inventory = await nvidiaSmi.QueryAsync(cancellationToken);
+                var pool = InPool(inventory);
                 CheckCanEverBeMet(pool, request);
                 var holders = await GpuLedger.ReadAsync(driver, cancellationToken);
                 var free = pool
@@ -65,7 +68,7 @@ public sealed class GpuAllocator(IContainerDriver driver, GpuSettings settings, 
                 }
                 else if (free.Count >= request.Count)
                 {
-                    topology ??= request.Count > 1 ? await nvidiaSmi.TopologyAsync(log, cancellationToken) : GpuTopology.Unknown;
+                    topology ??= request.Count > 1 ? await nvidiaSmi.TopologyAsync(inventory, TopologyCacheDirectory, log, cancellationToken) : GpuTopology.Unknown;
                     var chosen = GpuSelection.Choose(free, request.Count, topology)!;
                     await createHolder(chosen, topology);
                     return chosen;

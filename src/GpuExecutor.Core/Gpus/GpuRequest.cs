@@ -37,7 +37,7 @@ public sealed partial record GpuRequest(int Count, long? MinimumMemoryMiB, strin
         if (variables.TryGetValue(MinimumMemoryVariable, out var memoryText))
         {
             if (!TryParseMemory(memoryText, out var mebibytes))
-                throw new BuildFailureException($"{MinimumMemoryVariable} '{Shorten(memoryText)}' is not an amount of GPU memory: use a size such as 40G, 24576M or 80GiB.");
+                throw new BuildFailureException($"{MinimumMemoryVariable} '{Shorten(memoryText)}' is not an amount of GPU memory: use a size such as 80G (as in H100 80GB), 80GiB, or 24576 (MiB).");
             memory = mebibytes;
         }
 
@@ -66,23 +66,40 @@ public sealed partial record GpuRequest(int Count, long? MinimumMemoryMiB, strin
         return description;
     }
 
-    /// <summary>"40G", "40GiB", "40GB" and "40960M" are all 40960 MiB; a bare number is MiB.</summary>
+    [GeneratedRegex(@"^([0-9]{1,9}(?:\.[0-9]{1,3})?) ?([kKmMgGtT](?:i?[bB])?)?$")]
+    private static partial Regex MemoryAmount();
+
+    /// <summary>
+    /// A unit without "i" counts in powers of ten, as GPU vendors do in model names, and one with
+    /// "i" in powers of two: "80G" and "80GB" are 80·10⁹ bytes (76294 MiB), "80GiB" is 81920 MiB.
+    /// A bare number is MiB, the unit nvidia-smi prints. Why: nvidia-smi reports 81559 MiB for an
+    /// "H100 80GB" and 143771 MiB for an H200 "141GB" (recorded live, Fixtures/nvidia-smi), so a
+    /// job asking for "80G" as binary gigabytes would be refused by the very GPU it means.
+    /// </summary>
     private static bool TryParseMemory(string text, out long mebibytes)
     {
         mebibytes = 0;
-        var trimmed = text.Trim();
-        if (trimmed.Length is 0 or > 16)
+        var match = MemoryAmount().Match(text.Trim());
+        if (!match.Success)
             return false;
-        if (trimmed.EndsWith("iB", StringComparison.OrdinalIgnoreCase))
-            trimmed = trimmed[..^2];
-        else if (trimmed.EndsWith('B') || trimmed.EndsWith('b'))
-            trimmed = trimmed[..^1];
-        if (WholeNumber().IsMatch(trimmed) || (trimmed.Length > 0 && long.TryParse(trimmed, NumberStyles.None, CultureInfo.InvariantCulture, out _)))
-            trimmed += "m";
-        if (!ByteSize.TryParse(trimmed, out var bytes) || bytes < 1L << 20)
+        var number = decimal.Parse(match.Groups[1].Value, NumberStyles.AllowDecimalPoint, CultureInfo.InvariantCulture);
+        var unit = match.Groups[2].Value;
+        var binary = unit.Length == 0 || unit.Contains('i', StringComparison.OrdinalIgnoreCase);
+        decimal bytesPerUnit = unit.Length == 0
+            ? 1L << 20
+            : char.ToUpperInvariant(unit[0]) switch
+            {
+                'K' => binary ? 1L << 10 : 1_000L,
+                'M' => binary ? 1L << 20 : 1_000_000L,
+                'G' => binary ? 1L << 30 : 1_000_000_000L,
+                _ => binary ? 1L << 40 : 1_000_000_000_000L,
+            };
+        // Rounded up: a minimum must never admit a GPU with less than was asked for.
+        var wanted = Math.Ceiling(number * bytesPerUnit / (1L << 20));
+        if (wanted is < 1 or > 16L << 20)
             return false;
-        mebibytes = bytes >> 20;
-        return mebibytes is > 0 and <= 16L << 20;
+        mebibytes = (long)wanted;
+        return true;
     }
 
     private static string Shorten(string value) => value.Length > 40 ? value[..40] + "…" : value;

@@ -22,12 +22,23 @@ public sealed class NvidiaSmi(string program)
         }
     }
 
-    /// <summary>The link matrix; <see cref="GpuTopology.Unknown"/> when nvidia-smi cannot give one.</summary>
-    public async Task<GpuTopology> TopologyAsync(Action<string> log, CancellationToken cancellationToken)
+    /// <summary>
+    /// The link matrix; <see cref="GpuTopology.Unknown"/> when nvidia-smi cannot give one. With a
+    /// <paramref name="cacheDirectory"/>, the matrix is read once per boot and set of GPUs: it is
+    /// wiring, and `topo -m` cost 36 to 112 ms live (Fixtures/nvidia-smi/*.live.check.log), more
+    /// than the rest of an allocation decision.
+    /// </summary>
+    public async Task<GpuTopology> TopologyAsync(IReadOnlyList<GpuDevice> inventory, string? cacheDirectory, Action<string> log, CancellationToken cancellationToken)
     {
+        var cache = cacheDirectory is null ? null : TopologyCache.For(cacheDirectory, program, inventory);
+        if (cache?.TryRead() is { } cached)
+            return cached;
         try
         {
-            return GpuTopology.Parse(await RunAsync(["topo", "-m"], cancellationToken));
+            var output = await RunAsync(["topo", "-m"], cancellationToken);
+            var topology = GpuTopology.Parse(output);
+            cache?.Write(output, log);
+            return topology;
         }
         catch (Exception error) when (error is SystemFailureException or FormatException)
         {

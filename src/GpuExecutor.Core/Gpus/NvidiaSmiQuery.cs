@@ -15,6 +15,16 @@ public static class NvidiaSmiQuery
         "--format=csv,noheader,nounits",
     ];
 
+    /// <summary>
+    /// What prepare asks inside a job container to check that it sees exactly its own GPUs. A
+    /// shell line, as it runs through the job's shell; it carries nothing from the job.
+    /// </summary>
+    public const string VisibleUuidsCommand = "nvidia-smi --query-gpu=uuid --format=csv,noheader";
+
+    /// <summary>The UUIDs <see cref="VisibleUuidsCommand"/> printed, sorted, for comparing as sets.</summary>
+    public static IReadOnlyList<string> ParseVisibleUuids(string output) =>
+        output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Order(StringComparer.Ordinal).ToList();
+
     /// <summary>Parses the query's output; drivers too old for mig.mode.current give six fields, which is accepted.</summary>
     public static IReadOnlyList<GpuDevice> Parse(string output)
     {

@@ -384,9 +384,9 @@ public static class PrepareVerb
         var container = JobContainerNames.For(job.JobId, JobContainerNames.JobRole);
         var seen = new MemoryStream();
         var check = new StageRunner(driver, new RunSettings(), _ => { });
-        var result = await check.RunAsync(container, "nvidia-smi --query-gpu=uuid --format=csv,noheader\n"u8.ToArray(), seen, Stream.Null, cancellationToken);
-        var visible = System.Text.Encoding.UTF8.GetString(seen.ToArray()).Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Order().ToList();
-        var expected = gpus.Select(gpu => gpu.Uuid).Order().ToList();
+        var result = await check.RunAsync(container, System.Text.Encoding.UTF8.GetBytes(NvidiaSmiQuery.VisibleUuidsCommand + "\n"), seen, Stream.Null, cancellationToken);
+        var visible = NvidiaSmiQuery.ParseVisibleUuids(System.Text.Encoding.UTF8.GetString(seen.ToArray()));
+        var expected = gpus.Select(gpu => gpu.Uuid).Order(StringComparer.Ordinal).ToList();
         if (result.ExitCode != 0 || !visible.SequenceEqual(expected))
             throw new SystemFailureException(
                 $"the job container sees GPUs [{string.Join(", ", visible)}] (nvidia-smi exit {result.ExitCode}) instead of its own [{string.Join(", ", expected)}]; is the NVIDIA Container Toolkit installed and configured for Docker?");
