@@ -25,12 +25,15 @@ public sealed class GpuAllocator(IContainerDriver driver, GpuSettings settings, 
     /// lock; the container it creates must carry the GPUs' UUIDs on its labels. Nothing is taken
     /// before <paramref name="mustFinishFirst"/> (the job's datasets) is done, so a job never
     /// holds GPUs while it downloads, yet downloads while it waits for GPUs.
+    /// <paramref name="firstInventory"/>, when given, is an nvidia-smi query the caller started
+    /// early; it stands for the first look at the GPUs, and later looks ask afresh.
     /// </summary>
     public async Task<IReadOnlyList<GpuDevice>> AllocateAsync(
         GpuRequest request,
         Func<IReadOnlyList<GpuDevice>, GpuTopology, Task> createHolder,
         CancellationToken cancellationToken,
-        Task? mustFinishFirst = null)
+        Task? mustFinishFirst = null,
+        Task<IReadOnlyList<GpuDevice>>? firstInventory = null)
     {
         mustFinishFirst ??= Task.CompletedTask;
         if (request.Count == 0)
@@ -51,10 +54,16 @@ public sealed class GpuAllocator(IContainerDriver driver, GpuSettings settings, 
             string waitingFor;
             using (await HostLock.AcquireAsync(LockPath, cancellationToken))
             {
-                var inventory = await nvidiaSmi.QueryAsync(cancellationToken);
+                // nvidia-smi (tens of ms on real hosts) and the ledger run side by side; the
+                // first inventory may have been started by the caller before the lock, while it
+                // did other work. Only the ledger must be read under the lock, and it is.
+                var inventoryTask = firstInventory ?? nvidiaSmi.QueryAsync(cancellationToken);
+                firstInventory = null;
+                var holdersTask = GpuLedger.ReadAsync(driver, cancellationToken);
+                var inventory = await inventoryTask;
+                var holders = await holdersTask;
                 var pool = InPool(inventory);
                 CheckCanEverBeMet(pool, request);
-                var holders = await GpuLedger.ReadAsync(driver, cancellationToken);
                 var free = pool
                     .Where(request.Admits)
                     .Where(gpu => !holders.ContainsKey(gpu.Uuid) && !IsBusyOutsideJobs(gpu))
