@@ -116,6 +116,64 @@ public sealed class CheckpointStoreTests : IDisposable
         Assert.InRange(sent, 1L << 20, (1L << 20) + 4096);
     }
 
+    [Fact]
+    public async Task Files_uploaded_side_by_side_go_whole_and_a_lone_large_file_goes_in_parts()
+    {
+        Testbed.Require();
+        using var proxy = new CountingProxy(S3Testbed.Endpoint);
+        var (store, bucket) = await OpenAsync("s3", proxy.Endpoint);
+        using var _ = store;
+        var source = Directories("source");
+        for (var index = 0; index < 4; index++)
+            Write(source, $"shard-{index}.bin", RandomNumberGenerator.GetBytes(65 << 20));
+        var repository = Repository(store, bucket);
+        var snapshotter = new CheckpointSnapshotter(source.Work, source.Snapshots);
+        var first = snapshotter.Take()!;
+        await repository.CommitAsync(first, 1, 3, null, TestContext.Current.CancellationToken);
+        snapshotter.Committed(first);
+        // Four blobs beside each other fill the upload streams: one PUT each, then manifest and LATEST.
+        Assert.Equal(4 + 2, proxy.ObjectPuts);
+
+        Write(source, "shard-1.bin", RandomNumberGenerator.GetBytes(65 << 20));
+        var before = proxy.ObjectPuts;
+        await repository.CommitAsync(snapshotter.Take()!, 2, 3, null, TestContext.Current.CancellationToken);
+        // Alone, the 65 MiB blob is split into 16 MiB parts sent side by side: 5 part PUTs.
+        Assert.Equal(5 + 2, proxy.ObjectPuts - before);
+
+        var target = Directories("target");
+        await new CheckpointRestorer(repository, target, _ => { }).RestoreAsync(null, TestContext.Current.CancellationToken);
+        Assert.Equal(Hashes(source.Work), Hashes(target.Work));
+    }
+
+    [Fact]
+    public async Task The_file_store_keeps_the_snapshot_copy_as_its_blob_without_copying_it_again()
+    {
+        var (store, bucket) = await OpenAsync("file");
+        using var _ = store;
+        var source = Directories("source");
+        var original = RandomNumberGenerator.GetBytes(3 << 20);
+        Write(source, "weights.bin", original);
+        var repository = Repository(store, bucket);
+        var snapshotter = new CheckpointSnapshotter(source.Work, source.Snapshots);
+        var snapshot = snapshotter.Take()!;
+        await repository.CommitAsync(snapshot, 1, 3, null, TestContext.Current.CancellationToken);
+        snapshotter.Committed(snapshot);
+
+        var blob = Directory.GetFiles(Path.Combine(_root, "store"), "*", SearchOption.AllDirectories).Single(path => path.Contains("/blobs/", StringComparison.Ordinal));
+        var staged = snapshot.Files.Single().StagedPath;
+        Assert.Equal(Inode(staged), Inode(blob));
+        Assert.NotEqual(Inode(Path.Combine(source.Work, "weights.bin")), Inode(blob));
+
+        // The trainer overwrites its file in place: the committed generation must not change.
+        using (var inPlace = new FileStream(Path.Combine(source.Work, "weights.bin"), FileMode.Open, FileAccess.Write))
+            inPlace.Write(RandomNumberGenerator.GetBytes(3 << 20));
+        var target = Directories("target");
+        await new CheckpointRestorer(repository, target, _ => { }).RestoreAsync(1, TestContext.Current.CancellationToken);
+        Assert.Equal(original, File.ReadAllBytes(Path.Combine(target.Work, "weights.bin")));
+    }
+
+    private static ulong Inode(string path) => NoFollowFiles.Lstat(path)!.Value.Inode;
+
     [Theory]
     [InlineData(CommitStep.BlobsUploaded, 1)]
     [InlineData(CommitStep.ManifestWritten, 1)]

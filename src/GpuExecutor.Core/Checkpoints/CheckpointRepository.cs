@@ -125,11 +125,14 @@ public sealed class CheckpointRepository(IObjectStore store, string bucket, stri
             .DistinctBy(file => file.Sha256)
             .ToList();
         long uploaded = 0;
+        // Enough files to fill every upload stream: each may travel whole.
+        var manyFilesInParallel = missing.Count >= ParallelUploads;
         await Parallel.ForEachAsync(missing, new ParallelOptions { MaxDegreeOfParallelism = ParallelUploads, CancellationToken = cancellationToken }, async (file, token) =>
         {
             await _retry.ExecuteAsync(async attemptToken =>
             {
-                await store.PutFileAsync(bucket, BlobKey(file.Sha256), file.StagedPath, file.Size, attemptToken);
+                // Staged files are the snapshot's private copies, never written again.
+                await store.PutImmutableFileAsync(bucket, BlobKey(file.Sha256), file.StagedPath, file.Size, attemptToken, manyFilesInParallel);
                 var landed = await store.HeadAsync(bucket, BlobKey(file.Sha256), attemptToken);
                 if (landed?.Size != file.Size)
                     throw new ObjectStoreException($"blob {file.Sha256} of '{file.Path}' landed with {landed?.Size.ToString(CultureInfo.InvariantCulture) ?? "no"} bytes instead of {file.Size}.", transient: true);

@@ -90,7 +90,7 @@ public sealed class CheckpointRestorer(CheckpointRepository repository, RunDirec
         using var handle = local.Handle;
         if (local.Status.Size != file.Size)
             return false;
-        var (copied, sha256) = NoFollowFiles.CopyWithSha256(handle, target);
+        var (copied, sha256) = NoFollowFiles.CopyWithSha256(handle, target, startWriteback: false);
         if (copied == file.Size && sha256 == file.Sha256)
             return true;
         File.Delete(target);
@@ -106,7 +106,7 @@ public sealed class CheckpointRestorer(CheckpointRepository repository, RunDirec
             throw new SystemFailureException($"checkpoint file '{file.Path}' cannot be restored: its blob {file.Sha256} has {blob.Size} bytes, the manifest says {file.Size}.");
         // The fetcher brings large blobs as parallel ranges and checks size (and MD5 where the
         // ETag is one); the SHA-256 it computes on the way is what ties the bytes to the manifest.
-        var sha256 = await fetcher.FetchAsync(store, bucket, blob, target, _ => { }, cancellationToken, sha256: true);
+        var sha256 = await fetcher.FetchAsync(store, bucket, blob, target, _ => { }, cancellationToken, sha256: true, durable: false);
         var actual = Convert.ToHexStringLower(sha256!);
         if (actual != file.Sha256)
         {

@@ -83,7 +83,8 @@ public sealed class CheckpointSnapshotter(string checkpointDir, string snapshots
                     continue;
                 }
 
-                var (copied, sha256) = NoFollowFiles.CopyWithSha256(handle, staged);
+                // Written back as it goes: with the file store, this copy becomes the blob and is flushed.
+                var (copied, sha256) = NoFollowFiles.CopyWithSha256(handle, staged, startWriteback: true);
                 // Changed while we copied: a torn copy must not be committed.
                 var after = NoFollowFiles.Lstat(Path.Combine(checkpointDir, path));
                 if (after is not { IsRegularFile: true } || after.Value.Size != copied || after.Value.ModifiedNanoseconds != file.Status.ModifiedNanoseconds || after.Value.Inode != file.Status.Inode)

@@ -26,8 +26,13 @@ public sealed partial class ObjectFetcher
     /// <summary>The hashes a fetch computed on the way: MD5 (against a plain-MD5 ETag) and, when asked, SHA-256.</summary>
     private sealed record Digests(byte[]? Md5, byte[]? Sha256);
 
-    /// <summary>Fetches the object into <paramref name="destination"/>; returns its SHA-256 when <paramref name="sha256"/> asks for it (computed on the way, not in a second pass).</summary>
-    public async Task<byte[]?> FetchAsync(IObjectStore store, string bucket, StoredObject item, string destination, Action<long> onBytes, CancellationToken cancellationToken, bool sha256 = false)
+    /// <summary>
+    /// Fetches the object into <paramref name="destination"/>; returns its SHA-256 when
+    /// <paramref name="sha256"/> asks for it (computed on the way, not in a second pass). A
+    /// <paramref name="durable"/> fetch (the dataset cache, which outlives reboots) is on disk
+    /// when it returns; a checkpoint restore is not, as a crash makes the next job restore again.
+    /// </summary>
+    public async Task<byte[]?> FetchAsync(IObjectStore store, string bucket, StoredObject item, string destination, Action<long> onBytes, CancellationToken cancellationToken, bool sha256 = false, bool durable = true)
     {
         var part = destination + ".part";
         var rangesFile = destination + ".ranges";
@@ -36,7 +41,7 @@ public sealed partial class ObjectFetcher
             Digests digests;
             if (item.Size >= RangedThreshold)
             {
-                digests = await FetchRangesAsync(store, bucket, item, part, rangesFile, IsPlainMd5(item.ETag), sha256, onBytes, cancellationToken);
+                digests = await FetchRangesAsync(store, bucket, item, part, rangesFile, IsPlainMd5(item.ETag), sha256, durable, onBytes, cancellationToken);
             }
             else
             {
@@ -100,7 +105,7 @@ public sealed partial class ObjectFetcher
         return new Digests(md5.GetHashAndReset(), sha?.GetHashAndReset());
     }
 
-    private async Task<Digests> FetchRangesAsync(IObjectStore store, string bucket, StoredObject item, string part, string rangesFile, bool md5, bool sha256, Action<long> onBytes, CancellationToken cancellationToken)
+    private async Task<Digests> FetchRangesAsync(IObjectStore store, string bucket, StoredObject item, string part, string rangesFile, bool md5, bool sha256, bool durable, Action<long> onBytes, CancellationToken cancellationToken)
     {
         // Ranges recorded as done survive only with the part file they were written into.
         var done = File.Exists(part) && File.Exists(rangesFile)
@@ -151,7 +156,8 @@ public sealed partial class ObjectFetcher
                 }, token);
                 // Start writing the range back now, so the flush at the end finds little left
                 // to do (best effort: a failure here only makes that flush slower).
-                _ = StartWriteback(handle, start, length, SyncFileRangeWrite);
+                if (durable)
+                    Storage.Writeback.Start(handle, start, length);
                 lock (record)
                     File.AppendAllText(rangesFile, start.ToString(CultureInfo.InvariantCulture) + "\n");
                 ranges.Complete(start);
@@ -164,7 +170,8 @@ public sealed partial class ObjectFetcher
             throw;
         }
         var digests = await hashing;
-        RandomAccess.FlushToDisk(handle);
+        if (durable)
+            RandomAccess.FlushToDisk(handle);
         return digests;
     }
 
@@ -217,24 +224,4 @@ public sealed partial class ObjectFetcher
             }
         }
     }
-
-    private const uint SyncFileRangeWrite = 2;
-
-    private static int StartWriteback(Microsoft.Win32.SafeHandles.SafeFileHandle handle, long offset, long length, uint flags)
-    {
-        var added = false;
-        try
-        {
-            handle.DangerousAddRef(ref added);
-            return SyncFileRange((int)handle.DangerousGetHandle(), offset, length, flags);
-        }
-        finally
-        {
-            if (added)
-                handle.DangerousRelease();
-        }
-    }
-
-    [LibraryImport("libc", EntryPoint = "sync_file_range", SetLastError = true)]
-    private static partial int SyncFileRange(int fileDescriptor, long offset, long length, uint flags);
 }

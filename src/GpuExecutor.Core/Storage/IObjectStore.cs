@@ -22,8 +22,18 @@ public interface IObjectStore : IDisposable
     /// <summary>
     /// Stores <paramref name="length"/> bytes of the local file <paramref name="path"/> as the
     /// object, whole or not at all: a reader sees the old object or the new one, never a mix.
+    /// <paramref name="manyFilesInParallel"/>: the caller uploads several files side by side,
+    /// which already keeps several connections busy, so a store need not split this one.
     /// </summary>
-    Task PutFileAsync(string bucket, string key, string path, long length, CancellationToken cancellationToken);
+    Task PutFileAsync(string bucket, string key, string path, long length, CancellationToken cancellationToken, bool manyFilesInParallel = false);
+
+    /// <summary>
+    /// <see cref="PutFileAsync"/> for a file that its caller will never change again (a
+    /// checkpoint snapshot's private copy). A store on the same filesystem may then make the
+    /// object a second name for the file's own bytes instead of writing them again.
+    /// </summary>
+    Task PutImmutableFileAsync(string bucket, string key, string path, long length, CancellationToken cancellationToken, bool manyFilesInParallel = false) =>
+        PutFileAsync(bucket, key, path, length, cancellationToken, manyFilesInParallel);
 
     /// <summary>Stores a small object (a manifest, a pointer) whole.</summary>
     Task PutBytesAsync(string bucket, string key, ReadOnlyMemory<byte> content, CancellationToken cancellationToken);
