@@ -38,14 +38,18 @@ public sealed partial class ObjectFetcher
         var rangesFile = destination + ".ranges";
         try
         {
+            // A caller that asks for the SHA-256 checks the bytes against a record of its own (a
+            // checkpoint manifest); the MD5 against the ETag would check them a second time, and
+            // MD5 runs at less than half the speed of SHA-256 here (openssl speed: 0.7 against 1.6 GB/s).
+            var md5Wanted = !sha256 && IsPlainMd5(item.ETag);
             Digests digests;
             if (item.Size >= RangedThreshold)
             {
-                digests = await FetchRangesAsync(store, bucket, item, part, rangesFile, IsPlainMd5(item.ETag), sha256, durable, onBytes, cancellationToken);
+                digests = await FetchRangesAsync(store, bucket, item, part, rangesFile, md5Wanted, sha256, durable, onBytes, cancellationToken);
             }
             else
             {
-                digests = await _retry.ExecuteAsync(async token => await FetchWholeAsync(store, bucket, item, part, sha256, onBytes, token), cancellationToken);
+                digests = await _retry.ExecuteAsync(async token => await FetchWholeAsync(store, bucket, item, part, md5Wanted, sha256, onBytes, token), cancellationToken);
             }
             var md5 = digests.Md5;
 
@@ -74,9 +78,9 @@ public sealed partial class ObjectFetcher
 
     private static bool IsPlainMd5(string etag) => etag.Length == 32 && etag.All(char.IsAsciiHexDigit);
 
-    private static async Task<Digests> FetchWholeAsync(IObjectStore store, string bucket, StoredObject item, string part, bool sha256, Action<long> onBytes, CancellationToken cancellationToken)
+    private static async Task<Digests> FetchWholeAsync(IObjectStore store, string bucket, StoredObject item, string part, bool wantMd5, bool sha256, Action<long> onBytes, CancellationToken cancellationToken)
     {
-        using var md5 = IncrementalHash.CreateHash(HashAlgorithmName.MD5);
+        using var md5 = wantMd5 ? IncrementalHash.CreateHash(HashAlgorithmName.MD5) : null;
         using var sha = sha256 ? IncrementalHash.CreateHash(HashAlgorithmName.SHA256) : null;
         // The whole object as an explicit range: without one, AWSSDK.S3 hashes the body with its
         // own managed MD5, a second and slower pass over what this method already hashes.
@@ -94,7 +98,7 @@ public sealed partial class ObjectFetcher
             while ((read = await body.ReadAsync(buffer, cancellationToken)) > 0)
             {
                 await file.WriteAsync(buffer.AsMemory(0, read), cancellationToken);
-                md5.AppendData(buffer, 0, read);
+                md5?.AppendData(buffer, 0, read);
                 sha?.AppendData(buffer, 0, read);
                 total += read;
                 onBytes(read);
@@ -102,7 +106,7 @@ public sealed partial class ObjectFetcher
             if (total != item.Size)
                 throw new IOException($"'{bucket}/{item.Key}': the body ended after {total} of {item.Size} bytes.");
         }
-        return new Digests(md5.GetHashAndReset(), sha?.GetHashAndReset());
+        return new Digests(md5?.GetHashAndReset(), sha?.GetHashAndReset());
     }
 
     private async Task<Digests> FetchRangesAsync(IObjectStore store, string bucket, StoredObject item, string part, string rangesFile, bool md5, bool sha256, bool durable, Action<long> onBytes, CancellationToken cancellationToken)
