@@ -104,10 +104,22 @@ public sealed class CheckpointRestorer(CheckpointRepository repository, RunDirec
             ?? throw new SystemFailureException($"checkpoint file '{file.Path}' cannot be restored: its blob {file.Sha256} is missing from the store.");
         if (blob.Size != file.Size)
             throw new SystemFailureException($"checkpoint file '{file.Path}' cannot be restored: its blob {file.Sha256} has {blob.Size} bytes, the manifest says {file.Size}.");
-        // The fetcher brings large blobs as parallel ranges and checks size (and MD5 where the
-        // ETag is one); the SHA-256 it computes on the way is what ties the bytes to the manifest.
-        var sha256 = await fetcher.FetchAsync(store, bucket, blob, target, _ => { }, cancellationToken, sha256: true, durable: false);
-        var actual = Convert.ToHexStringLower(sha256!);
+        string actual;
+        var local = store.OpenLocalFile(bucket, key);
+        if (local is not null)
+        {
+            // The local store: one pass that copies and hashes, rather than ranges written and
+            // then read back for the hash.
+            using (local)
+                actual = NoFollowFiles.CopyWithSha256(local, target, startWriteback: false).Sha256;
+        }
+        else
+        {
+            // The fetcher brings large blobs as parallel ranges and checks their size; the SHA-256
+            // it computes on the way is what ties the bytes to the manifest.
+            var sha256 = await fetcher.FetchAsync(store, bucket, blob, target, _ => { }, cancellationToken, sha256: true, durable: false);
+            actual = Convert.ToHexStringLower(sha256!);
+        }
         if (actual != file.Sha256)
         {
             File.Delete(target);

@@ -105,7 +105,7 @@ public static partial class NoFollowFiles
         return (copied, Convert.ToHexStringLower(hash.GetHashAndReset()));
     }
 
-    private const int ChunkBytes = 1 << 20;
+    private const int ChunkBytes = 4 << 20;
 
     private static SafeFileHandle? OpenBeneath(SafeFileHandle root, string relativePath)
     {

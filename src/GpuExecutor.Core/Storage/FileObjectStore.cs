@@ -61,6 +61,21 @@ public sealed class FileObjectStore(string root) : IObjectStore
         }
     }
 
+    public Microsoft.Win32.SafeHandles.SafeFileHandle? OpenLocalFile(string bucket, string key)
+    {
+        var path = ObjectPath(bucket, key);
+        if (IsLink(path))
+            return null;
+        try
+        {
+            return File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read, FileOptions.SequentialScan);
+        }
+        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+        {
+            return null;
+        }
+    }
+
     /// <summary>Written under a name with this in it, then renamed: a put is whole or absent.</summary>
     private const string TemporaryMarker = ".gpu-executor-put-";
 

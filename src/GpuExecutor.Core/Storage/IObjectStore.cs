@@ -35,6 +35,13 @@ public interface IObjectStore : IDisposable
     Task PutImmutableFileAsync(string bucket, string key, string path, long length, CancellationToken cancellationToken, bool manyFilesInParallel = false) =>
         PutFileAsync(bucket, key, path, length, cancellationToken, manyFilesInParallel);
 
+    /// <summary>
+    /// The object as a plain local file, opened for reading, where the store keeps it so (a
+    /// file store); null otherwise, and for an object that is absent or a link. A reader can
+    /// then copy it in one pass instead of streaming it.
+    /// </summary>
+    Microsoft.Win32.SafeHandles.SafeFileHandle? OpenLocalFile(string bucket, string key) => null;
+
     /// <summary>Stores a small object (a manifest, a pointer) whole.</summary>
     Task PutBytesAsync(string bucket, string key, ReadOnlyMemory<byte> content, CancellationToken cancellationToken);
 
