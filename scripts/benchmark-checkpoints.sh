@@ -54,6 +54,21 @@ for store in s3 local; do
   rm -rf "$work/state-$store/checkpoints/run-bench/work"; sync
   t[pull_$store]=$(seconds "$binary" --config "$config" checkpoints pull run-bench)
 done
+# s3rver's own ceiling for the restore: the same four blobs fetched by four plain curls at once,
+# written to files with nothing verified.
+curl_blobs() {
+  local pids=() sha
+  for sha in "${blob_shas[@]}"; do
+    curl -sf --aws-sigv4 "aws:amz:us-east-1:s3" --user S3RVER:S3RVER -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
+      -o "$work/curl-out/$sha" "$endpoint/ckpt/runs/run-bench/blobs/$sha" & pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid"; done
+}
+mapfile -t blob_shas < <(sha256sum "$work"/ckpt/shard-*.bin | cut -d' ' -f1)
+mkdir -p "$work/curl-out"; sync
+t[curl_down_s3]=$(seconds curl_blobs)
+[ "$(cat "$work"/curl-out/* | wc -c)" -eq $((total_mib << 20)) ] || { echo "curl did not fetch every blob:" >&2; ls -l "$work/curl-out" >&2; curl_blobs >&2; exit 1; }
+rm -rf "$work/curl-out"
 sync
 t[rclone_up_s3]=$(seconds rclone copy "$work/ckpt" bench:ckpt/rclone/)
 rm -rf "$work/rclone-out"; sync
@@ -95,8 +110,9 @@ for store in s3 local; do
   wait "$commit"
 done
 
-python3 - "$total_mib" "${t[push_s3]}" "${t[pull_s3]}" "${t[push_local]}" "${t[pull_local]}" "${t[rclone_up_s3]}" "${t[rclone_down_s3]}" "${t[rclone_local]}" "$unchanged_line" "$alone" "${during[s3]}" "$(cat "$work/pause-s3.log")" "${during[local]}" "$(cat "$work/pause-local.log")" <<'PY'
+python3 - "${t[curl_down_s3]}" "$total_mib" "${t[push_s3]}" "${t[pull_s3]}" "${t[push_local]}" "${t[pull_local]}" "${t[rclone_up_s3]}" "${t[rclone_down_s3]}" "${t[rclone_local]}" "$unchanged_line" "$alone" "${during[s3]}" "$(cat "$work/pause-s3.log")" "${during[local]}" "$(cat "$work/pause-local.log")" <<'PY'
 import re, sys
+curl_down = float(sys.argv.pop(1))
 mib = int(sys.argv[1])
 push_s3, pull_s3, push_local, pull_local, up, down, local = map(float, sys.argv[2:9])
 unchanged, alone = sys.argv[9], sys.argv[10].split()
@@ -105,6 +121,7 @@ def line(name, ours, theirs, what):
     print(f"{name}: gpu-executor {ours:.2f} s ({mib / ours:.0f} MiB/s), {what} {theirs:.2f} s -> {theirs / ours:.2f}x rclone's speed (target >= 1.2x)")
 line("commit to s3rver ", push_s3, up, "rclone copy up")
 line("restore from s3rver", pull_s3, down, "rclone copy down")
+print(f"   s3rver's ceiling: 4 plain curl GETs of the same blobs at once, nothing verified: {curl_down:.2f} s -> gpu-executor at {curl_down / pull_s3:.2f}x the ceiling's speed")
 line("commit to local store", push_local, local, "rclone copy dir->dir")
 line("restore from local store", pull_local, local, "rclone copy dir->dir")
 m = re.search(r"(\d+) of (\d+) bytes uploaded", unchanged)

@@ -71,36 +71,40 @@ public static partial class NoFollowFiles
     public static (long Bytes, string Sha256) CopyWithSha256(SafeFileHandle source, string target, bool startWriteback)
     {
         using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
-        // Two buffers: each chunk is hashed on another thread while it is written, so a copy
-        // takes about the longer of the two rather than their sum (the checkpoint benchmark).
-        byte[][] buffers = [new byte[ChunkBytes], new byte[ChunkBytes]];
-        var hashing = Task.CompletedTask;
-        long copied = 0;
-        using (var output = File.OpenHandle(target, FileMode.CreateNew, FileAccess.Write, FileShare.None))
+        // Each chunk is hashed on a thread of its own while the next is copied, so a copy takes
+        // about the longer of the two rather than their sum. A dedicated thread, not the pool:
+        // restore runs four copies at once on pool threads that block, and a hash waiting for
+        // the pool to grow stalled each file for a second.
+        using var chunks = new System.Collections.Concurrent.BlockingCollection<(byte[] Buffer, int Length)>(boundedCapacity: 1);
+        var hasher = Task.Factory.StartNew(() =>
         {
-            try
+            foreach (var (buffer, length) in chunks.GetConsumingEnumerable())
+                hash.AppendData(buffer, 0, length);
+        }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+        // Three buffers: one being hashed, one waiting for the hasher, one being filled.
+        byte[][] buffers = [new byte[ChunkBytes], new byte[ChunkBytes], new byte[ChunkBytes]];
+        long copied = 0;
+        try
+        {
+            using var output = File.OpenHandle(target, FileMode.CreateNew, FileAccess.Write, FileShare.None);
+            for (var chunk = 0; ; chunk++)
             {
-                for (var chunk = 0; ; chunk++)
-                {
-                    // The buffer read into now was last hashed two chunks ago, which has finished.
-                    var buffer = buffers[chunk % 2];
-                    var read = RandomAccess.Read(source, buffer, copied);
-                    if (read == 0)
-                        break;
-                    hashing.Wait();
-                    hashing = Task.Run(() => hash.AppendData(buffer, 0, read));
-                    RandomAccess.Write(output, buffer.AsSpan(0, read), copied);
-                    if (startWriteback)
-                        Storage.Writeback.Start(output, copied, read);
-                    copied += read;
-                }
+                var buffer = buffers[chunk % buffers.Length];
+                var read = RandomAccess.Read(source, buffer, copied);
+                if (read == 0)
+                    break;
+                RandomAccess.Write(output, buffer.AsSpan(0, read), copied);
+                if (startWriteback)
+                    Storage.Writeback.Start(output, copied, read);
+                chunks.Add((buffer, read));
+                copied += read;
             }
-            finally
-            {
-                // Never leave the hash in use past this method, even when a read or write failed.
-                ((IAsyncResult)hashing).AsyncWaitHandle.WaitOne();
-            }
-            hashing.Wait();
+        }
+        finally
+        {
+            // The hash is never left in use past this method, even when a read or write failed.
+            chunks.CompleteAdding();
+            hasher.Wait();
         }
         return (copied, Convert.ToHexStringLower(hash.GetHashAndReset()));
     }
