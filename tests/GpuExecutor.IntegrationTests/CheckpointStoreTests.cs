@@ -90,21 +90,37 @@ public sealed class CheckpointStoreTests : IDisposable
         Assert.Empty(await repository.VerifyAsync(1, deep: true, CancellationToken.None));
     }
 
-    [Fact]
-    public async Task Only_the_changed_file_of_four_is_uploaded_again()
+    /// <summary>Four shards of <paramref name="shardBytes"/> committed as generation 1 to s3rver through a counting proxy.</summary>
+    private sealed record FourShards(CountingProxy Proxy, IObjectStore Store, CheckpointRepository Repository, CheckpointSnapshotter Snapshotter, RunDirectories Source) : IDisposable
+    {
+        public void Dispose()
+        {
+            Store.Dispose();
+            Proxy.Dispose();
+        }
+    }
+
+    private async Task<FourShards> CommitFourShardsAsync(int shardBytes)
     {
         Testbed.Require();
-        using var proxy = new CountingProxy(S3Testbed.Endpoint);
+        var proxy = new CountingProxy(S3Testbed.Endpoint);
         var (store, bucket) = await OpenAsync("s3", proxy.Endpoint);
-        using var _ = store;
         var source = Directories("source");
         for (var index = 0; index < 4; index++)
-            Write(source, $"shard-{index}.bin", RandomNumberGenerator.GetBytes(1 << 20));
+            Write(source, $"shard-{index}.bin", RandomNumberGenerator.GetBytes(shardBytes));
         var repository = Repository(store, bucket);
         var snapshotter = new CheckpointSnapshotter(source.Work, source.Snapshots);
         var first = snapshotter.Take()!;
-        await repository.CommitAsync(first, 1, 3, null, CancellationToken.None);
+        await repository.CommitAsync(first, 1, 3, null, TestContext.Current.CancellationToken);
         snapshotter.Committed(first);
+        return new FourShards(proxy, store, repository, snapshotter, source);
+    }
+
+    [Fact]
+    public async Task Only_the_changed_file_of_four_is_uploaded_again()
+    {
+        using var shards = await CommitFourShardsAsync(1 << 20);
+        var (proxy, repository, snapshotter, source) = (shards.Proxy, shards.Repository, shards.Snapshotter, shards.Source);
 
         Write(source, "shard-2.bin", RandomNumberGenerator.GetBytes(1 << 20));
         var before = proxy.BytesReceived;
@@ -119,18 +135,8 @@ public sealed class CheckpointStoreTests : IDisposable
     [Fact]
     public async Task Files_uploaded_side_by_side_go_whole_and_a_lone_large_file_goes_in_parts()
     {
-        Testbed.Require();
-        using var proxy = new CountingProxy(S3Testbed.Endpoint);
-        var (store, bucket) = await OpenAsync("s3", proxy.Endpoint);
-        using var _ = store;
-        var source = Directories("source");
-        for (var index = 0; index < 4; index++)
-            Write(source, $"shard-{index}.bin", RandomNumberGenerator.GetBytes(65 << 20));
-        var repository = Repository(store, bucket);
-        var snapshotter = new CheckpointSnapshotter(source.Work, source.Snapshots);
-        var first = snapshotter.Take()!;
-        await repository.CommitAsync(first, 1, 3, null, TestContext.Current.CancellationToken);
-        snapshotter.Committed(first);
+        using var shards = await CommitFourShardsAsync(65 << 20);
+        var (proxy, repository, snapshotter, source) = (shards.Proxy, shards.Repository, shards.Snapshotter, shards.Source);
         // Four blobs beside each other fill the upload streams: one PUT each, then manifest and LATEST.
         Assert.Equal(4 + 2, proxy.ObjectPuts);
 
