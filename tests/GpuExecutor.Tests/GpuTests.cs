@@ -179,6 +179,7 @@ public sealed class GpuRequestTests
     [Theory]
     [InlineData("40GiB", 40960)]
     [InlineData("80gib", 81920)]
+    [InlineData("80Gi", 81920)]
     [InlineData("80G", 76294)]
     [InlineData("80GB", 76294)]
     [InlineData("141G", 134469)]

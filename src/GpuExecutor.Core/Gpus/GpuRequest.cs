@@ -66,7 +66,8 @@ public sealed partial record GpuRequest(int Count, long? MinimumMemoryMiB, strin
         return description;
     }
 
-    [GeneratedRegex(@"^([0-9]{1,9}(?:\.[0-9]{1,3})?) ?([kKmMgGtT](?:i?[bB])?)?$")]
+    // "Gi" too, as Kubernetes spells it.
+    [GeneratedRegex(@"^([0-9]{1,9}(?:\.[0-9]{1,3})?) ?([kKmMgGtT](?:i?[bB]|i)?)?$")]
     private static partial Regex MemoryAmount();
 
     /// <summary>
