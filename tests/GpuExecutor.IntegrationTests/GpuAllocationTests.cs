@@ -109,6 +109,21 @@ public sealed class GpuAllocationTests
     }
 
     [Fact]
+    public async Task The_gpus_verb_lists_the_inventory_and_links_even_with_docker_down_and_says_it_is_incomplete()
+    {
+        using var workspace = new ExecutorWorkspace(dockerEndpoint: "unix:///nonexistent/docker.sock", gpus: "");
+        var fake = workspace.WriteFakeNvidiaSmi(TwoGpuQuery, TwoGpuTopology);
+        File.AppendAllText(workspace.ConfigPath, $"mode = \"none\"\nnvidia_smi = \"{fake}\"\n");
+
+        var listing = await workspace.CallVerbAsync(new Dictionary<string, string?>(), "gpus", "--links");
+
+        Assert.Equal(2, listing.ExitCode);
+        Assert.Equal(2, listing.Stdout.Split('\n').Count(line => line.Contains("holder unknown (no ledger), memory free", StringComparison.Ordinal)));
+        Assert.Contains("GPU0  X      PHB", listing.Stdout);
+        Assert.Contains("could not read which jobs hold the GPUs", listing.Stderr);
+    }
+
+    [Fact]
     public async Task A_job_killed_hard_frees_its_gpus_once_its_container_is_removed()
     {
         using var workspace = TwoGpuHost();
