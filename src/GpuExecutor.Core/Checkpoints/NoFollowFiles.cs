@@ -71,18 +71,18 @@ public static partial class NoFollowFiles
     public static (long Bytes, string Sha256) CopyWithSha256(SafeFileHandle source, string target, bool startWriteback)
     {
         using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
-        // Each chunk is hashed on a thread of its own while the next is copied, so a copy takes
-        // about the longer of the two rather than their sum. A dedicated thread, not the pool:
-        // restore runs four copies at once on pool threads that block, and a hash waiting for
-        // the pool to grow stalled each file for a second.
+        // A file of more than one chunk is hashed on a thread of its own while the next chunk is
+        // copied, so its copy takes about the longer of the two rather than their sum. A
+        // dedicated thread, not the pool: restore runs four copies at once on pool threads that
+        // block, and a hash waiting for the pool to grow stalled each file for a second. A file
+        // of one chunk (most files of a many-file checkpoint) is hashed inline, with no thread.
         using var chunks = new System.Collections.Concurrent.BlockingCollection<(byte[] Buffer, int Length)>(boundedCapacity: 1);
-        var hasher = Task.Factory.StartNew(() =>
-        {
-            foreach (var (buffer, length) in chunks.GetConsumingEnumerable())
-                hash.AppendData(buffer, 0, length);
-        }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
-        // Three buffers: one being hashed, one waiting for the hasher, one being filled.
-        byte[][] buffers = [new byte[ChunkBytes], new byte[ChunkBytes], new byte[ChunkBytes]];
+        Task? hasher = null;
+        (byte[] Buffer, int Length)? firstChunk = null;
+        // Three pooled buffers: one being hashed, one waiting for the hasher, one being filled.
+        var buffers = new byte[3][];
+        for (var index = 0; index < buffers.Length; index++)
+            buffers[index] = System.Buffers.ArrayPool<byte>.Shared.Rent(ChunkBytes);
         long copied = 0;
         try
         {
@@ -90,21 +90,40 @@ public static partial class NoFollowFiles
             for (var chunk = 0; ; chunk++)
             {
                 var buffer = buffers[chunk % buffers.Length];
-                var read = RandomAccess.Read(source, buffer, copied);
+                var read = RandomAccess.Read(source, buffer.AsSpan(0, ChunkBytes), copied);
                 if (read == 0)
                     break;
                 RandomAccess.Write(output, buffer.AsSpan(0, read), copied);
                 if (startWriteback)
                     Storage.Writeback.Start(output, copied, read);
-                chunks.Add((buffer, read));
                 copied += read;
+                if (chunk == 0)
+                {
+                    firstChunk = (buffer, read);
+                    continue;
+                }
+                if (hasher is null)
+                {
+                    hasher = Task.Factory.StartNew(() =>
+                    {
+                        foreach (var (pending, length) in chunks.GetConsumingEnumerable())
+                            hash.AppendData(pending, 0, length);
+                    }, CancellationToken.None, TaskCreationOptions.LongRunning, TaskScheduler.Default);
+                    chunks.Add(firstChunk!.Value);
+                }
+                chunks.Add((buffer, read));
             }
         }
         finally
         {
-            // The hash is never left in use past this method, even when a read or write failed.
+            // The hash and the buffers are never left in use past this method, even when a read
+            // or write failed.
             chunks.CompleteAdding();
-            hasher.Wait();
+            hasher?.Wait();
+            if (hasher is null && firstChunk is { } only)
+                hash.AppendData(only.Buffer, 0, only.Length);
+            foreach (var rented in buffers)
+                System.Buffers.ArrayPool<byte>.Shared.Return(rented);
         }
         return (copied, Convert.ToHexStringLower(hash.GetHashAndReset()));
     }
