@@ -142,6 +142,21 @@ public sealed class TopologyCacheTests : IDisposable
     }
 
     [Fact]
+    public async Task A_cache_that_cannot_be_written_is_a_warning_and_the_matrix_still_comes()
+    {
+        var nvidiaSmi = new NvidiaSmi(FakeNvidiaSmi("mixed-pcie-4.topo.txt"));
+        // A file where the cache directory should be: nothing can be created under it.
+        var blocked = Path.Combine(_root, "not-a-directory");
+        File.WriteAllText(blocked, "");
+        var warnings = new List<string>();
+
+        var topology = await nvidiaSmi.TopologyAsync(Inventory(4), Path.Combine(blocked, "gpus"), warnings.Add, TestContext.Current.CancellationToken);
+
+        Assert.Equal(new GpuLink(GpuLinkKind.NvLink, 4), topology.Link(0, 1));
+        Assert.Contains(warnings, warning => warning.Contains("could not cache the GPU topology", StringComparison.Ordinal));
+    }
+
+    [Fact]
     public async Task Without_a_cache_directory_every_call_asks_the_driver()
     {
         var nvidiaSmi = new NvidiaSmi(FakeNvidiaSmi("l4-1.topo.txt"));

@@ -68,8 +68,15 @@ internal sealed class TopologyCache
         }
         catch (Exception error) when (error is IOException or UnauthorizedAccessException)
         {
-            File.Delete(temporary);
+            // A cache that cannot be written only costs the next prepare a `topo -m`.
             log($"WARNING: could not cache the GPU topology in '{_path}': {error.Message}");
+            try
+            {
+                File.Delete(temporary);
+            }
+            catch (Exception cleanup) when (cleanup is IOException or UnauthorizedAccessException)
+            {
+            }
         }
     }
 }
