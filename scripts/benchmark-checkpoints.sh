@@ -59,7 +59,7 @@ done
 curl_blobs() {
   local pids=() sha
   for sha in "${blob_shas[@]}"; do
-    curl -sf --aws-sigv4 "aws:amz:us-east-1:s3" --user S3RVER:S3RVER -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
+    curl -sSf --aws-sigv4 "aws:amz:us-east-1:s3" --user S3RVER:S3RVER -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
       -o "$work/curl-out/$sha" "$endpoint/ckpt/runs/run-bench/blobs/$sha" & pids+=($!)
   done
   for pid in "${pids[@]}"; do wait "$pid"; done
