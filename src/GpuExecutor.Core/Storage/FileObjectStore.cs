@@ -94,7 +94,7 @@ public sealed class FileObjectStore(string root) : IObjectStore
                 await target.WriteAsync(buffer.AsMemory(0, read), cancellationToken);
                 copied += read;
             }
-        }, cancellationToken);
+        });
     }
 
     /// <summary>
@@ -105,33 +105,20 @@ public sealed class FileObjectStore(string root) : IObjectStore
     /// </summary>
     public async Task PutImmutableFileAsync(string bucket, string key, string path, long length, CancellationToken cancellationToken, bool manyFilesInParallel = false)
     {
-        var target = ObjectPath(bucket, key);
-        var temporary = TemporaryPath(target);
-        try
+        var linked = await PlaceWholeAsync(bucket, key, temporary =>
         {
-            Directory.CreateDirectory(Path.GetDirectoryName(target)!);
-            if (new FileInfo(path).Length == length && Jobs.HardLinks.Create(path, temporary) == 0)
-            {
-                await using (var flush = new FileStream(temporary, FileMode.Open, FileAccess.Write, FileShare.ReadWrite, bufferSize: 1))
-                    flush.Flush(flushToDisk: true);
-                File.Move(temporary, target, overwrite: true);
-                return;
-            }
-        }
-        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
-        {
-            throw new ObjectStoreException($"cannot write '{bucket}/{key}' to the file store: {error.Message}", error, transient: error is IOException);
-        }
-        finally
-        {
-            if (File.Exists(temporary))
-                File.Delete(temporary);
-        }
-        await PutFileAsync(bucket, key, path, length, cancellationToken);
+            if (new FileInfo(path).Length != length || Jobs.HardLinks.Create(path, temporary) != 0)
+                return Task.FromResult(false);
+            using (var flush = new FileStream(temporary, FileMode.Open, FileAccess.Write, FileShare.ReadWrite, bufferSize: 1))
+                flush.Flush(flushToDisk: true);
+            return Task.FromResult(true);
+        });
+        if (!linked)
+            await PutFileAsync(bucket, key, path, length, cancellationToken);
     }
 
     public Task PutBytesAsync(string bucket, string key, ReadOnlyMemory<byte> content, CancellationToken cancellationToken) =>
-        WriteWholeAsync(bucket, key, target => target.WriteAsync(content, cancellationToken).AsTask(), cancellationToken);
+        WriteWholeAsync(bucket, key, target => target.WriteAsync(content, cancellationToken).AsTask());
 
     public Task DeleteAsync(string bucket, string key, CancellationToken cancellationToken)
     {
@@ -148,19 +135,31 @@ public sealed class FileObjectStore(string root) : IObjectStore
     }
 
     /// <summary>Write beside the target, flush to disk, then rename over it: a crash leaves the old object or the new one.</summary>
-    private async Task WriteWholeAsync(string bucket, string key, Func<FileStream, Task> write, CancellationToken cancellationToken)
+    private async Task WriteWholeAsync(string bucket, string key, Func<FileStream, Task> write) =>
+        await PlaceWholeAsync(bucket, key, async temporary =>
+        {
+            await using var target = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None, bufferSize: 1, FileOptions.Asynchronous);
+            await write(target);
+            target.Flush(flushToDisk: true);
+            return true;
+        });
+
+    /// <summary>
+    /// Places an object whole: <paramref name="create"/> makes a temporary file beside it and
+    /// flushes it to disk (or answers false, and nothing is placed), then it is renamed over the
+    /// object. Failures are the store's; the temporary file never stays behind.
+    /// </summary>
+    private async Task<bool> PlaceWholeAsync(string bucket, string key, Func<string, Task<bool>> create)
     {
         var path = ObjectPath(bucket, key);
         var temporary = TemporaryPath(path);
         try
         {
             Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-            await using (var target = new FileStream(temporary, FileMode.CreateNew, FileAccess.Write, FileShare.None, bufferSize: 1, FileOptions.Asynchronous))
-            {
-                await write(target);
-                target.Flush(flushToDisk: true);
-            }
+            if (!await create(temporary))
+                return false;
             File.Move(temporary, path, overwrite: true);
+            return true;
         }
         catch (Exception error) when (error is IOException or UnauthorizedAccessException)
         {
