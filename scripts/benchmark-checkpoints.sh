@@ -17,23 +17,13 @@ command -v rclone >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -
 binary="$PWD/$(scripts/publish.sh)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"; scripts/testbed.sh stop' EXIT
-endpoint="$GPU_EXECUTOR_TEST_S3_ENDPOINT"
-
-unset AWS_CA_BUNDLE
-export RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other RCLONE_CONFIG_BENCH_ENDPOINT="$endpoint"
-export RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=S3RVER RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=S3RVER RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true
+source scripts/benchmark-s3rver.sh
 rclone mkdir bench:ckpt 2>/dev/null
 
 for store in s3 local; do
   cat > "$work/$store.toml" <<TOML
 state_dir = "$work/state-$store"
-[stores.s3]
-type = "s3"
-endpoint = "$endpoint"
-path_style = true
-access_key_id = "S3RVER"
-secret_access_key = "S3RVER"
-allow = ["ckpt"]
+$(s3rver_store_table ckpt)
 [checkpoints]
 bucket = "ckpt"
 $([ "$store" = s3 ] && echo 'store = "s3"')
@@ -45,7 +35,6 @@ mkdir -p "$work/ckpt"
 for i in 0 1 2 3; do head -c $((file_mib << 20)) /dev/urandom > "$work/ckpt/shard-$i.bin"; done
 total_mib=$((4 * file_mib))
 
-seconds() { local start end; start=$(date +%s.%N); "$@" >/dev/null 2>&1; end=$(date +%s.%N); awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f\n", b - a }'; }
 declare -A t during
 for store in s3 local; do
   config="$work/$store.toml"

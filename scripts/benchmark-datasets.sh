@@ -16,13 +16,10 @@ done
 binary="$PWD/$(scripts/publish.sh)"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"; scripts/testbed.sh stop' EXIT
-endpoint="$GPU_EXECUTOR_TEST_S3_ENDPOINT"
 bucket=bench
 
-# rclone and awscli reach s3rver with its fixed access key; the secret is not checked.
-unset AWS_CA_BUNDLE
-export RCLONE_CONFIG_BENCH_TYPE=s3 RCLONE_CONFIG_BENCH_PROVIDER=Other RCLONE_CONFIG_BENCH_ENDPOINT="$endpoint"
-export RCLONE_CONFIG_BENCH_ACCESS_KEY_ID=S3RVER RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY=S3RVER RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE=true
+source scripts/benchmark-s3rver.sh
+# awscli reaches s3rver with its fixed access key too; the secret is not checked.
 export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER AWS_DEFAULT_REGION=us-east-1
 aws=(/usr/bin/aws --endpoint-url "$endpoint")
 
@@ -36,16 +33,9 @@ rm -rf "$work/seed"
 
 cat > "$work/config.toml" <<TOML
 state_dir = "$work/state"
-[stores.s3]
-type = "s3"
-endpoint = "$endpoint"
-path_style = true
-access_key_id = "S3RVER"
-secret_access_key = "S3RVER"
-allow = ["$bucket"]
+$(s3rver_store_table "$bucket")
 TOML
 
-seconds() { local start end; start=$(date +%s.%N); "$@" >/dev/null 2>&1; end=$(date +%s.%N); awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f\n", b - a }'; }
 fresh() { rm -rf "$work/state" "$work/out"; mkdir -p "$work/out"; sync; }
 
 declare -A t
