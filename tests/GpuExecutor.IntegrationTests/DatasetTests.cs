@@ -154,8 +154,9 @@ public sealed class DatasetTests
         Assert.All(runs, run => Assert.Equal("success", run.Result.Outcome));
         Assert.Equal(sums, SumsOf(workspace, 7811));
         Assert.Equal(sums, SumsOf(workspace, 7812));
-        // 40 small objects, and the 70 MiB one in five 16 MiB ranges: each requested once in all.
-        Assert.Equal(40 + 5, proxy.ObjectGets);
+        // 40 small objects, and the 70 MiB one in its ranges: each requested once in all.
+        var ranges = (int)Math.Ceiling((70L << 20) / (double)GpuExecutor.Datasets.ObjectFetcher.RangeSize);
+        Assert.Equal(40 + ranges, proxy.ObjectGets);
     }
 
     [Fact]
@@ -194,9 +195,10 @@ public sealed class DatasetTests
     public async Task A_download_killed_midway_resumes_from_its_completed_ranges()
     {
         var (bucket, sums, _) = await SeedAsync(smallObjects: 0, largeMiB: 128);
-        const long rangeBytes = 16L << 20;
-        // The first three of the eight 16 MiB ranges arrive; the others hang until the kill.
-        using var firstProxy = new CountingProxy(S3Testbed.Endpoint, number => number <= 3 ? InjectedFault.None : InjectedFault.Hang);
+        const long rangeBytes = GpuExecutor.Datasets.ObjectFetcher.RangeSize;
+        Assert.Equal(4, (128L << 20) / rangeBytes);
+        // The first two of the four ranges arrive; the others hang until the kill.
+        using var firstProxy = new CountingProxy(S3Testbed.Endpoint, number => number <= 2 ? InjectedFault.None : InjectedFault.Hang);
         using var secondProxy = new CountingProxy(S3Testbed.Endpoint);
         using var workspace = new ExecutorWorkspace(extraConfig: S3Testbed.StoreConfig("s3", firstProxy.Endpoint, $"\"{bucket}\""));
         const long jobId = 7841;
@@ -209,9 +211,9 @@ public sealed class DatasetTests
         {
             var objects = Path.Combine(workspace.Root, "state", "datasets", "objects");
             var deadline = DateTime.UtcNow.AddSeconds(60);
-            while (DateTime.UtcNow < deadline && RangesDone(objects) < 3)
+            while (DateTime.UtcNow < deadline && RangesDone(objects) < 2)
                 await Task.Delay(100, TestContext.Current.CancellationToken);
-            Assert.Equal(3, RangesDone(objects));
+            Assert.Equal(2, RangesDone(objects));
             killed.Kill(entireProcessTree: true); // SIGKILL: no chance to tidy up
             await killed.WaitForExitAsync(TestContext.Current.CancellationToken);
         }
@@ -222,8 +224,8 @@ public sealed class DatasetTests
             var resumed = await workspace.CallVerbAsync(environment, "prepare");
 
             Assert.Equal(0, resumed.ExitCode);
-            Assert.Equal(5, secondProxy.ObjectGets);
-            Assert.Equal(5 * rangeBytes, secondProxy.ObjectBytesServed);
+            Assert.Equal(2, secondProxy.ObjectGets);
+            Assert.Equal(2 * rangeBytes, secondProxy.ObjectBytesServed);
             // Cached objects are bare SHA-256 names; ".key" records which object each one is.
             var cached = Directory.GetFiles(Path.Combine(workspace.Root, "state", "datasets", "objects")).Single(file => Path.GetExtension(file).Length == 0);
             Assert.Equal(sums["large.bin"], Md5(File.ReadAllBytes(cached)));
