@@ -38,6 +38,7 @@ public sealed class CheckpointRepository(IObjectStore store, string bucket, stri
     private string BlobsPrefix => RunPrefix + "blobs/";
     private string ManifestsPrefix => RunPrefix + "manifests/";
     private string LatestKey => RunPrefix + "LATEST";
+    private string ContinuationKey => RunPrefix + "CONTINUATION.json";
     private string BlobKey(string sha256) => BlobsPrefix + sha256;
     private string ManifestKey(long generation) => ManifestsPrefix + generation.ToString("D12", CultureInfo.InvariantCulture) + ".json";
 
@@ -246,6 +247,27 @@ public sealed class CheckpointRepository(IObjectStore store, string bucket, stri
                 problems.Add($"{file.Path}: blob {file.Sha256} hashes to {actual}");
         }
         return problems;
+    }
+
+    /// <summary>The run's continuation chain (see <see cref="Continuation.ContinuationRecord"/>); null when it has none, or an unreadable one.</summary>
+    public async Task<Continuation.ContinuationRecord?> ReadContinuationAsync(CancellationToken cancellationToken)
+    {
+        var bytes = await _retry.ExecuteAsync(async token => await ReadSmallAsync(ContinuationKey, 4096, token), cancellationToken);
+        try
+        {
+            return bytes is null ? null : System.Text.Json.JsonSerializer.Deserialize(bytes, Continuation.ContinuationJsonContext.Default.ContinuationRecord);
+        }
+        catch (System.Text.Json.JsonException)
+        {
+            // Only the segment count depends on it: a damaged record starts a new chain.
+            return null;
+        }
+    }
+
+    public async Task WriteContinuationAsync(Continuation.ContinuationRecord record, CancellationToken cancellationToken)
+    {
+        var bytes = System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(record, Continuation.ContinuationJsonContext.Default.ContinuationRecord);
+        await _retry.ExecuteAsync(async token => await store.PutBytesAsync(bucket, ContinuationKey, bytes, token), cancellationToken);
     }
 
     private async Task<long?> ReadLatestOrNullAsync(CancellationToken cancellationToken)

@@ -10,9 +10,12 @@ namespace GpuExecutor.Checkpoints;
 ///   CHECKPOINTS         "on" gives the job a checkpoint directory, restore and commits
 ///   CHECKPOINT_RUN_KEY  names the run, instead of the default from project, ref and job name
 ///   CHECKPOINT_RESTORE  "latest" (default), "off", or a generation number to pin
+///   CHECKPOINT_CONTINUE "on" (default) or "off": whether a job that reaches its deadline is
+///                       continued through the GitLab API, where the admin configured that
 /// </summary>
-public sealed partial record CheckpointRequest(string RunKey, bool Restore, long? PinnedGeneration)
+public sealed partial record CheckpointRequest(string RunKey, bool Restore, long? PinnedGeneration, bool Continue = true)
 {
+    public const string ContinueVariable = "CHECKPOINT_CONTINUE";
     public const string EnableVariable = "CHECKPOINTS";
     public const string RunKeyVariable = "CHECKPOINT_RUN_KEY";
     public const string RestoreVariable = "CHECKPOINT_RESTORE";
@@ -40,8 +43,16 @@ public sealed partial record CheckpointRequest(string RunKey, bool Restore, long
             runKey = $"p{job.ProjectId.ToString(CultureInfo.InvariantCulture)}-{named}";
         }
 
+        var continueText = variables.TryGetValue(ContinueVariable, out var continueValue) ? continueValue.Trim().ToLowerInvariant() : "";
+        var continues = continueText switch
+        {
+            "" or "on" or "true" or "1" => true,
+            "off" or "false" or "0" => false,
+            _ => throw new BuildFailureException($"{ContinueVariable}='{continueValue}' is not one of on, off (true, false, 1, 0)."),
+        };
+
         var restoreText = variables.TryGetValue(RestoreVariable, out var restore) ? restore.Trim() : "";
-        return restoreText.ToLowerInvariant() switch
+        var request = restoreText.ToLowerInvariant() switch
         {
             "" or "latest" => new CheckpointRequest(runKey, true, null),
             "off" or "false" => new CheckpointRequest(runKey, false, null),
@@ -49,6 +60,7 @@ public sealed partial record CheckpointRequest(string RunKey, bool Restore, long
                 => new CheckpointRequest(runKey, true, generation),
             _ => throw new BuildFailureException($"{RestoreVariable}='{restore}' is not one of latest, off, or a generation number (1 or more)."),
         };
+        return request with { Continue = continues };
     }
 
     /// <summary>Whether <paramref name="text"/> can be a run key (a default one, or p-PROJECT-NAME): one safe path segment.</summary>

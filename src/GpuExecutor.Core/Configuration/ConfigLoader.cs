@@ -74,7 +74,7 @@ public static partial class ConfigLoader
             Stores = ReadStores(top.Table("stores")),
             Datasets = ReadDatasets(top.Table("datasets")),
         };
-        config = config with { Checkpoints = ReadCheckpoints(top.Table("checkpoints"), config.Stores) };
+        config = config with { Checkpoints = ReadCheckpoints(top.Table("checkpoints"), config.Stores), Continuation = ReadContinuation(top.Table("continuation")) };
         top.RejectUnknownKeys();
 
         // Cancel and timeout: the trainer gets the stop grace period, then the agent the final
@@ -337,6 +337,33 @@ public static partial class ConfigLoader
             DeadlineMargin = table.Seconds("deadline_margin_seconds", defaults.DeadlineMargin, maximum: 24 * 3600),
             FinalCommitWait = table.Seconds("final_commit_wait_seconds", defaults.FinalCommitWait, maximum: 3600),
             AgentGiveUp = table.Seconds("agent_give_up_seconds", defaults.AgentGiveUp, maximum: 7 * 24 * 3600),
+        };
+        table.RejectUnknownKeys();
+        return settings;
+    }
+
+    private static ContinuationSettings ReadContinuation(TableReader table)
+    {
+        var defaults = new ContinuationSettings();
+        Uri? url = null;
+        if (table.String("gitlab_url") is { } urlText)
+        {
+            // The token is sent to this URL: only a plain http(s) base, nothing that could carry
+            // credentials or reshape the API path.
+            if (!Uri.TryCreate(urlText, UriKind.Absolute, out url) || url.Scheme is not ("http" or "https") || url.UserInfo.Length > 0 || url.Query.Length > 0 || url.Fragment.Length > 0)
+                throw new ConfigurationException(table.KeyPath("gitlab_url"), $"'{urlText}' is not the http(s) URL of a GitLab instance, such as https://gitlab.example.com.");
+        }
+        var token = table.String("token") is { Length: > 0 } text ? new Secret(text) : null;
+        if (token is not null && token.Value.Any(character => char.IsControl(character) || char.IsWhiteSpace(character)))
+            throw new ConfigurationException(table.KeyPath("token"), "holds whitespace or a control character; paste the token alone.");
+        if ((url is null) != (token is null))
+            throw new ConfigurationException(table.KeyPath(url is null ? "gitlab_url" : "token"), "gitlab_url and token go together; set both to continue runs through the GitLab API, or neither.");
+        var settings = new ContinuationSettings
+        {
+            GitLabUrl = url,
+            Token = token,
+            MaxSegments = (int)table.Integer("max_segments", defaults.MaxSegments, 1, 10_000),
+            JobEndWait = table.Seconds("job_end_wait_seconds", defaults.JobEndWait, maximum: 24 * 3600),
         };
         table.RejectUnknownKeys();
         return settings;

@@ -1,6 +1,8 @@
 using System.Globalization;
 using System.Text;
 using GpuExecutor.Checkpoints;
+using GpuExecutor.Configuration;
+using GpuExecutor.Continuation;
 using GpuExecutor.Containers;
 using GpuExecutor.Jobs;
 using GpuExecutor.Outcomes;
@@ -166,11 +168,47 @@ public static class CheckpointsVerb
         using var driver = new DockerContainerDriver(config.Docker.Endpoint);
         var timing = new AgentTiming(config.Checkpoints.QuietPeriod, config.Checkpoints.PollInterval, config.Checkpoints.KeepGenerations) { GiveUpAfterJob = config.Checkpoints.AgentGiveUp };
         Directory.CreateDirectory(directories.Root);
-        // Held for the agent's life: the run's next prepare waits on it before restoring.
-        using var running = await HostLock.AcquireAsync(directories.AgentLock, context.Stop);
-        Log($"agent started for container {container}, run {run}");
-        await new CheckpointAgent(jobId, container, driver, repository, directories, timing, Log, KillSwitch()).RunAsync(context.Stop);
-        Log("agent done");
+        // Held while the agent commits: the run's next prepare waits on it before restoring.
+        using (await HostLock.AcquireAsync(directories.AgentLock, context.Stop))
+        {
+            Log($"agent started for container {container}, run {run}");
+            await new CheckpointAgent(jobId, container, driver, repository, directories, timing, Log, KillSwitch()).RunAsync(context.Stop);
+            Log("agent done");
+        }
+        // Outside the lock: the retry it makes is the run's next job, whose prepare takes the lock.
+        await ContinueIfAskedAsync(config.Continuation, jobId, repository, directories, Log, context.Stop);
         return ExitCodes.Success;
+    }
+
+    /// <summary>
+    /// When run asked for it (the job reached its deadline), retries the job through the GitLab
+    /// API once it has ended; only if the agent's last commit succeeded, or the retry would resume
+    /// from an older checkpoint than the one the trainer saved. Failures go to the agent's log and
+    /// to the run's record in the store, where the next job's prepare shows them.
+    /// </summary>
+    private static async Task ContinueIfAskedAsync(ContinuationSettings settings, long jobId, CheckpointRepository repository, RunDirectories directories, Action<string> log, CancellationToken cancellationToken)
+    {
+        if (ContinuationFiles.ReadRequest(directories, jobId) is not { } request)
+            return;
+        try
+        {
+            if (!settings.Enabled)
+                log("continuation: asked for, but [continuation] is no longer configured; not continued.");
+            else if (CheckpointAgent.ReadStatus(directories, jobId) is { LastError: { } error })
+                log($"continuation: not continued, the newest checkpoint is not safe in the store ({error}).");
+            else
+            {
+                using var gitLab = new GitLabClient(settings.GitLabUrl!, settings.Token!, log);
+                await new JobContinuer(gitLab, repository, settings, log).ContinueAsync(request, cancellationToken);
+            }
+        }
+        catch (Exception error) when (error is GitLabApiException or SystemFailureException or IOException && !cancellationToken.IsCancellationRequested)
+        {
+            log($"continuation: job {jobId} could not be continued: {error.Message}");
+        }
+        finally
+        {
+            File.Delete(ContinuationFiles.RequestFile(directories, jobId));
+        }
     }
 }

@@ -1,5 +1,7 @@
+using System.Globalization;
 using GpuExecutor.Checkpoints;
 using GpuExecutor.Configuration;
+using GpuExecutor.Continuation;
 using GpuExecutor.Containers;
 using GpuExecutor.Datasets;
 using GpuExecutor.Gpus;
@@ -214,8 +216,33 @@ public static class PrepareVerb
             }
             log.WriteLine($"  {config.Checkpoints.ContainerDir} is committed to the store whenever {CheckpointPaths.CompleteMarker} appears in it" +
                           (config.Checkpoints.QuietPeriod > TimeSpan.Zero ? $" (or, until the first marker, after {config.Checkpoints.QuietPeriod.TotalSeconds:0} s without changes)." : "."));
+            if (config.Continuation.Enabled && request.Continue)
+                await PlaceInChainAsync(config.Continuation, job, repository, directories, environment, log, cancellationToken);
         }
         return environment;
+    }
+
+    /// <summary>
+    /// Which segment of the run's continuation chain this job is, from the record in the store,
+    /// for the job log, the job's environment and run (which decides at the deadline whether to
+    /// ask for one more).
+    /// </summary>
+    private static async Task PlaceInChainAsync(ContinuationSettings settings, JobIdentity job, CheckpointRepository repository, RunDirectories directories, Dictionary<string, string> environment, TextWriter log, CancellationToken cancellationToken)
+    {
+        var record = await repository.ReadContinuationAsync(cancellationToken);
+        var segment = ContinuationRecord.SegmentOf(record, job.JobId);
+        long? continues = segment > 1 ? record!.FromJob : null;
+        ContinuationFiles.WriteSegment(directories, job.JobId, new JobSegment(segment, continues));
+        environment["CHECKPOINT_SEGMENT"] = segment.ToString(CultureInfo.InvariantCulture);
+        environment["CHECKPOINT_MAX_SEGMENTS"] = settings.MaxSegments.ToString(CultureInfo.InvariantCulture);
+        if (record is { State: ContinuationRecord.Failed } && segment == 1)
+            log.WriteLine($"  WARNING: the last continuation of this run (of job {record.FromJob}) failed: {record.Error}");
+        var place = continues is { } previous
+            ? $"  Continuation: this job is segment {segment} of at most {settings.MaxSegments}, continuing job {previous}."
+            : $"  Continuation: this job is segment 1 of at most {settings.MaxSegments}.";
+        log.WriteLine(place + (segment < settings.MaxSegments
+            ? " If it reaches its deadline, it is retried through the GitLab API once it has ended, and the retry resumes from the newest checkpoint."
+            : " It is the last one continuation.max_segments allows: at its deadline the run stops."));
     }
 
     /// <summary>

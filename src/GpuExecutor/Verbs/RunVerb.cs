@@ -1,4 +1,6 @@
 using GpuExecutor.Checkpoints;
+using GpuExecutor.Configuration;
+using GpuExecutor.Continuation;
 using GpuExecutor.Containers;
 using GpuExecutor.Jobs;
 using GpuExecutor.Outcomes;
@@ -59,11 +61,18 @@ public static class RunVerb
             var runner = new StageRunner(driver, config.Run, message => context.Log.WriteLine(message));
             result = await runner.RunAsync(container, script, stdout, stderr, context.Stop, beforeDeadline.Token);
         }
+        // Read at once: the signal went out while the stage ran, so the run stopped at its deadline.
+        var reachedDeadline = beforeDeadline.IsCancellationRequested;
         await stopReporting.CancelAsync();
         await reporting;
+        var continuesAs = directories is not null && reachedDeadline ? RequestContinuation(config.Continuation, payload, directories, context.Log) : null;
         if (directories is not null)
             await AwaitFinalCommitAsync(config.Checkpoints.FinalCommitWait, directories, job.JobId, context.Log);
 
+        // A continued job must not succeed, whatever the trainer's exit code: later stages of the
+        // pipeline would start on an unfinished model. The retry replaces it in the pipeline.
+        if (continuesAs is { } next)
+            throw new BuildFailureException($"the run reached this job's deadline; once the job has ended, it is retried through the GitLab API as segment {next}, which resumes from the newest checkpoint.", Math.Max(result.ExitCode, 1));
         if (result.ExitCode == 0)
             return ExitCodes.Success;
 
@@ -71,6 +80,27 @@ public static class RunVerb
         // code is the script's own (an OOM-killed trainer's 137 included), never the host's.
         var exitCode = Math.Max(result.ExitCode, 1);
         throw new BuildFailureException(result.Stopped ? $"stage '{stageName}' was stopped (exit code {exitCode})." : "", exitCode);
+    }
+
+    /// <summary>
+    /// At the deadline of a job in a continuation chain (prepare placed it in one): asks the agent
+    /// to retry the job once it has ended, unless the chain is at its cap. Returns the segment the
+    /// retry will be, or null when the run stops here.
+    /// </summary>
+    private static int? RequestContinuation(ContinuationSettings settings, JobPayload payload, RunDirectories directories, TextWriter log)
+    {
+        if (!settings.Enabled || ContinuationFiles.ReadSegment(directories, payload.Id) is not { } place)
+            return null;
+        if (place.Segment >= settings.MaxSegments)
+        {
+            log.WriteLine($"Continuation: this job, segment {place.Segment} of at most {settings.MaxSegments}, reached its deadline; the run is not continued (continuation.max_segments). A new job of the run resumes from the newest checkpoint.");
+            return null;
+        }
+        var next = place.Segment + 1;
+        // The project id from the payload the runner wrote, never from a job variable.
+        ContinuationFiles.WriteRequest(directories, new ContinuationRequest(payload.JobInfo.ProjectId, payload.Id, next));
+        log.WriteLine($"Continuation: this job, segment {place.Segment} of at most {settings.MaxSegments}, reached its deadline. Once it has ended, and if its last checkpoint is safe in the store, the checkpoint agent retries it through the GitLab API as segment {next}.");
+        return next;
     }
 
     /// <summary>The job's deadline, from its container's label (prepare's start plus the job's timeout).</summary>

@@ -1,0 +1,157 @@
+using System.Collections.Concurrent;
+using System.Globalization;
+using System.Net;
+using System.Text;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+
+namespace GpuExecutor.Tests;
+
+/// <summary>
+/// The part of the GitLab REST API (v4) that continuation uses, as docs.gitlab.com/ee/api/jobs.html
+/// describes it: GET /projects/:id/jobs/:job_id, and POST /projects/:id/jobs/:job_id/retry, which
+/// answers 201 with the new job. Requests need the PRIVATE-TOKEN header (401 without it); a
+/// missing job is 404; a job that has not ended, or was retried already, is not retryable (403).
+/// No GitLab server can run on these machines, so this stands in for one.
+/// </summary>
+public sealed partial class FakeGitLab : IDisposable
+{
+    private readonly HttpListener _listener = new();
+    private readonly string _token;
+    private readonly ConcurrentDictionary<long, Job> _jobs = new();
+    private readonly ConcurrentQueue<(long From, long To)> _retries = new();
+    private readonly ConcurrentQueue<string> _requests = new();
+    private readonly Lock _lock = new();
+    private readonly Task _serving;
+    private int _unauthorized;
+    private int _requestCount;
+
+    private sealed record Job(long ProjectId, long Id, string Name, string Status, bool Retried);
+
+    public FakeGitLab(string token)
+    {
+        _token = token;
+        for (var attempt = 0; ; attempt++)
+        {
+            var port = Random.Shared.Next(40000, 50000);
+            Url = $"http://127.0.0.1:{port}";
+            _listener.Prefixes.Clear();
+            _listener.Prefixes.Add(Url + "/");
+            try
+            {
+                _listener.Start();
+                break;
+            }
+            catch (HttpListenerException) when (attempt < 20)
+            {
+            }
+        }
+        _serving = Task.Run(ServeAsync);
+    }
+
+    public string Url { get; }
+
+    /// <summary>The id the next retry gets.</summary>
+    public long NextJobId { get; set; } = 1_000_000;
+
+    /// <summary>Given the request's number (1, 2, …), a status to answer instead of serving it: a server error, say.</summary>
+    public Func<int, HttpStatusCode?> FailRequest { get; set; } = _ => null;
+
+    public IReadOnlyList<(long From, long To)> Retries => _retries.ToList();
+    public IReadOnlyList<string> Requests => _requests.ToList();
+    public int UnauthorizedRequests => Volatile.Read(ref _unauthorized);
+
+    public void AddJob(long projectId, long jobId, string name, string status) => _jobs[jobId] = new Job(projectId, jobId, name, status, false);
+
+    public void SetStatus(long jobId, string status)
+    {
+        lock (_lock)
+            _jobs[jobId] = _jobs[jobId] with { Status = status };
+    }
+
+    private async Task ServeAsync()
+    {
+        while (_listener.IsListening)
+        {
+            HttpListenerContext context;
+            try
+            {
+                context = await _listener.GetContextAsync();
+            }
+            catch (Exception error) when (error is HttpListenerException or ObjectDisposedException)
+            {
+                return;
+            }
+            try
+            {
+                var (status, body) = Answer(context.Request);
+                var bytes = Encoding.UTF8.GetBytes(body);
+                context.Response.StatusCode = (int)status;
+                context.Response.ContentType = "application/json";
+                context.Response.ContentLength64 = bytes.Length;
+                await context.Response.OutputStream.WriteAsync(bytes);
+                context.Response.Close();
+            }
+            catch (Exception error) when (error is HttpListenerException or IOException or ObjectDisposedException)
+            {
+            }
+        }
+    }
+
+    private (HttpStatusCode Status, string Body) Answer(HttpListenerRequest request)
+    {
+        var path = request.Url?.AbsolutePath ?? "";
+        _requests.Enqueue($"{request.HttpMethod} {path}");
+        if (FailRequest(Interlocked.Increment(ref _requestCount)) is { } failure)
+            return (failure, Message($"{(int)failure} injected"));
+        if (request.Headers["PRIVATE-TOKEN"] != _token)
+        {
+            Interlocked.Increment(ref _unauthorized);
+            return (HttpStatusCode.Unauthorized, Message("401 Unauthorized"));
+        }
+        var match = JobPath().Match(path);
+        if (!match.Success)
+            return (HttpStatusCode.NotFound, Message("404 Not Found"));
+        var projectId = long.Parse(match.Groups[1].Value, CultureInfo.InvariantCulture);
+        var jobId = long.Parse(match.Groups[2].Value, CultureInfo.InvariantCulture);
+        var retry = match.Groups[3].Success;
+        lock (_lock)
+        {
+            if (!_jobs.TryGetValue(jobId, out var job) || job.ProjectId != projectId)
+                return (HttpStatusCode.NotFound, Message("404 Job Not Found"));
+            if (!retry && request.HttpMethod == "GET")
+                return (HttpStatusCode.OK, JobJson(job));
+            if (!retry || request.HttpMethod != "POST")
+                return (HttpStatusCode.MethodNotAllowed, Message("405 Method Not Allowed"));
+            if (job.Retried || job.Status is not ("success" or "failed" or "canceled"))
+                return (HttpStatusCode.Forbidden, Message("403 Forbidden - Job is not retryable"));
+            _jobs[jobId] = job with { Retried = true };
+            var next = new Job(projectId, NextJobId++, job.Name, "pending", false);
+            _jobs[next.Id] = next;
+            _retries.Enqueue((jobId, next.Id));
+            return (HttpStatusCode.Created, JobJson(next));
+        }
+    }
+
+    private static string Message(string text) => JsonSerializer.Serialize(new Dictionary<string, string> { ["message"] = text });
+
+    private static string JobJson(Job job) => JsonSerializer.Serialize(new Dictionary<string, object>
+    {
+        ["id"] = job.Id,
+        ["name"] = job.Name,
+        ["status"] = job.Status,
+        ["stage"] = "train",
+        ["ref"] = "main",
+        ["created_at"] = "2026-11-28T09:00:00.000Z",
+    });
+
+    [GeneratedRegex(@"^/api/v4/projects/(\d+)/jobs/(\d+)(/retry)?$")]
+    private static partial Regex JobPath();
+
+    public void Dispose()
+    {
+        _listener.Stop();
+        _listener.Close();
+        _serving.Wait(TimeSpan.FromSeconds(5));
+    }
+}
