@@ -73,6 +73,61 @@ public sealed partial class CheckpointJobTests
     }
 
     [Fact]
+    public async Task A_run_that_reaches_its_deadline_is_retried_through_GitLab_and_the_retry_resumes_as_the_next_segment()
+    {
+        const string token = "glpat-e2e-continuation-7781";
+        using var gitLab = new GpuExecutor.Tests.FakeGitLab(token) { NextJobId = 8412 };
+        gitLab.AddJob(1, 8411, "train", "running");
+        using var workspace = new ExecutorWorkspace(stopGraceSeconds: 10, extraConfig: $"""
+            [checkpoints]
+            deadline_margin_seconds = 20
+            final_commit_wait_seconds = 30
+            [continuation]
+            gitlab_url = "{gitLab.Url}"
+            token = "{token}"
+            max_segments = 2
+            """);
+        CopyTrainer(workspace);
+        var variables = new Dictionary<string, string> { ["TOTAL_STEPS"] = "100000", ["STEP_SECONDS"] = "0.1", ["CHECKPOINT_ONLY_ON_SIGNAL"] = "1" };
+
+        // Segment 1: the deadline's signal saves a checkpoint, and the job fails so that later
+        // stages do not start on an unfinished model.
+        var first = await workspace.SimulateAsync(TrainerJob(8411, variables, timeoutSeconds: 30), "--graceful-kill-timeout", "60");
+        Assert.True(first.Result.Outcome == "failed", first.Log);
+        Assert.Contains("segment 1 of at most 2", first.Log);
+        Assert.Contains("retries it through the GitLab API as segment 2", first.Log);
+        var saved = LastCheckpoint(first.Log);
+        Assert.True(saved > 0, $"no checkpoint on the deadline signal:\n{first.Log}");
+        // GitLab still shows the job running (the runner has not reported it yet): no retry.
+        await Task.Delay(TimeSpan.FromSeconds(4), TestContext.Current.CancellationToken);
+        Assert.Empty(gitLab.Retries);
+        gitLab.SetStatus(8411, "failed");
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        while (gitLab.Retries.Count == 0 && waited.Elapsed < TimeSpan.FromSeconds(30))
+            await Task.Delay(200, TestContext.Current.CancellationToken);
+        Assert.Equal([(8411L, 8412L)], gitLab.Retries);
+
+        // Segment 2, the retry GitLab created: it resumes from that checkpoint, and at its own
+        // deadline the chain is at its cap.
+        var second = await workspace.SimulateAsync(TrainerJob(8412, variables, timeoutSeconds: 30), "--graceful-kill-timeout", "60");
+        Assert.Equal(saved, ResumedAt(second.Log));
+        Assert.Contains("segment 2 of at most 2, continuing job 8411", second.Log);
+        Assert.Contains("the run is not continued (continuation.max_segments)", second.Log);
+        var runDirectory = Directory.GetDirectories(Path.Combine(workspace.Root, "state", "checkpoints")).Single();
+        var agentLog = Path.Combine(runDirectory, "agent-8412.log");
+        waited.Restart();
+        while (!(File.Exists(agentLog) && File.ReadAllText(agentLog).Contains("agent done", StringComparison.Ordinal)) && waited.Elapsed < TimeSpan.FromSeconds(60))
+            await Task.Delay(200, TestContext.Current.CancellationToken);
+        Assert.Contains("agent done", File.ReadAllText(agentLog));
+        Assert.Single(gitLab.Retries);
+        Assert.DoesNotContain(gitLab.Requests, request => request.Contains("/jobs/8412", StringComparison.Ordinal));
+        Assert.Equal(0, gitLab.UnauthorizedRequests);
+
+        foreach (var text in new[] { first.Log, second.Log }.Concat(Directory.GetFiles(runDirectory, "agent-*.log").Select(File.ReadAllText)))
+            Assert.DoesNotContain(token, text);
+    }
+
+    [Fact]
     public async Task With_the_store_down_training_goes_on_and_the_job_log_says_the_checkpoint_is_not_safe()
     {
         // Reads pass (restore finds no run), every write fails: the store went down after prepare.
