@@ -35,13 +35,31 @@ mkdir -p "$work/ckpt"
 for i in 0 1 2 3; do head -c $((file_mib << 20)) /dev/urandom > "$work/ckpt/shard-$i.bin"; done
 total_mib=$((4 * file_mib))
 
-declare -A t during
-for store in s3 local; do
-  config="$work/$store.toml"
+declare -A t during runs
+# median ARGS...: the middle of an odd number of timings.
+median() { printf '%s\n' "$@" | sort -n | sed -n "$((($# + 1) / 2))p"; }
+# Three rounds, each tool in turn within a round, and the medians: the disk's write speed here
+# has varied by a factor of 2 from minute to minute, and a single run mostly measured that.
+# Each round commits a new run, so every byte goes up each time.
+for round in 1 2 3; do
+  for store in s3 local; do
+    config="$work/$store.toml"
+    sync
+    runs[push_$store]+=" $(seconds "$binary" --config "$config" checkpoints push "run-bench-$round" "$work/ckpt")"
+    rm -rf "$work/state-$store/checkpoints/run-bench-$round/work"; sync
+    runs[pull_$store]+=" $(seconds "$binary" --config "$config" checkpoints pull "run-bench-$round")"
+  done
   sync
-  t[push_$store]=$(seconds "$binary" --config "$config" checkpoints push run-bench "$work/ckpt")
-  rm -rf "$work/state-$store/checkpoints/run-bench/work"; sync
-  t[pull_$store]=$(seconds "$binary" --config "$config" checkpoints pull run-bench)
+  runs[rclone_up_s3]+=" $(seconds rclone copy "$work/ckpt" "bench:ckpt/rclone-$round/")"
+  rm -rf "$work/rclone-out"; sync
+  runs[rclone_down_s3]+=" $(seconds rclone copy "bench:ckpt/rclone-$round/" "$work/rclone-out")"
+  rm -rf "$work/rclone-out"; sync
+  runs[rclone_local]+=" $(seconds rclone copy "$work/ckpt" "$work/rclone-out")"
+  rm -rf "$work/rclone-out"
+done
+for measure in push_s3 pull_s3 push_local pull_local rclone_up_s3 rclone_down_s3 rclone_local; do
+  # shellcheck disable=SC2086 # the list of timings splits into arguments on purpose
+  t[$measure]=$(median ${runs[$measure]})
 done
 # s3rver's own ceiling for the restore: the same four blobs fetched by four plain curls at once,
 # written to files with nothing verified.
@@ -49,26 +67,23 @@ curl_blobs() {
   local pids=() sha
   for sha in "${blob_shas[@]}"; do
     curl -sSf --aws-sigv4 "aws:amz:us-east-1:s3" --user S3RVER:S3RVER -H "x-amz-content-sha256: UNSIGNED-PAYLOAD" \
-      -o "$work/curl-out/$sha" "$endpoint/ckpt/runs/run-bench/blobs/$sha" & pids+=($!)
+      -o "$work/curl-out/$sha" "$endpoint/ckpt/runs/run-bench-3/blobs/$sha" & pids+=($!)
   done
   for pid in "${pids[@]}"; do wait "$pid"; done
 }
 mapfile -t blob_shas < <(sha256sum "$work"/ckpt/shard-*.bin | cut -d' ' -f1)
-mkdir -p "$work/curl-out"; sync
-t[curl_down_s3]=$(seconds curl_blobs)
-[ "$(cat "$work"/curl-out/* | wc -c)" -eq $((total_mib << 20)) ] || { echo "curl did not fetch every blob:" >&2; ls -l "$work/curl-out" >&2; curl_blobs >&2; exit 1; }
-rm -rf "$work/curl-out"
-sync
-t[rclone_up_s3]=$(seconds rclone copy "$work/ckpt" bench:ckpt/rclone/)
-rm -rf "$work/rclone-out"; sync
-t[rclone_down_s3]=$(seconds rclone copy bench:ckpt/rclone/ "$work/rclone-out")
-rm -rf "$work/rclone-out"; sync
-t[rclone_local]=$(seconds rclone copy "$work/ckpt" "$work/rclone-out")
-rm -rf "$work/rclone-out"
+for round in 1 2 3; do
+  mkdir -p "$work/curl-out"; sync
+  runs[curl_down_s3]+=" $(seconds curl_blobs)"
+  [ "$(cat "$work"/curl-out/* | wc -c)" -eq $((total_mib << 20)) ] || { echo "curl did not fetch every blob:" >&2; ls -l "$work/curl-out" >&2; curl_blobs >&2; exit 1; }
+  rm -rf "$work/curl-out"
+done
+# shellcheck disable=SC2086 # as above
+t[curl_down_s3]=$(median ${runs[curl_down_s3]})
 
 echo "== one file of four changed" >&2
 head -c $((file_mib << 20)) /dev/urandom > "$work/ckpt/shard-2.bin"
-unchanged_line="$("$binary" --config "$work/s3.toml" checkpoints push run-bench "$work/ckpt")"
+unchanged_line="$("$binary" --config "$work/s3.toml" checkpoints push run-bench-3 "$work/ckpt")"
 
 echo "== training pause" >&2
 mkdir -p "$work/pause"
@@ -107,10 +122,10 @@ push_s3, pull_s3, push_local, pull_local, up, down, local = map(float, sys.argv[
 unchanged, alone = sys.argv[9], sys.argv[10].split()
 pauses = [("s3rver", sys.argv[11].split(), sys.argv[12]), ("the local store", sys.argv[13].split(), sys.argv[14])]
 def line(name, ours, theirs, what):
-    print(f"{name}: gpu-executor {ours:.2f} s ({mib / ours:.0f} MiB/s), {what} {theirs:.2f} s -> {theirs / ours:.2f}x rclone's speed (target >= 1.2x)")
+    print(f"{name} (medians of 3): gpu-executor {ours:.2f} s ({mib / ours:.0f} MiB/s), {what} {theirs:.2f} s -> {theirs / ours:.2f}x rclone's speed (target >= 1.2x)")
 line("commit to s3rver ", push_s3, up, "rclone copy up")
 line("restore from s3rver", pull_s3, down, "rclone copy down")
-print(f"   s3rver's ceiling: 4 plain curl GETs of the same blobs at once, nothing verified: {curl_down:.2f} s -> gpu-executor at {curl_down / pull_s3:.2f}x the ceiling's speed")
+print(f"   s3rver's ceiling: 4 plain curl GETs of the same blobs at once, nothing verified (median of 3): {curl_down:.2f} s -> gpu-executor at {curl_down / pull_s3:.2f}x the ceiling's speed")
 line("commit to local store", push_local, local, "rclone copy dir->dir")
 line("restore from local store", pull_local, local, "rclone copy dir->dir")
 m = re.search(r"(\d+) of (\d+) bytes uploaded", unchanged)

@@ -123,7 +123,10 @@ public sealed partial class CheckpointJobTests
         Assert.DoesNotContain(gitLab.Requests, request => request.Contains("/jobs/8412", StringComparison.Ordinal));
         Assert.Equal(0, gitLab.UnauthorizedRequests);
 
-        foreach (var text in new[] { first.Log, second.Log }.Concat(Directory.GetFiles(runDirectory, "agent-*.log").Select(File.ReadAllText)))
+        var listing = await workspace.CallVerbAsync(new Dictionary<string, string?>(), "checkpoints", "list", Path.GetFileName(runDirectory));
+        Assert.Contains("continuation: job 8411 was retried as job 8412, segment 2", listing.Stdout);
+
+        foreach (var text in new[] { first.Log, second.Log, listing.Stdout }.Concat(Directory.GetFiles(runDirectory, "agent-*.log").Select(File.ReadAllText)))
             Assert.DoesNotContain(token, text);
     }
 

@@ -49,6 +49,15 @@ public static class CheckpointsVerb
                     var note = generation == latest ? "  <- LATEST" : generation > latest ? "  (not committed: no LATEST names it)" : "";
                     stdout.WriteLine($"{generation,10} {manifest.CommittedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} {manifest.JobId,10} {manifest.Files.Count,6} {manifest.TotalBytes / 1048576.0,12:0.0}{note}");
                 }
+                if (await repository.ReadContinuationAsync(context.Stop) is { } chain)
+                {
+                    stdout.WriteLine(chain.State switch
+                    {
+                        ContinuationRecord.Retried => $"continuation: job {chain.FromJob} was retried as job {chain.NextJob}, segment {chain.Segment}, at {chain.At.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC",
+                        ContinuationRecord.Retrying => $"continuation: retrying job {chain.FromJob} as segment {chain.Segment} since {chain.At.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC",
+                        _ => $"continuation: retrying job {chain.FromJob} as segment {chain.Segment} failed at {chain.At.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC: {chain.Error}",
+                    });
+                }
                 return ExitCodes.Success;
             }
             case ["show", var run, var generationText]:
