@@ -135,6 +135,26 @@ public sealed class ContinuationTests
     }
 
     [Fact]
+    public async Task A_job_cancelled_after_its_deadline_signal_is_not_continued()
+    {
+        const string token = "glpat-continuer";
+        using var gitLab = new FakeGitLab(token);
+        gitLab.AddJob(7, 901, "train", "canceled");
+        var storeRoot = Directory.CreateTempSubdirectory("continuation-store").FullName;
+        var repository = new CheckpointRepository(new FileObjectStore(storeRoot), "checkpoints", "", "run-abc", _ => { });
+        var settings = new ContinuationSettings { GitLabUrl = new Uri(gitLab.Url), Token = new Secret(token) };
+        var log = new List<string>();
+        using var client = new GitLabClient(settings.GitLabUrl, settings.Token, _ => { });
+
+        var next = await new JobContinuer(client, repository, settings, log.Add).ContinueAsync(new ContinuationRequest(7, 901, 2), TestContext.Current.CancellationToken);
+
+        Assert.Null(next);
+        Assert.Empty(gitLab.Retries);
+        Assert.Contains(log, line => line.Contains("'canceled'", StringComparison.Ordinal));
+        Assert.Null(await repository.ReadContinuationAsync(TestContext.Current.CancellationToken));
+    }
+
+    [Fact]
     public async Task A_refused_retry_is_recorded_so_the_next_job_can_say_why()
     {
         const string token = "glpat-continuer";

@@ -109,6 +109,13 @@ public sealed class JobContinuer(GitLabClient gitLab, CheckpointRepository repos
             await Task.Delay(settings.JobEndPollInterval, cancellationToken);
         }
 
+        // run failed the job on purpose; a job that ended otherwise was cancelled (or changed) by
+        // a person after the deadline signal, and a person's decision stands.
+        if (job.Status != "failed")
+        {
+            log($"continuation: job {request.JobId} ended as '{job.Status}', not as the failure run gave it at its deadline; not continued.");
+            return null;
+        }
         log($"continuation: job {request.JobId} ended ({job.Status}); retrying it as segment {request.NextSegment} of {settings.MaxSegments}.");
         await repository.WriteContinuationAsync(new ContinuationRecord(request.NextSegment, request.JobId, null, ContinuationRecord.Retrying, DateTimeOffset.UtcNow), cancellationToken);
         GitLabJob next;
