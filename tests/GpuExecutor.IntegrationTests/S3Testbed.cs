@@ -59,10 +59,9 @@ public enum InjectedFault
 /// </summary>
 public sealed class CountingProxy : IDisposable
 {
-    private readonly HttpListener _listener = new();
+    private readonly GpuExecutor.Tests.LoopbackHttpServer _server;
     private readonly HttpClient _upstream = new() { Timeout = TimeSpan.FromMinutes(5) };
     private readonly string _target;
-    private readonly Task _serving;
     private int _gets;
     private long _bytes;
 
@@ -79,14 +78,10 @@ public sealed class CountingProxy : IDisposable
         _faultFor = faultFor ?? (_ => InjectedFault.None);
         _putFaultFor = putFaultFor ?? (_ => InjectedFault.None);
         _target = target.TrimEnd('/');
-        var port = Random.Shared.Next(20000, 40000);
-        Endpoint = $"http://127.0.0.1:{port}";
-        _listener.Prefixes.Add(Endpoint + "/");
-        _listener.Start();
-        _serving = Task.Run(ServeAsync);
+        _server = new GpuExecutor.Tests.LoopbackHttpServer(ForwardAsync);
     }
 
-    public string Endpoint { get; }
+    public string Endpoint => _server.Url;
     public int ObjectGets => Volatile.Read(ref _gets);
     /// <summary>Bytes of object bodies sent (listings not counted).</summary>
     public long ObjectBytesServed => Interlocked.Read(ref _bytes);
@@ -94,23 +89,6 @@ public sealed class CountingProxy : IDisposable
     public int ObjectPuts => Volatile.Read(ref _puts);
     /// <summary>Bytes of PUT bodies forwarded to the store.</summary>
     public long BytesReceived => Interlocked.Read(ref _bytesReceived);
-
-    private async Task ServeAsync()
-    {
-        while (_listener.IsListening)
-        {
-            HttpListenerContext context;
-            try
-            {
-                context = await _listener.GetContextAsync();
-            }
-            catch (Exception error) when (error is HttpListenerException or ObjectDisposedException)
-            {
-                return;
-            }
-            _ = Task.Run(() => ForwardAsync(context));
-        }
-    }
 
     private async Task ForwardAsync(HttpListenerContext context)
     {
@@ -202,8 +180,7 @@ public sealed class CountingProxy : IDisposable
 
     public void Dispose()
     {
-        _listener.Stop();
-        _listener.Close();
+        _server.Dispose();
         _upstream.Dispose();
     }
 }

@@ -108,28 +108,52 @@ public sealed class ContinuationTests
         Assert.Equal(1, ContinuationRecord.SegmentOf(retrying with { State = ContinuationRecord.Failed }, 7));
     }
 
+    /// <summary>A continuer of job 901 (project 7) into segment 2, against a fake GitLab and a real file store.</summary>
+    private sealed class Continuing : IDisposable
+    {
+        public Continuing(string status, string serverToken = "glpat-continuer", string? clientToken = null)
+        {
+            GitLab = new FakeGitLab(serverToken) { NextJobId = 902 };
+            GitLab.AddJob(7, 901, "train", status);
+            var storeRoot = Directory.CreateTempSubdirectory("continuation-store").FullName;
+            Repository = new CheckpointRepository(new FileObjectStore(storeRoot), "checkpoints", "", "run-abc", _ => { });
+            var settings = new ContinuationSettings { GitLabUrl = new Uri(GitLab.Url), Token = new Secret(clientToken ?? serverToken), MaxSegments = 5, JobEndPollInterval = TimeSpan.FromMilliseconds(50) };
+            Client = new GitLabClient(settings.GitLabUrl, settings.Token, Log.Add);
+            Continuer = new JobContinuer(Client, Repository, settings, Log.Add);
+        }
+
+        public FakeGitLab GitLab { get; }
+        public CheckpointRepository Repository { get; }
+        public GitLabClient Client { get; }
+        public JobContinuer Continuer { get; }
+        public List<string> Log { get; } = [];
+
+        public Task<long?> ContinueAsync() => Continuer.ContinueAsync(new ContinuationRequest(7, 901, 2), TestContext.Current.CancellationToken);
+
+        public Task<ContinuationRecord?> RecordAsync() => Repository.ReadContinuationAsync(TestContext.Current.CancellationToken);
+
+        public void Dispose()
+        {
+            Client.Dispose();
+            GitLab.Dispose();
+        }
+    }
+
     [Fact]
     public async Task The_continuer_waits_for_the_job_to_end_then_retries_it_and_records_the_chain()
     {
-        const string token = "glpat-continuer";
-        using var gitLab = new FakeGitLab(token) { NextJobId = 902 };
-        gitLab.AddJob(7, 901, "train", "running");
-        var storeRoot = Directory.CreateTempSubdirectory("continuation-store").FullName;
-        var repository = new CheckpointRepository(new FileObjectStore(storeRoot), "checkpoints", "", "run-abc", _ => { });
-        var settings = new ContinuationSettings { GitLabUrl = new Uri(gitLab.Url), Token = new Secret(token), MaxSegments = 5, JobEndPollInterval = TimeSpan.FromMilliseconds(50) };
-        var log = new List<string>();
-        using var client = new GitLabClient(settings.GitLabUrl, settings.Token, log.Add);
+        using var continuing = new Continuing("running");
 
-        var continuing = new JobContinuer(client, repository, settings, log.Add).ContinueAsync(new ContinuationRequest(7, 901, 2), TestContext.Current.CancellationToken);
+        var retry = continuing.ContinueAsync();
         await Task.Delay(300, TestContext.Current.CancellationToken);
-        Assert.False(continuing.IsCompleted, "retried a job that was still running");
-        Assert.Empty(gitLab.Retries);
-        gitLab.SetStatus(901, "failed");
-        var next = await continuing;
+        Assert.False(retry.IsCompleted, "retried a job that was still running");
+        Assert.Empty(continuing.GitLab.Retries);
+        continuing.GitLab.SetStatus(901, "failed");
+        var next = await retry;
 
         Assert.Equal(902, next);
-        Assert.Equal([(901L, 902L)], gitLab.Retries);
-        var record = await repository.ReadContinuationAsync(TestContext.Current.CancellationToken);
+        Assert.Equal([(901L, 902L)], continuing.GitLab.Retries);
+        var record = await continuing.RecordAsync();
         Assert.Equal((2, 901L, (long?)902, ContinuationRecord.Retried), (record!.Segment, record.FromJob, record.NextJob, record.State));
         Assert.Equal(2, ContinuationRecord.SegmentOf(record, 902));
     }
@@ -137,60 +161,42 @@ public sealed class ContinuationTests
     [Fact]
     public async Task A_job_cancelled_after_its_deadline_signal_is_not_continued()
     {
-        const string token = "glpat-continuer";
-        using var gitLab = new FakeGitLab(token);
-        gitLab.AddJob(7, 901, "train", "canceled");
-        var storeRoot = Directory.CreateTempSubdirectory("continuation-store").FullName;
-        var repository = new CheckpointRepository(new FileObjectStore(storeRoot), "checkpoints", "", "run-abc", _ => { });
-        var settings = new ContinuationSettings { GitLabUrl = new Uri(gitLab.Url), Token = new Secret(token) };
-        var log = new List<string>();
-        using var client = new GitLabClient(settings.GitLabUrl, settings.Token, _ => { });
+        using var continuing = new Continuing("canceled");
 
-        var next = await new JobContinuer(client, repository, settings, log.Add).ContinueAsync(new ContinuationRequest(7, 901, 2), TestContext.Current.CancellationToken);
+        var next = await continuing.ContinueAsync();
 
         Assert.Null(next);
-        Assert.Empty(gitLab.Retries);
-        Assert.Contains(log, line => line.Contains("'canceled'", StringComparison.Ordinal));
-        Assert.Null(await repository.ReadContinuationAsync(TestContext.Current.CancellationToken));
+        Assert.Empty(continuing.GitLab.Retries);
+        Assert.Contains(continuing.Log, line => line.Contains("'canceled'", StringComparison.Ordinal));
+        Assert.Null(await continuing.RecordAsync());
     }
 
     [Fact]
     public async Task A_refused_retry_is_recorded_so_the_next_job_can_say_why()
     {
-        const string token = "glpat-continuer";
-        using var gitLab = new FakeGitLab(token);
-        gitLab.AddJob(7, 901, "train", "failed");
-        var storeRoot = Directory.CreateTempSubdirectory("continuation-store").FullName;
-        var repository = new CheckpointRepository(new FileObjectStore(storeRoot), "checkpoints", "", "run-abc", _ => { });
-        var settings = new ContinuationSettings { GitLabUrl = new Uri(gitLab.Url), Token = new Secret(token) };
-        using var client = new GitLabClient(settings.GitLabUrl, settings.Token, _ => { });
+        using var continuing = new Continuing("failed");
         // Someone retried the job by hand first: GitLab retries a job once.
-        await client.RetryJobAsync(7, 901, TestContext.Current.CancellationToken);
+        await continuing.Client.RetryJobAsync(7, 901, TestContext.Current.CancellationToken);
 
-        var error = await Assert.ThrowsAsync<GitLabApiException>(() => new JobContinuer(client, repository, settings, _ => { }).ContinueAsync(new ContinuationRequest(7, 901, 2), TestContext.Current.CancellationToken));
+        var error = await Assert.ThrowsAsync<GitLabApiException>(continuing.ContinueAsync);
 
         Assert.Equal(HttpStatusCode.Forbidden, error.Status);
-        var record = await repository.ReadContinuationAsync(TestContext.Current.CancellationToken);
+        var record = await continuing.RecordAsync();
         Assert.Equal((ContinuationRecord.Failed, 901L), (record!.State, record.FromJob));
         Assert.Contains("403", record.Error);
         // The hand-made retry is a new chain, not segment 2.
-        Assert.Equal(1, ContinuationRecord.SegmentOf(record, gitLab.Retries.Single().To));
+        Assert.Equal(1, ContinuationRecord.SegmentOf(record, continuing.GitLab.Retries.Single().To));
     }
 
     [Fact]
     public async Task A_revoked_token_continues_nothing()
     {
-        using var gitLab = new FakeGitLab("the-right-token");
-        gitLab.AddJob(7, 901, "train", "failed");
-        var storeRoot = Directory.CreateTempSubdirectory("continuation-store").FullName;
-        var repository = new CheckpointRepository(new FileObjectStore(storeRoot), "checkpoints", "", "run-abc", _ => { });
-        var settings = new ContinuationSettings { GitLabUrl = new Uri(gitLab.Url), Token = new Secret("a-revoked-token") };
-        using var client = new GitLabClient(settings.GitLabUrl, settings.Token, _ => { });
+        using var continuing = new Continuing("failed", serverToken: "the-right-token", clientToken: "a-revoked-token");
 
-        await Assert.ThrowsAsync<GitLabApiException>(() => new JobContinuer(client, repository, settings, _ => { }).ContinueAsync(new ContinuationRequest(7, 901, 2), TestContext.Current.CancellationToken));
+        await Assert.ThrowsAsync<GitLabApiException>(continuing.ContinueAsync);
 
-        Assert.Empty(gitLab.Retries);
-        Assert.Null(await repository.ReadContinuationAsync(TestContext.Current.CancellationToken));
+        Assert.Empty(continuing.GitLab.Retries);
+        Assert.Null(await continuing.RecordAsync());
     }
 }
 

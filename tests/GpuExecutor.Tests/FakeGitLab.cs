@@ -16,13 +16,12 @@ namespace GpuExecutor.Tests;
 /// </summary>
 public sealed partial class FakeGitLab : IDisposable
 {
-    private readonly HttpListener _listener = new();
+    private readonly LoopbackHttpServer _server;
     private readonly string _token;
     private readonly ConcurrentDictionary<long, Job> _jobs = new();
     private readonly ConcurrentQueue<(long From, long To)> _retries = new();
     private readonly ConcurrentQueue<string> _requests = new();
     private readonly Lock _lock = new();
-    private readonly Task _serving;
     private int _unauthorized;
     private int _requestCount;
 
@@ -31,25 +30,10 @@ public sealed partial class FakeGitLab : IDisposable
     public FakeGitLab(string token)
     {
         _token = token;
-        for (var attempt = 0; ; attempt++)
-        {
-            var port = Random.Shared.Next(40000, 50000);
-            Url = $"http://127.0.0.1:{port}";
-            _listener.Prefixes.Clear();
-            _listener.Prefixes.Add(Url + "/");
-            try
-            {
-                _listener.Start();
-                break;
-            }
-            catch (HttpListenerException) when (attempt < 20)
-            {
-            }
-        }
-        _serving = Task.Run(ServeAsync);
+        _server = new LoopbackHttpServer(RespondAsync);
     }
 
-    public string Url { get; }
+    public string Url => _server.Url;
 
     /// <summary>The id the next retry gets.</summary>
     public long NextJobId { get; set; } = 1_000_000;
@@ -69,32 +53,20 @@ public sealed partial class FakeGitLab : IDisposable
             _jobs[jobId] = _jobs[jobId] with { Status = status };
     }
 
-    private async Task ServeAsync()
+    private async Task RespondAsync(HttpListenerContext context)
     {
-        while (_listener.IsListening)
+        try
         {
-            HttpListenerContext context;
-            try
-            {
-                context = await _listener.GetContextAsync();
-            }
-            catch (Exception error) when (error is HttpListenerException or ObjectDisposedException)
-            {
-                return;
-            }
-            try
-            {
-                var (status, body) = Answer(context.Request);
-                var bytes = Encoding.UTF8.GetBytes(body);
-                context.Response.StatusCode = (int)status;
-                context.Response.ContentType = "application/json";
-                context.Response.ContentLength64 = bytes.Length;
-                await context.Response.OutputStream.WriteAsync(bytes);
-                context.Response.Close();
-            }
-            catch (Exception error) when (error is HttpListenerException or IOException or ObjectDisposedException)
-            {
-            }
+            var (status, body) = Answer(context.Request);
+            var bytes = Encoding.UTF8.GetBytes(body);
+            context.Response.StatusCode = (int)status;
+            context.Response.ContentType = "application/json";
+            context.Response.ContentLength64 = bytes.Length;
+            await context.Response.OutputStream.WriteAsync(bytes);
+            context.Response.Close();
+        }
+        catch (Exception error) when (error is HttpListenerException or IOException or ObjectDisposedException)
+        {
         }
     }
 
@@ -148,10 +120,5 @@ public sealed partial class FakeGitLab : IDisposable
     [GeneratedRegex(@"^/api/v4/projects/(\d+)/jobs/(\d+)(/retry)?$")]
     private static partial Regex JobPath();
 
-    public void Dispose()
-    {
-        _listener.Stop();
-        _listener.Close();
-        _serving.Wait(TimeSpan.FromSeconds(5));
-    }
+    public void Dispose() => _server.Dispose();
 }
