@@ -131,6 +131,34 @@ public sealed partial class CheckpointJobTests
     }
 
     [Fact]
+    public async Task A_job_whose_run_is_still_training_in_another_jobs_container_says_so_loudly()
+    {
+        using var workspace = new ExecutorWorkspace();
+        CopyTrainer(workspace);
+        // What a job whose runner died leaves behind: its container, still running, no cleanup.
+        var orphan = "gpu-executor-test-orphan-" + Guid.NewGuid().ToString("N")[..8];
+        await Testbed.DockerAsync("run", "-d", "--name", orphan, "--label", "io.gpu-executor.managed=true", "--label", "io.gpu-executor.job.id=8590",
+            "--label", "io.gpu-executor.run-key=p1-twice", "--label", "io.gpu-executor.role=job", "--label", "io.gpu-executor.deadline=4102444800", Testbed.TestImage, "sleep", "300");
+        try
+        {
+            var variables = new Dictionary<string, string> { ["CHECKPOINT_RUN_KEY"] = "twice", ["TOTAL_STEPS"] = "3", ["STEP_SECONDS"] = "0.1", ["CHECKPOINT_EVERY_SECONDS"] = "1" };
+
+            var job = await workspace.SimulateAsync(TrainerJob(8591, variables));
+
+            Assert.True(job.Result.Outcome == "success", job.Log);
+            Assert.Contains($"WARNING: job 8590 of this run is still running in container {orphan}", job.Log);
+            // A stopped container of the run is history, not a second trainer.
+            await Testbed.DockerAsync("stop", "-t", "0", orphan);
+            var next = await workspace.SimulateAsync(TrainerJob(8592, variables));
+            Assert.DoesNotContain("is still running in container", next.Log);
+        }
+        finally
+        {
+            await Testbed.DockerAsync("rm", "-f", orphan);
+        }
+    }
+
+    [Fact]
     public async Task With_the_store_down_training_goes_on_and_the_job_log_says_the_checkpoint_is_not_safe()
     {
         // Reads pass (restore finds no run), every write fails: the store went down after prepare.

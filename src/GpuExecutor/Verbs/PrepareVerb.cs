@@ -64,7 +64,7 @@ public static class PrepareVerb
             if (checkpoints is not null)
             {
                 var directories = RunDirectories.For(config.StateDir, checkpoints.RunKey);
-                checkpointEnvironment = await RestoreCheckpointAsync(config, job, checkpoints, directories, log, context.Stop);
+                checkpointEnvironment = await RestoreCheckpointAsync(config, driver, job, checkpoints, directories, log, context.Stop);
                 workspace = workspace with { CheckpointMount = new BindMount(directories.Work, config.Checkpoints.ContainerDir, ReadOnly: false) };
             }
             // Datasets arrive while the job waits for GPUs, and the job takes its GPUs only once
@@ -174,7 +174,7 @@ public static class PrepareVerb
     /// Puts the run's newest committed generation (or the pinned one, or nothing) in the run's
     /// work directory before any script runs, and tells the job what it got.
     /// </summary>
-    private static async Task<Dictionary<string, string>> RestoreCheckpointAsync(ExecutorConfig config, JobIdentity job, CheckpointRequest request, RunDirectories directories, TextWriter log, CancellationToken cancellationToken)
+    private static async Task<Dictionary<string, string>> RestoreCheckpointAsync(ExecutorConfig config, IContainerDriver driver, JobIdentity job, CheckpointRequest request, RunDirectories directories, TextWriter log, CancellationToken cancellationToken)
     {
         Directory.CreateDirectory(Path.GetDirectoryName(directories.Root)!);
         // Only the executor goes below STATE_DIR/checkpoints; the work directory is reached
@@ -194,6 +194,7 @@ public static class PrepareVerb
         {
             var (store, repository) = CheckpointStores.Open(config, request.RunKey, line => log.WriteLine(line));
             using var _ = store;
+            await WarnAboutAnotherLiveJobAsync(driver, job, log, cancellationToken);
             await WaitForEarlierAgentAsync(config, directories, log, cancellationToken);
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var restorer = new CheckpointRestorer(repository, directories, line => log.WriteLine(line));
@@ -243,6 +244,39 @@ public static class PrepareVerb
         log.WriteLine(place + (segment < settings.MaxSegments
             ? " If it reaches its deadline, it is retried through the GitLab API once it has ended, and the retry resumes from the newest checkpoint."
             : " It is the last one continuation.max_segments allows: at its deadline the run stops."));
+    }
+
+    /// <summary>
+    /// Another job of the same run whose container still runs: its runner died before cleanup, or
+    /// the run was started twice. Both trainers then commit to the run and the newest generation
+    /// may come from either, so the job log says so loudly, with what to do about it.
+    /// </summary>
+    private static async Task WarnAboutAnotherLiveJobAsync(IContainerDriver driver, JobIdentity job, TextWriter log, CancellationToken cancellationToken)
+    {
+        var sameRun = new Dictionary<string, string>
+        {
+            [JobLabels.Managed] = "true",
+            [JobLabels.RunKey] = job.RunKey,
+            [JobLabels.Role] = JobContainerNames.JobRole,
+        };
+        foreach (var other in await driver.FindAsync(sameRun, cancellationToken))
+        {
+            var otherJob = other.Labels.GetValueOrDefault(JobLabels.JobId, "?");
+            if (otherJob == job.JobId.ToString(CultureInfo.InvariantCulture))
+                continue;
+            try
+            {
+                if (await driver.InspectStateAsync(other.Name, cancellationToken) is not { Running: true })
+                    continue;
+            }
+            catch (ContainerEngineException)
+            {
+                // Removed since it was listed: nothing runs there any more.
+                continue;
+            }
+            log.WriteLine($"  WARNING: job {otherJob} of this run is still running in container {other.Name} (its runner may have died before cleanup, or the run was started twice). " +
+                          $"Both jobs now commit checkpoints to run {job.RunKey}, and the newest generation may come from either. An admin can stop it with `docker rm -f {other.Name}`; `gpu-executor gc` removes it once its deadline has passed.");
+        }
     }
 
     /// <summary>
