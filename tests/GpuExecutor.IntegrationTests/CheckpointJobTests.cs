@@ -131,6 +131,70 @@ public sealed partial class CheckpointJobTests
     }
 
     [Fact]
+    public async Task A_retried_job_adopts_the_training_its_dead_runner_left_running_instead_of_starting_it_again()
+    {
+        using var workspace = new ExecutorWorkspace();
+        CopyTrainer(workspace);
+        var variables = new Dictionary<string, string> { ["TOTAL_STEPS"] = "120", ["STEP_SECONDS"] = "0.1", ["CHECKPOINT_EVERY_SECONDS"] = "1" };
+        var jobPath = Path.Combine(workspace.Root, "dying-job.json");
+        await File.WriteAllTextAsync(jobPath, System.Text.Json.JsonSerializer.Serialize(TrainerJob(8701, variables)), TestContext.Current.CancellationToken);
+
+        // The runner dies mid-training: the simulator and every executor process under it are
+        // SIGKILLed. The container and the detached checkpoint agent are not its children.
+        var start = new System.Diagnostics.ProcessStartInfo(Testbed.Binary, ["--config", workspace.ConfigPath, "simulate", jobPath])
+        {
+            UseShellExecute = false,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = workspace.Root,
+        };
+        var firstLog = new System.Text.StringBuilder();
+        var diedAt = -1;
+        using (var runner = System.Diagnostics.Process.Start(start)!)
+        {
+            runner.ErrorDataReceived += (_, line) => { lock (firstLog) firstLog.AppendLine(line.Data); };
+            runner.BeginErrorReadLine();
+            var waited = System.Diagnostics.Stopwatch.StartNew();
+            while (waited.Elapsed < TimeSpan.FromSeconds(60) && await runner.StandardOutput.ReadLineAsync(TestContext.Current.CancellationToken) is { } line)
+            {
+                lock (firstLog)
+                    firstLog.AppendLine(line);
+                if (StepLine().Match(line) is { Success: true } step && int.Parse(step.Groups[1].Value) >= 25)
+                {
+                    diedAt = int.Parse(step.Groups[1].Value);
+                    break;
+                }
+            }
+            runner.Kill(entireProcessTree: true);
+            await runner.WaitForExitAsync(TestContext.Current.CancellationToken);
+        }
+        Assert.True(diedAt >= 25, $"the first job never reached step 25:\n{firstLog}");
+        Assert.NotEmpty((await Testbed.JobContainersAsync(8701)).Trim());
+
+        // GitLab fails the job and it is retried: same name, same run, a new job id.
+        var retry = await workspace.SimulateAsync(TrainerJob(8702, variables));
+
+        Assert.True(retry.Result.Outcome == "success", retry.Log);
+        Assert.Contains("This job adopts it", retry.Log);
+        Assert.Contains("get_sources skipped", retry.Log);
+        // The same training went on: no restart, no restore, and it ran to the end.
+        Assert.DoesNotContain("resumed at step", retry.Log);
+        Assert.Contains("training complete at step 120", retry.Log);
+        var followedFrom = StepLine().Matches(retry.Log).Select(match => int.Parse(match.Groups[1].Value)).First();
+        Assert.True(followedFrom > diedAt, $"the retry's log starts at step {followedFrom}, not after step {diedAt}");
+        Assert.Contains("is the newest in the store", retry.Log);
+        // Its cleanup removed what the dead job left.
+        Assert.Empty((await Testbed.JobContainersAsync(8701)).Trim());
+        Assert.Empty((await Testbed.JobContainersAsync(8702)).Trim());
+
+        // The next job of the run starts from the checkpoint the adopted training committed last.
+        variables["TOTAL_STEPS"] = "125";
+        var next = await workspace.SimulateAsync(TrainerJob(8703, variables));
+        Assert.True(next.Result.Outcome == "success", next.Log);
+        Assert.Equal(120, ResumedAt(next.Log));
+    }
+
+    [Fact]
     public async Task A_job_whose_run_is_still_training_in_another_jobs_container_says_so_loudly()
     {
         using var workspace = new ExecutorWorkspace();
@@ -213,4 +277,7 @@ public sealed partial class CheckpointJobTests
 
     [GeneratedRegex(@"checkpoint at step (\d+)")]
     private static partial Regex CheckpointLine();
+
+    [GeneratedRegex(@"^step (\d+) ", RegexOptions.Multiline)]
+    private static partial Regex StepLine();
 }

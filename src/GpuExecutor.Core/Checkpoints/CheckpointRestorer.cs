@@ -27,6 +27,9 @@ public sealed record RunDirectories(string Root)
     /// <summary>Held (flock) by the run's agent for as long as it lives, so the next job's prepare can wait for its final commit.</summary>
     public string AgentLock => Path.Combine(Root, "agent.lock");
 
+    /// <summary>Held by `run` while it follows the run's main stage: free with the stage still running means no runner follows it.</summary>
+    public string MainStageLock => Path.Combine(Root, "main-stage.lock");
+
     public string AgentStatus(long jobId) => Path.Combine(Root, $"agent-{jobId.ToString(CultureInfo.InvariantCulture)}.json");
 
     /// <summary>Created by `run` when the main step has ended: the agent's cue for its final commit.</summary>

@@ -1,8 +1,8 @@
 using System.Globalization;
-using System.Text.Json;
 using System.Text.Json.Serialization;
 using GpuExecutor.Checkpoints;
 using GpuExecutor.Configuration;
+using GpuExecutor.Jobs;
 
 namespace GpuExecutor.Continuation;
 
@@ -58,35 +58,16 @@ public static class ContinuationFiles
         Path.Combine(directories.Root, $"continue-{jobId.ToString(CultureInfo.InvariantCulture)}.json");
 
     public static void WriteSegment(RunDirectories directories, long jobId, JobSegment segment) =>
-        WriteAtomically(SegmentFile(directories, jobId), JsonSerializer.SerializeToUtf8Bytes(segment, ContinuationJsonContext.Default.JobSegment));
+        StateFiles.Write(SegmentFile(directories, jobId), segment, ContinuationJsonContext.Default.JobSegment);
 
     public static JobSegment? ReadSegment(RunDirectories directories, long jobId) =>
-        Read(SegmentFile(directories, jobId), ContinuationJsonContext.Default.JobSegment);
+        StateFiles.Read(SegmentFile(directories, jobId), ContinuationJsonContext.Default.JobSegment);
 
     public static void WriteRequest(RunDirectories directories, ContinuationRequest request) =>
-        WriteAtomically(RequestFile(directories, request.JobId), JsonSerializer.SerializeToUtf8Bytes(request, ContinuationJsonContext.Default.ContinuationRequest));
+        StateFiles.Write(RequestFile(directories, request.JobId), request, ContinuationJsonContext.Default.ContinuationRequest);
 
     public static ContinuationRequest? ReadRequest(RunDirectories directories, long jobId) =>
-        Read(RequestFile(directories, jobId), ContinuationJsonContext.Default.ContinuationRequest);
-
-    private static void WriteAtomically(string path, byte[] bytes)
-    {
-        var temporary = path + ".tmp";
-        File.WriteAllBytes(temporary, bytes);
-        File.Move(temporary, path, overwrite: true);
-    }
-
-    private static T? Read<T>(string path, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> type) where T : class
-    {
-        try
-        {
-            return File.Exists(path) ? JsonSerializer.Deserialize(File.ReadAllBytes(path), type) : null;
-        }
-        catch (Exception error) when (error is IOException or JsonException)
-        {
-            return null;
-        }
-    }
+        StateFiles.Read(RequestFile(directories, jobId), ContinuationJsonContext.Default.ContinuationRequest);
 }
 
 /// <summary>

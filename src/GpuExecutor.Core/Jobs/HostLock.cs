@@ -32,12 +32,16 @@ public sealed class HostLock : IDisposable
         }
     }
 
-    /// <summary>The lock if it is free now, else null: for asking whether its holder is still alive.</summary>
-    public static HostLock? TryAcquire(string path)
+    /// <summary>
+    /// The lock if it is free now, else null: for asking whether its holder is still alive, or
+    /// (with <paramref name="create"/>) for taking it without waiting. Without create, a lock
+    /// file that does not exist counts as held: there is nothing to ask about.
+    /// </summary>
+    public static HostLock? TryAcquire(string path, bool create = false)
     {
         try
         {
-            return new HostLock(new FileStream(path, FileMode.Open, FileAccess.ReadWrite, FileShare.None));
+            return new HostLock(new FileStream(path, create ? FileMode.OpenOrCreate : FileMode.Open, FileAccess.ReadWrite, FileShare.None));
         }
         catch (IOException)
         {

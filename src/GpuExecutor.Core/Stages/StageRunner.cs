@@ -27,13 +27,18 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
     /// <summary>How often a stop asks whether the stage's processes are all gone.</summary>
     private static readonly TimeSpan SurvivorPollInterval = TimeSpan.FromMilliseconds(200);
 
+    /// <summary>How often a followed stage is checked for having ended unseen.</summary>
+    private static readonly TimeSpan FollowCheckInterval = TimeSpan.FromSeconds(2);
+
     public async Task<StageResult> RunAsync(
         string container,
         ReadOnlyMemory<byte> script,
         Stream stdout,
         Stream stderr,
         CancellationToken stopRequested,
-        CancellationToken signalRequested = default)
+        CancellationToken signalRequested = default,
+        string? nonce = null,
+        bool follow = false)
     {
         using var attachTimeout = new CancellationTokenSource(AttachTimeout);
         using var attachment = await driver.AttachAsync(container, attachTimeout.Token);
@@ -44,14 +49,19 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
         var containerStopped = WatchForStopAsync(container, stopWatching.Token);
 
         var session = new ServerSession(attachment, container);
-        var stageNonce = StageServer.NewNonce();
+        var stageNonce = nonce ?? StageServer.NewNonce();
         // The stage has ended once its reply came on both streams: each stream is ordered, the
         // two are not, so stderr written just before the end may arrive after stdout's reply.
         var stage = BothAsync(session.Expect(stageNonce), session.ExpectOnStderr(stageNonce));
-        await attachment.WriteAsync(StageServer.RunRequest(stageNonce, script.Span), attachTimeout.Token);
+        // Following a stage another `run` started (re-attach): it is running already, and only
+        // its output from now on, and its reply, come this way.
+        if (!follow)
+            await attachment.WriteAsync(StageServer.RunRequest(stageNonce, script.Span), attachTimeout.Token);
 
         using var stopReading = new CancellationTokenSource();
         var reading = session.ReadAsync(stdout, stderr, stopReading.Token);
+        if (follow)
+            stage = FollowedAsync(session, stage);
         // Either of these ending first is the outcome: the stream failed, or the container stopped.
         var failure = Task.WhenAny(reading, containerStopped).Unwrap();
         try
@@ -81,6 +91,21 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
             await stopWatching.CancelAsync();
             await Task.WhenAll(reading, containerStopped).ContinueWith(_ => { }, TaskScheduler.Default);
         }
+    }
+
+    /// <summary>
+    /// A followed stage may have ended before this attach began, its reply then gone with no
+    /// reader: when no process but the server's is left and no reply came, the stage is over
+    /// and its exit code lost.
+    /// </summary>
+    private static async Task<int> FollowedAsync(ServerSession session, Task<int> stage)
+    {
+        while (await Task.WhenAny(stage, Task.Delay(FollowCheckInterval)) != stage)
+        {
+            if (await session.CountSurvivorsAsync(_ => { }) == 0 && await Task.WhenAny(stage, Task.Delay(TimeSpan.FromSeconds(2))) != stage)
+                throw new SystemFailureException($"the stage followed in container '{session.Container}' ended before it could be followed, and its exit code with it (it is in the container's log).");
+        }
+        return await stage;
     }
 
     private static async Task<int> BothAsync(Task<int> stdoutReply, Task<int> stderrReply)

@@ -1,3 +1,4 @@
+using GpuExecutor.Checkpoints;
 using GpuExecutor.Containers;
 using GpuExecutor.Datasets;
 using GpuExecutor.Jobs;
@@ -21,9 +22,15 @@ public static class CleanupVerb
         using var driver = new DockerContainerDriver(config.Docker.Endpoint);
 
         var failures = new List<string>();
+        // A job that adopted another job's training (re-attach) owns what that job left: its
+        // containers, views and builds directory, which its own cleanup never came to remove.
+        var adopted = Reattach.ReadAdoption(config.StateDir, job.JobId);
+        var jobIds = adopted is null ? [job.JobId] : new[] { job.JobId, adopted.JobId };
         try
         {
-            var containers = await driver.FindAsync(JobLabels.SelectJob(job.JobId), timeout.Token);
+            var containers = new List<ContainerSummary>();
+            foreach (var jobId in jobIds)
+                containers.AddRange(await driver.FindAsync(JobLabels.SelectJob(jobId), timeout.Token));
             var removals = containers.Select(async container =>
             {
                 try
@@ -47,16 +54,17 @@ public static class CleanupVerb
         try
         {
             // The views' hardlinks are what keep cached objects from eviction; the job is done.
-            new DatasetCache(config.StateDir, _ => { }).RemoveViews(job.JobId);
+            foreach (var jobId in jobIds)
+                new DatasetCache(config.StateDir, _ => { }).RemoveViews(jobId);
         }
         catch (Exception error) when (error is IOException or UnauthorizedAccessException)
         {
             failures.Add($"dataset views: {error.Message}");
         }
 
-        if (config.Cleanup.RemoveBuildsDir)
+        foreach (var jobId in config.Cleanup.RemoveBuildsDir ? jobIds : [])
         {
-            var buildsDir = JobWorkspace.For(config, job).BuildsHostDir;
+            var buildsDir = JobWorkspace.For(config, job with { JobId = jobId }).BuildsHostDir;
             try
             {
                 if (Directory.Exists(buildsDir))
@@ -67,6 +75,8 @@ public static class CleanupVerb
                 failures.Add($"builds directory {buildsDir}: {error.Message}");
             }
         }
+        if (adopted is not null && failures.Count == 0)
+            File.Delete(Reattach.AdoptionFile(config.StateDir, job.JobId));
 
         if (failures.Count > 0)
             throw new SystemFailureException($"cleanup of job {job.JobId} left work undone (gc will retry): {string.Join("; ", failures)}");

@@ -57,6 +57,12 @@ public static class PrepareVerb
             if (hasHelper)
                 await EnsureImageAsync(driver, config.Images.Helper, config.Images.PullPolicy, jobChoseIt: false, log, context.Stop);
 
+            if (checkpoints is not null && await FindTrainingToAdoptAsync(driver, config, job, checkpoints.RunKey, context.Stop) is { } orphan)
+            {
+                await AdoptAsync(driver, config, job, checkpoints.RunKey, orphan, startedAt, hasHelper, log, context.Stop);
+                return ExitCodes.Success;
+            }
+
             var workspace = JobWorkspace.For(config, job);
             Directory.CreateDirectory(workspace.BuildsHostDir);
             Directory.CreateDirectory(workspace.CacheHostDir);
@@ -244,6 +250,61 @@ public static class PrepareVerb
         log.WriteLine(place + (segment < settings.MaxSegments
             ? " If it reaches its deadline, it is retried through the GitLab API once it has ended, and the retry resumes from the newest checkpoint."
             : " It is the last one continuation.max_segments allows: at its deadline the run stops."));
+    }
+
+    /// <summary>
+    /// The run's training, still running with no `run` following it: its job's runner died
+    /// (`run` holds the main-stage lock while it follows, and the kernel frees the lock with the
+    /// process). Null unless the record, the free lock, the running container and its run-key
+    /// label all agree.
+    /// </summary>
+    private static async Task<MainStageRecord?> FindTrainingToAdoptAsync(IContainerDriver driver, ExecutorConfig config, JobIdentity job, string runKey, CancellationToken cancellationToken)
+    {
+        var directories = RunDirectories.For(config.StateDir, runKey);
+        if (Reattach.ReadMainStage(directories) is not { } record || record.JobId == job.JobId)
+            return null;
+        using (var free = HostLock.TryAcquire(directories.MainStageLock))
+        {
+            if (free is null)
+                return null;
+        }
+        try
+        {
+            if (await driver.InspectStateAsync(record.Container, cancellationToken) is not { Running: true })
+                return null;
+        }
+        catch (ContainerEngineException)
+        {
+            return null;
+        }
+        var owners = await driver.FindAsync(JobLabels.SelectJob(record.JobId), cancellationToken);
+        return owners.Any(found => found.Name == record.Container && found.Labels.GetValueOrDefault(JobLabels.RunKey) == runKey) ? record : null;
+    }
+
+    /// <summary>
+    /// Re-attach: this job takes over the run's training instead of starting it again. Its
+    /// main step will follow that stage to its end; the GPUs, the checkpoint agent and the
+    /// container stay as they are, and this job's cleanup removes them. A helper container, if
+    /// the config has one, mounts the adopted job's builds directory, so artifacts and caches
+    /// come from the training's worktree.
+    /// </summary>
+    private static async Task AdoptAsync(IContainerDriver driver, ExecutorConfig config, JobIdentity job, string runKey, MainStageRecord orphan, DateTimeOffset startedAt, bool hasHelper, TextWriter log, CancellationToken cancellationToken)
+    {
+        // The helper first: if it fails, prepare fails before this job owns the training, and
+        // the cleanup that follows removes only this job's own containers.
+        if (hasHelper)
+        {
+            var trainingWorkspace = JobWorkspace.For(config, job with { JobId = orphan.JobId });
+            var helperContainer = await StartAsync(driver, config, job, trainingWorkspace, JobContainerNames.HelperRole, config.Images.Helper, startedAt, [], new Dictionary<string, string>(), cancellationToken);
+            await CheckStageServerAnswersAsync(driver, JobContainerNames.For(job.JobId, JobContainerNames.HelperRole), config.Images.Helper, JobContainerNames.HelperRole, cancellationToken);
+            log.WriteLine($"Helper container {helperContainer} runs {config.Images.Helper} on job {orphan.JobId}'s builds directory.");
+        }
+        using (JobLogSection.Start(log, "gpu_executor_reattach", "Re-attach", collapsed: false))
+        {
+            log.WriteLine($"  job {orphan.JobId}'s training is still running in {orphan.Container} (its {orphan.Stage}, started {orphan.StartedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC), and no runner follows it: that job's runner died before the job ended.");
+            log.WriteLine($"  This job adopts it: its {orphan.Stage} follows that training to its end instead of starting it again, and it skips {string.Join(", ", Reattach.SkippedWhenAdopting)}, which would change the worktree under the training. The GPUs, the container and job {orphan.JobId}'s checkpoint agent stay as they are; this job's cleanup removes the container.");
+            Reattach.WriteAdoption(config.StateDir, job.JobId, new AdoptedStage(orphan.JobId, orphan.Container, orphan.Stage, orphan.Nonce, runKey, startedAt + job.Timeout));
+        }
     }
 
     /// <summary>

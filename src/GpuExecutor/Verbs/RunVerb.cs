@@ -24,7 +24,22 @@ public static class RunVerb
         var config = context.Config;
         var payload = JobPayloadReader.Read(context.Environment);
         var job = JobIdentity.From(payload);
-        var container = JobContainerNames.ForStage(job.JobId, stageName, hasHelper: config.Images.Helper.Length > 0);
+        var hasHelper = config.Images.Helper.Length > 0;
+        // A job that adopted another job's running training (re-attach, see prepare): its user
+        // stages go to that container, and the stages that would change the worktree under the
+        // training are skipped.
+        var adopted = Reattach.ReadAdoption(config.StateDir, job.JobId);
+        if (adopted is not null && Reattach.SkippedWhenAdopting.Contains(stageName))
+        {
+            context.Log.WriteLine($"Re-attach: {stageName} skipped: this job follows job {adopted.JobId}'s training in {adopted.Container}, whose worktree must not change under it.");
+            return ExitCodes.Success;
+        }
+        var container = adopted is not null && (!hasHelper || StagePlacement.For(stageName) == StageContainer.Job)
+            ? adopted.Container
+            : JobContainerNames.ForStage(job.JobId, stageName, hasHelper);
+        var following = adopted is not null && stageName == adopted.Stage;
+        // The agent committing this run's checkpoints: the adopted job's, which goes on.
+        var agentJobId = adopted?.JobId ?? job.JobId;
 
         byte[] script;
         try
@@ -44,13 +59,21 @@ public static class RunVerb
 
         using var driver = new DockerContainerDriver(config.Docker.Endpoint);
         using var beforeDeadline = new CancellationTokenSource();
-        if (checkpoints is not null && await DeadlineAsync(driver, job, context.Stop) is { } deadline)
+        if (checkpoints is not null && (adopted?.Deadline ?? await DeadlineAsync(driver, job, context.Stop)) is { } deadline)
         {
             var signalIn = deadline - config.Checkpoints.DeadlineMargin - DateTimeOffset.UtcNow;
             beforeDeadline.CancelAfter(signalIn > TimeSpan.Zero ? signalIn : TimeSpan.Zero);
         }
         using var stopReporting = new CancellationTokenSource();
-        var reporting = directories is null ? Task.CompletedTask : ReportCommitsAsync(directories, job.JobId, context.Log, stopReporting.Token);
+        var reporting = directories is null ? Task.CompletedTask : ReportCommitsAsync(directories, agentJobId, context.Log, stopReporting.Token);
+
+        // While it follows the run's training, `run` holds the run's main-stage lock and leaves a
+        // record of the stage: a later job that finds the record with the lock free and the
+        // container running knows no runner follows that training any more, and adopts it.
+        var nonce = following ? adopted!.Nonce : StageServer.NewNonce();
+        using var followingLock = directories is null ? null : HostLock.TryAcquire(directories.MainStageLock, create: true);
+        if (directories is not null && followingLock is not null)
+            Reattach.WriteMainStage(directories, new MainStageRecord(agentJobId, container, stageName, nonce, DateTimeOffset.UtcNow));
 
         StageResult result;
         // Raw, unbuffered standard streams: output reaches the job log as it is produced, and
@@ -59,15 +82,18 @@ public static class RunVerb
         await using (var stderr = Console.OpenStandardError())
         {
             var runner = new StageRunner(driver, config.Run, message => context.Log.WriteLine(message));
-            result = await runner.RunAsync(container, script, stdout, stderr, context.Stop, beforeDeadline.Token);
+            result = await runner.RunAsync(container, script, stdout, stderr, context.Stop, beforeDeadline.Token, nonce, following);
         }
+        // The training is over: nothing is left to adopt.
+        if (directories is not null && followingLock is not null)
+            File.Delete(Reattach.MainStageFile(directories));
         // Read at once: the signal went out while the stage ran, so the run stopped at its deadline.
         var reachedDeadline = beforeDeadline.IsCancellationRequested;
         await stopReporting.CancelAsync();
         await reporting;
         var continuesAs = directories is not null && reachedDeadline ? RequestContinuation(config.Continuation, payload, directories, context.Log) : null;
         if (directories is not null)
-            await AwaitFinalCommitAsync(config.Checkpoints.FinalCommitWait, directories, job.JobId, context.Log);
+            await AwaitFinalCommitAsync(config.Checkpoints.FinalCommitWait, directories, agentJobId, context.Log);
 
         // A continued job must not succeed, whatever the trainer's exit code: later stages of the
         // pipeline would start on an unfinished model. The retry replaces it in the pipeline.

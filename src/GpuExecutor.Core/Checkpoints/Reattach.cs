@@ -1,0 +1,64 @@
+using System.Globalization;
+using System.Text.Json.Serialization;
+using GpuExecutor.Jobs;
+
+namespace GpuExecutor.Checkpoints;
+
+/// <summary>
+/// The run's training as `run` started it: which job, in which container, under which stage
+/// nonce. `run` holds <see cref="RunDirectories.MainStageLock"/> while it follows the stage; a
+/// record whose lock is free and whose container still runs is training no runner follows (its
+/// runner died), which the run's next job adopts instead of starting training again.
+/// </summary>
+public sealed record MainStageRecord(
+    [property: JsonPropertyName("job_id")] long JobId,
+    [property: JsonPropertyName("container")] string Container,
+    [property: JsonPropertyName("stage")] string Stage,
+    [property: JsonPropertyName("nonce")] string Nonce,
+    [property: JsonPropertyName("started_at")] DateTimeOffset StartedAt);
+
+/// <summary>What prepare adopted for a job: another job's container whose main stage this job's main step follows.</summary>
+public sealed record AdoptedStage(
+    [property: JsonPropertyName("job_id")] long JobId,
+    [property: JsonPropertyName("container")] string Container,
+    [property: JsonPropertyName("stage")] string Stage,
+    [property: JsonPropertyName("nonce")] string Nonce,
+    [property: JsonPropertyName("run_key")] string RunKey,
+    [property: JsonPropertyName("deadline")] DateTimeOffset Deadline);
+
+public static class Reattach
+{
+    /// <summary>
+    /// Stages that would change the adopted container's worktree under the running training
+    /// (git's checkout and clean, cache and artifact extraction): an adopting job skips them.
+    /// </summary>
+    public static readonly IReadOnlySet<string> SkippedWhenAdopting = new HashSet<string>(StringComparer.Ordinal)
+    {
+        "get_sources", "clear_worktree", "restore_cache", "download_artifacts",
+    };
+
+    public static string MainStageFile(RunDirectories directories) => Path.Combine(directories.Root, "main-stage.json");
+
+    /// <summary>Keyed by job id, not run key: cleanup reads it from the payload alone.</summary>
+    public static string AdoptionFile(string stateDir, long jobId) =>
+        Path.Combine(stateDir, "adopted", $"job-{jobId.ToString(CultureInfo.InvariantCulture)}.json");
+
+    public static void WriteMainStage(RunDirectories directories, MainStageRecord record) =>
+        StateFiles.Write(MainStageFile(directories), record, ReattachJsonContext.Default.MainStageRecord);
+
+    public static MainStageRecord? ReadMainStage(RunDirectories directories) =>
+        StateFiles.Read(MainStageFile(directories), ReattachJsonContext.Default.MainStageRecord);
+
+    public static void WriteAdoption(string stateDir, long jobId, AdoptedStage adopted)
+    {
+        Directory.CreateDirectory(Path.GetDirectoryName(AdoptionFile(stateDir, jobId))!);
+        StateFiles.Write(AdoptionFile(stateDir, jobId), adopted, ReattachJsonContext.Default.AdoptedStage);
+    }
+
+    public static AdoptedStage? ReadAdoption(string stateDir, long jobId) =>
+        StateFiles.Read(AdoptionFile(stateDir, jobId), ReattachJsonContext.Default.AdoptedStage);
+}
+
+[JsonSerializable(typeof(MainStageRecord))]
+[JsonSerializable(typeof(AdoptedStage))]
+internal sealed partial class ReattachJsonContext : JsonSerializerContext;
