@@ -130,17 +130,16 @@ public sealed partial class CheckpointJobTests
             Assert.DoesNotContain(token, text);
     }
 
-    [Fact]
-    public async Task A_retried_job_adopts_the_training_its_dead_runner_left_running_instead_of_starting_it_again()
+    /// <summary>
+    /// Runs a job through the simulator until its trainer prints step <paramref name="atStep"/>,
+    /// then kills the runner as a crash would: the simulator and every executor process under it
+    /// get SIGKILL. The job's container and its detached checkpoint agent are not their children,
+    /// and go on. Returns the step the trainer had reached.
+    /// </summary>
+    private static async Task<int> RunUntilTheRunnerDiesAsync(ExecutorWorkspace workspace, object job, int atStep)
     {
-        using var workspace = new ExecutorWorkspace();
-        CopyTrainer(workspace);
-        var variables = new Dictionary<string, string> { ["TOTAL_STEPS"] = "120", ["STEP_SECONDS"] = "0.1", ["CHECKPOINT_EVERY_SECONDS"] = "1" };
-        var jobPath = Path.Combine(workspace.Root, "dying-job.json");
-        await File.WriteAllTextAsync(jobPath, System.Text.Json.JsonSerializer.Serialize(TrainerJob(8701, variables)), TestContext.Current.CancellationToken);
-
-        // The runner dies mid-training: the simulator and every executor process under it are
-        // SIGKILLed. The container and the detached checkpoint agent are not its children.
+        var jobPath = Path.Combine(workspace.Root, $"dying-job-{Guid.NewGuid():N}.json");
+        await File.WriteAllTextAsync(jobPath, System.Text.Json.JsonSerializer.Serialize(job), TestContext.Current.CancellationToken);
         var start = new System.Diagnostics.ProcessStartInfo(Testbed.Binary, ["--config", workspace.ConfigPath, "simulate", jobPath])
         {
             UseShellExecute = false,
@@ -148,27 +147,36 @@ public sealed partial class CheckpointJobTests
             RedirectStandardError = true,
             WorkingDirectory = workspace.Root,
         };
-        var firstLog = new System.Text.StringBuilder();
-        var diedAt = -1;
-        using (var runner = System.Diagnostics.Process.Start(start)!)
+        var log = new System.Text.StringBuilder();
+        using var runner = System.Diagnostics.Process.Start(start)!;
+        runner.ErrorDataReceived += (_, line) => { lock (log) log.AppendLine(line.Data); };
+        runner.BeginErrorReadLine();
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        try
         {
-            runner.ErrorDataReceived += (_, line) => { lock (firstLog) firstLog.AppendLine(line.Data); };
-            runner.BeginErrorReadLine();
-            var waited = System.Diagnostics.Stopwatch.StartNew();
             while (waited.Elapsed < TimeSpan.FromSeconds(60) && await runner.StandardOutput.ReadLineAsync(TestContext.Current.CancellationToken) is { } line)
             {
-                lock (firstLog)
-                    firstLog.AppendLine(line);
-                if (StepLine().Match(line) is { Success: true } step && int.Parse(step.Groups[1].Value) >= 25)
-                {
-                    diedAt = int.Parse(step.Groups[1].Value);
-                    break;
-                }
+                lock (log)
+                    log.AppendLine(line);
+                if (StepLine().Match(line) is { Success: true } step && int.Parse(step.Groups[1].Value) >= atStep)
+                    return int.Parse(step.Groups[1].Value);
             }
+            throw new Xunit.Sdk.XunitException($"the job never reached step {atStep}:\n{log}");
+        }
+        finally
+        {
             runner.Kill(entireProcessTree: true);
             await runner.WaitForExitAsync(TestContext.Current.CancellationToken);
         }
-        Assert.True(diedAt >= 25, $"the first job never reached step 25:\n{firstLog}");
+    }
+
+    [Fact]
+    public async Task A_retried_job_adopts_the_training_its_dead_runner_left_running_instead_of_starting_it_again()
+    {
+        using var workspace = new ExecutorWorkspace();
+        CopyTrainer(workspace);
+        var variables = new Dictionary<string, string> { ["TOTAL_STEPS"] = "120", ["STEP_SECONDS"] = "0.1", ["CHECKPOINT_EVERY_SECONDS"] = "1" };
+        var diedAt = await RunUntilTheRunnerDiesAsync(workspace, TrainerJob(8701, variables), atStep: 25);
         Assert.NotEmpty((await Testbed.JobContainersAsync(8701)).Trim());
 
         // GitLab fails the job and it is retried: same name, same run, a new job id.
@@ -192,6 +200,27 @@ public sealed partial class CheckpointJobTests
         var next = await workspace.SimulateAsync(TrainerJob(8703, variables));
         Assert.True(next.Result.Outcome == "success", next.Log);
         Assert.Equal(120, ResumedAt(next.Log));
+    }
+
+    [Fact]
+    public async Task A_training_that_ended_while_no_runner_followed_it_is_a_system_failure_and_the_next_job_resumes()
+    {
+        using var workspace = new ExecutorWorkspace();
+        CopyTrainer(workspace);
+        var variables = new Dictionary<string, string> { ["TOTAL_STEPS"] = "30", ["STEP_SECONDS"] = "0.1", ["CHECKPOINT_EVERY_SECONDS"] = "1" };
+        await RunUntilTheRunnerDiesAsync(workspace, TrainerJob(8711, variables), atStep: 5);
+        // The training ends in the container with nobody attached: its exit code goes nowhere.
+        await Task.Delay(TimeSpan.FromSeconds(5), TestContext.Current.CancellationToken);
+
+        var retry = await workspace.SimulateAsync(TrainerJob(8712, variables));
+
+        Assert.True(retry.Result.Outcome == "system_failure", retry.Log);
+        Assert.Contains("This job adopts it", retry.Log);
+        Assert.Contains("ended before it could be followed", retry.Log);
+        Assert.Empty((await Testbed.JobContainersAsync(8711)).Trim());
+        var next = await workspace.SimulateAsync(TrainerJob(8713, variables));
+        Assert.True(next.Result.Outcome == "success", next.Log);
+        Assert.Equal(30, ResumedAt(next.Log));
     }
 
     [Fact]
