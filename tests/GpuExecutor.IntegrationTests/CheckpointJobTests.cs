@@ -185,6 +185,7 @@ public sealed partial class CheckpointJobTests
         Assert.True(retry.Result.Outcome == "success", retry.Log);
         Assert.Contains("This job adopts it", retry.Log);
         Assert.Contains("get_sources skipped", retry.Log);
+        Assert.Contains("following job 8701's build_script", retry.Log);
         // The same training went on: no restart, no restore, and it ran to the end.
         Assert.DoesNotContain("resumed at step", retry.Log);
         Assert.Contains("training complete at step 120", retry.Log);

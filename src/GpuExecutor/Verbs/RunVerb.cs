@@ -75,6 +75,8 @@ public static class RunVerb
         if (directories is not null && followingLock is not null)
             Reattach.WriteMainStage(directories, new MainStageRecord(agentJobId, container, stageName, nonce, DateTimeOffset.UtcNow));
 
+        if (following)
+            context.Log.WriteLine($"Re-attach: following job {adopted!.JobId}'s {stageName} in {container} from here on; what it printed before is in job {adopted.JobId}'s log and the container's log.");
         StageResult result;
         // Raw, unbuffered standard streams: output reaches the job log as it is produced, and
         // memory stays flat however long the stage prints.
