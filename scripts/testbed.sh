@@ -120,6 +120,9 @@ stop_s3() {
     kill "$pid" 2>/dev/null || true
     rm -f "$S3_PIDFILE"
   fi
+  # The next start empties it anyway, and a benchmark leaves gigabytes there. (A server still
+  # exiting may write one more file: then some is left, which start removes.)
+  rm -rf "$TESTBED_DIR/s3-data" 2>/dev/null || true
 }
 
 build_images() {
