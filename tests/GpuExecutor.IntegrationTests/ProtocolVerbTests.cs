@@ -153,6 +153,40 @@ public sealed class ProtocolVerbTests
     }
 
     [Fact]
+    public async Task Gc_keeps_an_adopted_container_until_the_adopting_jobs_deadline()
+    {
+        using var workspace = new ExecutorWorkspace();
+        var suffix = Guid.NewGuid().ToString("N")[..8];
+        var followed = $"gc-adopted-{suffix}";
+        var abandoned = $"gc-abandoned-{suffix}";
+        // Both were labelled for a job whose deadline passed long ago; each was adopted by a
+        // later job (re-attach), one still within its own deadline, one long past it.
+        foreach (var name in new[] { followed, abandoned })
+            await Testbed.DockerAsync("create", "--name", name, "--label", "io.gpu-executor.managed=true", "--label", "io.gpu-executor.deadline=1000", Testbed.TestImage, "true");
+        var adopted = Path.Combine(workspace.Root, "state", "adopted");
+        Directory.CreateDirectory(adopted);
+        var tomorrow = DateTimeOffset.UtcNow.AddDays(1).ToString("O");
+        File.WriteAllText(Path.Combine(adopted, "job-9101.json"), $$"""{"job_id":9100,"container":"{{followed}}","stage":"step_script","nonce":"n","run_key":"run-x","deadline":"{{tomorrow}}"}""");
+        File.WriteAllText(Path.Combine(adopted, "job-9103.json"), $$"""{"job_id":9102,"container":"{{abandoned}}","stage":"step_script","nonce":"n","run_key":"run-y","deadline":"2001-01-01T00:00:00+00:00"}""");
+        try
+        {
+            var gc = await workspace.CallVerbAsync(new Dictionary<string, string?>(), "gc");
+
+            Assert.Equal(0, gc.ExitCode);
+            var remaining = await Testbed.DockerAsync("ps", "-a", "--format", "{{.Names}}");
+            Assert.Contains(followed, remaining);
+            Assert.DoesNotContain(abandoned, remaining);
+            Assert.True(File.Exists(Path.Combine(adopted, "job-9101.json")));
+            Assert.False(File.Exists(Path.Combine(adopted, "job-9103.json")));
+        }
+        finally
+        {
+            // gc removed one of them already, unless the test failed: remove whatever is left.
+            await Testbed.RunAsync("docker", ["--host", Testbed.DockerHost, "rm", "-f", followed, abandoned], null, null);
+        }
+    }
+
+    [Fact]
     public async Task Gc_removes_managed_containers_past_their_deadline_and_keeps_live_ones()
     {
         using var workspace = new ExecutorWorkspace();

@@ -57,6 +57,19 @@ public static class Reattach
 
     public static AdoptedStage? ReadAdoption(string stateDir, long jobId) =>
         StateFiles.Read(AdoptionFile(stateDir, jobId), ReattachJsonContext.Default.AdoptedStage);
+
+    /// <summary>Every adoption on this host, with the file that records it: for gc, which must not remove a container a live job follows.</summary>
+    public static IReadOnlyList<(string File, AdoptedStage Adopted)> ReadAllAdoptions(string stateDir)
+    {
+        var directory = Path.Combine(stateDir, "adopted");
+        if (!Directory.Exists(directory))
+            return [];
+        return Directory.EnumerateFiles(directory, "job-*.json")
+            .Select(file => (file, StateFiles.Read(file, ReattachJsonContext.Default.AdoptedStage)))
+            .Where(pair => pair.Item2 is not null)
+            .Select(pair => (pair.file, pair.Item2!))
+            .ToList();
+    }
 }
 
 [JsonSerializable(typeof(MainStageRecord))]

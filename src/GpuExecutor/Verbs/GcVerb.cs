@@ -1,3 +1,4 @@
+using GpuExecutor.Checkpoints;
 using GpuExecutor.Containers;
 using GpuExecutor.Datasets;
 using GpuExecutor.Jobs;
@@ -21,11 +22,21 @@ public static class GcVerb
         using var driver = new DockerContainerDriver(config.Docker.Endpoint);
         var managed = await driver.FindAsync(JobLabels.SelectManaged(), context.Stop);
 
+        // A container another job adopted (re-attach) lives to that job's deadline, which its
+        // labels, written for the job that died, do not know.
+        var adoptions = Reattach.ReadAllAdoptions(config.StateDir);
+        var adoptedUntil = adoptions
+            .GroupBy(pair => pair.Adopted.Container, StringComparer.Ordinal)
+            .ToDictionary(group => group.Key, group => group.Max(pair => pair.Adopted.Deadline), StringComparer.Ordinal);
+
         var liveJobIds = new HashSet<long>();
         var removed = 0;
         foreach (var container in managed)
         {
-            var expiry = (JobLabels.ReadDeadline(container.Labels) ?? container.Created + FallbackMaximumAge) + config.Cleanup.GcGracePeriod;
+            var deadline = JobLabels.ReadDeadline(container.Labels) ?? container.Created + FallbackMaximumAge;
+            if (adoptedUntil.TryGetValue(container.Name, out var adoptedDeadline) && adoptedDeadline > deadline)
+                deadline = adoptedDeadline;
+            var expiry = deadline + config.Cleanup.GcGracePeriod;
             if (now < expiry)
             {
                 if (container.Labels.TryGetValue(JobLabels.JobId, out var jobIdText) && long.TryParse(jobIdText, out var jobId))
@@ -72,6 +83,16 @@ public static class GcVerb
                 continue;
             cache.RemoveViews(jobId);
             stdout.WriteLine($"removed dataset views of job {jobId}");
+            removed++;
+        }
+
+        // Adoptions whose adopting job is long past its deadline: nothing follows them any more.
+        foreach (var (file, adopted) in adoptions)
+        {
+            if (now < adopted.Deadline + config.Cleanup.GcGracePeriod)
+                continue;
+            File.Delete(file);
+            stdout.WriteLine($"removed the record of job {adopted.JobId}'s adopted training ({Path.GetFileName(file)})");
             removed++;
         }
 
