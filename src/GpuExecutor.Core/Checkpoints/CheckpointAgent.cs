@@ -1,5 +1,5 @@
-using System.Text.Json;
 using GpuExecutor.Containers;
+using GpuExecutor.Jobs;
 using GpuExecutor.Outcomes;
 
 namespace GpuExecutor.Checkpoints;
@@ -149,23 +149,9 @@ public sealed class CheckpointAgent(
         }
     }
 
-    private void WriteStatus()
-    {
-        var path = directories.AgentStatus(jobId);
-        var temporary = path + ".tmp";
-        File.WriteAllBytes(temporary, JsonSerializer.SerializeToUtf8Bytes(_status, CheckpointJsonContext.Default.CheckpointAgentStatus));
-        File.Move(temporary, path, overwrite: true);
-    }
+    private void WriteStatus() =>
+        StateFiles.Write(directories.AgentStatus(jobId), _status, CheckpointJsonContext.Default.CheckpointAgentStatus);
 
-    public static CheckpointAgentStatus? ReadStatus(RunDirectories directories, long jobId)
-    {
-        try
-        {
-            return JsonSerializer.Deserialize(File.ReadAllBytes(directories.AgentStatus(jobId)), CheckpointJsonContext.Default.CheckpointAgentStatus);
-        }
-        catch (Exception error) when (error is IOException or JsonException)
-        {
-            return null;
-        }
-    }
+    public static CheckpointAgentStatus? ReadStatus(RunDirectories directories, long jobId) =>
+        StateFiles.Read(directories.AgentStatus(jobId), CheckpointJsonContext.Default.CheckpointAgentStatus);
 }
