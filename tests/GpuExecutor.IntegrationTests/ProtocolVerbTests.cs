@@ -166,8 +166,8 @@ public sealed class ProtocolVerbTests
         var adopted = Path.Combine(workspace.Root, "state", "adopted");
         Directory.CreateDirectory(adopted);
         var tomorrow = DateTimeOffset.UtcNow.AddDays(1).ToString("O");
-        File.WriteAllText(Path.Combine(adopted, "job-9101.json"), $$"""{"job_id":9100,"container":"{{followed}}","stage":"step_script","nonce":"n","run_key":"run-x","deadline":"{{tomorrow}}"}""");
-        File.WriteAllText(Path.Combine(adopted, "job-9103.json"), $$"""{"job_id":9102,"container":"{{abandoned}}","stage":"step_script","nonce":"n","run_key":"run-y","deadline":"2001-01-01T00:00:00+00:00"}""");
+        File.WriteAllText(Path.Combine(adopted, "job-9101.json"), $$"""{"job_id":9100,"container":"{{followed}}","stage":"step_script","nonce":"n","deadline":"{{tomorrow}}"}""");
+        File.WriteAllText(Path.Combine(adopted, "job-9103.json"), $$"""{"job_id":9102,"container":"{{abandoned}}","stage":"step_script","nonce":"n","deadline":"2001-01-01T00:00:00+00:00"}""");
         try
         {
             var gc = await workspace.CallVerbAsync(new Dictionary<string, string?>(), "gc");

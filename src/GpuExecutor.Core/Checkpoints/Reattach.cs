@@ -23,7 +23,6 @@ public sealed record AdoptedStage(
     [property: JsonPropertyName("container")] string Container,
     [property: JsonPropertyName("stage")] string Stage,
     [property: JsonPropertyName("nonce")] string Nonce,
-    [property: JsonPropertyName("run_key")] string RunKey,
     [property: JsonPropertyName("deadline")] DateTimeOffset Deadline);
 
 public static class Reattach
@@ -39,9 +38,11 @@ public static class Reattach
 
     public static string MainStageFile(RunDirectories directories) => Path.Combine(directories.Root, "main-stage.json");
 
+    private static string AdoptionsDir(string stateDir) => Path.Combine(stateDir, "adopted");
+
     /// <summary>Keyed by job id, not run key: cleanup reads it from the payload alone.</summary>
     public static string AdoptionFile(string stateDir, long jobId) =>
-        Path.Combine(stateDir, "adopted", $"job-{jobId.ToString(CultureInfo.InvariantCulture)}.json");
+        Path.Combine(AdoptionsDir(stateDir), $"job-{jobId.ToString(CultureInfo.InvariantCulture)}.json");
 
     public static void WriteMainStage(RunDirectories directories, MainStageRecord record) =>
         StateFiles.Write(MainStageFile(directories), record, ReattachJsonContext.Default.MainStageRecord);
@@ -51,7 +52,7 @@ public static class Reattach
 
     public static void WriteAdoption(string stateDir, long jobId, AdoptedStage adopted)
     {
-        Directory.CreateDirectory(Path.GetDirectoryName(AdoptionFile(stateDir, jobId))!);
+        Directory.CreateDirectory(AdoptionsDir(stateDir));
         StateFiles.Write(AdoptionFile(stateDir, jobId), adopted, ReattachJsonContext.Default.AdoptedStage);
     }
 
@@ -61,7 +62,7 @@ public static class Reattach
     /// <summary>Every adoption on this host, with the file that records it: for gc, which must not remove a container a live job follows.</summary>
     public static IReadOnlyList<(string File, AdoptedStage Adopted)> ReadAllAdoptions(string stateDir)
     {
-        var directory = Path.Combine(stateDir, "adopted");
+        var directory = AdoptionsDir(stateDir);
         if (!Directory.Exists(directory))
             return [];
         return Directory.EnumerateFiles(directory, "job-*.json")

@@ -54,8 +54,9 @@ public static class CleanupVerb
         try
         {
             // The views' hardlinks are what keep cached objects from eviction; the job is done.
+            var cache = new DatasetCache(config.StateDir, _ => { });
             foreach (var jobId in jobIds)
-                new DatasetCache(config.StateDir, _ => { }).RemoveViews(jobId);
+                cache.RemoveViews(jobId);
         }
         catch (Exception error) when (error is IOException or UnauthorizedAccessException)
         {

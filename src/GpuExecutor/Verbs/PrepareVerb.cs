@@ -59,7 +59,7 @@ public static class PrepareVerb
 
             if (checkpoints is not null && await FindTrainingToAdoptAsync(driver, config, job, checkpoints.RunKey, context.Stop) is { } orphan)
             {
-                await AdoptAsync(driver, config, job, checkpoints.RunKey, orphan, startedAt, hasHelper, log, context.Stop);
+                await AdoptAsync(driver, config, job, orphan, startedAt, hasHelper, log, context.Stop);
                 return ExitCodes.Success;
             }
 
@@ -268,17 +268,23 @@ public static class PrepareVerb
             if (free is null)
                 return null;
         }
+        if (!await IsRunningAsync(driver, record.Container, cancellationToken))
+            return null;
+        var owners = await driver.FindAsync(JobLabels.SelectJob(record.JobId), cancellationToken);
+        return owners.Any(found => found.Name == record.Container && found.Labels.GetValueOrDefault(JobLabels.RunKey) == runKey) ? record : null;
+    }
+
+    /// <summary>Whether the container runs now; one removed since it was found runs nothing.</summary>
+    private static async Task<bool> IsRunningAsync(IContainerDriver driver, string container, CancellationToken cancellationToken)
+    {
         try
         {
-            if (await driver.InspectStateAsync(record.Container, cancellationToken) is not { Running: true })
-                return null;
+            return await driver.InspectStateAsync(container, cancellationToken) is { Running: true };
         }
         catch (ContainerEngineException)
         {
-            return null;
+            return false;
         }
-        var owners = await driver.FindAsync(JobLabels.SelectJob(record.JobId), cancellationToken);
-        return owners.Any(found => found.Name == record.Container && found.Labels.GetValueOrDefault(JobLabels.RunKey) == runKey) ? record : null;
     }
 
     /// <summary>
@@ -288,7 +294,7 @@ public static class PrepareVerb
     /// the config has one, mounts the adopted job's builds directory, so artifacts and caches
     /// come from the training's worktree.
     /// </summary>
-    private static async Task AdoptAsync(IContainerDriver driver, ExecutorConfig config, JobIdentity job, string runKey, MainStageRecord orphan, DateTimeOffset startedAt, bool hasHelper, TextWriter log, CancellationToken cancellationToken)
+    private static async Task AdoptAsync(IContainerDriver driver, ExecutorConfig config, JobIdentity job, MainStageRecord orphan, DateTimeOffset startedAt, bool hasHelper, TextWriter log, CancellationToken cancellationToken)
     {
         // The helper first: if it fails, prepare fails before this job owns the training, and
         // the cleanup that follows removes only this job's own containers.
@@ -303,7 +309,7 @@ public static class PrepareVerb
         {
             log.WriteLine($"  job {orphan.JobId}'s training is still running in {orphan.Container} (its {orphan.Stage}, started {orphan.StartedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC), and no runner follows it: that job's runner died before the job ended.");
             log.WriteLine($"  This job adopts it: its {orphan.Stage} follows that training to its end instead of starting it again, and it skips {string.Join(", ", Reattach.SkippedWhenAdopting)}, which would change the worktree under the training. The GPUs, the container and job {orphan.JobId}'s checkpoint agent stay as they are; this job's cleanup removes the container.");
-            Reattach.WriteAdoption(config.StateDir, job.JobId, new AdoptedStage(orphan.JobId, orphan.Container, orphan.Stage, orphan.Nonce, runKey, startedAt + job.Timeout));
+            Reattach.WriteAdoption(config.StateDir, job.JobId, new AdoptedStage(orphan.JobId, orphan.Container, orphan.Stage, orphan.Nonce, startedAt + job.Timeout));
         }
     }
 
@@ -325,16 +331,8 @@ public static class PrepareVerb
             var otherJob = other.Labels.GetValueOrDefault(JobLabels.JobId, "?");
             if (otherJob == job.JobId.ToString(CultureInfo.InvariantCulture))
                 continue;
-            try
-            {
-                if (await driver.InspectStateAsync(other.Name, cancellationToken) is not { Running: true })
-                    continue;
-            }
-            catch (ContainerEngineException)
-            {
-                // Removed since it was listed: nothing runs there any more.
+            if (!await IsRunningAsync(driver, other.Name, cancellationToken))
                 continue;
-            }
             log.WriteLine($"  WARNING: job {otherJob} of this run is still running in container {other.Name} (its runner may have died before cleanup, or the run was started twice). " +
                           $"Both jobs now commit checkpoints to run {job.RunKey}, and the newest generation may come from either. An admin can stop it with `docker rm -f {other.Name}`; `gpu-executor gc` removes it once its deadline has passed.");
         }
