@@ -36,8 +36,6 @@ for i in 0 1 2 3; do head -c $((file_mib << 20)) /dev/urandom > "$work/ckpt/shar
 total_mib=$((4 * file_mib))
 
 declare -A t during runs
-# median ARGS...: the middle of an odd number of timings.
-median() { printf '%s\n' "$@" | sort -n | sed -n "$((($# + 1) / 2))p"; }
 # Three rounds, each tool in turn within a round, and the medians: the disk's write speed here
 # has varied by a factor of 2 from minute to minute, and a single run mostly measured that.
 # Each round commits a new run, so every byte goes up each time.

@@ -39,8 +39,6 @@ TOML
 fresh() { rm -rf "$work/state" "$work/out"; mkdir -p "$work/out"; sync; }
 
 declare -A t
-# median ARGS...: the middle of an odd number of timings.
-median() { printf '%s\n' "$@" | sort -n | sed -n "$((($# + 1) / 2))p"; }
 
 size=$((1 << 30)); chunk=$((size / 8))
 curl_ranges() {

@@ -1,7 +1,7 @@
 # Sourced (not run) by the storage benchmarks, after scripts/with-testbed.sh:
 #   source scripts/benchmark-s3rver.sh
 # The pieces both benchmarks need to reach the test bed's s3rver: an rclone remote named
-# "bench", the executor's [stores.s3] table for it, and a wall-clock timer.
+# "bench", the executor's [stores.s3] table for it, a wall-clock timer and a median.
 endpoint="$GPU_EXECUTOR_TEST_S3_ENDPOINT"
 
 # rclone reaches s3rver with its fixed access key (the secret is not checked), and without any
@@ -25,3 +25,6 @@ TOML
 
 # seconds COMMAND...: how long it ran, its output discarded.
 seconds() { local start end; start=$(date +%s.%N); "$@" >/dev/null 2>&1; end=$(date +%s.%N); awk -v a="$start" -v b="$end" 'BEGIN { printf "%.3f\n", b - a }'; }
+
+# median ARGS...: the middle of an odd number of timings.
+median() { printf '%s\n' "$@" | sort -n | sed -n "$((($# + 1) / 2))p"; }
