@@ -233,11 +233,12 @@ public sealed class JobLifecycleTests
     }
 
     [Fact]
-    public async Task On_timeout_cleanup_runs_while_run_is_still_in_its_grace_period_and_run_still_ends()
+    public async Task On_timeout_cleanup_waits_for_run_to_end_its_stop_sequence_before_it_removes_the_container()
     {
-        // The executor's grace (20 s) outlasts the runner's wait before cleanup (2 s), as
-        // PROTOCOL.md allows: cleanup then removes the container under the running stage.
-        using var workspace = new ExecutorWorkspace(stopGraceSeconds: 20);
+        // The executor's grace (8 s) outlasts the runner's wait before cleanup (2 s), as the
+        // runner allows: cleanup is called while run is still stopping the stage, and must not
+        // remove the container under it before the stop sequence has ended.
+        using var workspace = new ExecutorWorkspace(stopGraceSeconds: 8);
         const long jobId = 7007;
 
         var run = await workspace.SimulateAsync(new
@@ -253,8 +254,11 @@ public sealed class JobLifecycleTests
         Assert.Equal(["build_script", "cleanup"], run.CallNames.TakeLast(2));
         Assert.Equal(0, run.Call("cleanup").ExitCode);
         Assert.Equal("", await Testbed.JobContainersAsync(jobId));
+        var killed = run.Log.IndexOf("still running after 8 s: sending SIGKILL", StringComparison.Ordinal);
+        var removed = run.Log.IndexOf($"Removed gpu-executor-{jobId}-job", StringComparison.Ordinal);
+        Assert.True(killed >= 0 && removed > killed, $"cleanup removed the container before run's stop sequence ended:\n{run.Log}");
 
-        // The abandoned run loses its container and must end by itself, not linger.
+        // The abandoned run must end by itself, not linger.
         var deadline = DateTime.UtcNow.AddSeconds(15);
         while (RunProcessesOf(workspace.ConfigPath).Any() && DateTime.UtcNow < deadline)
             await Task.Delay(200, TestContext.Current.CancellationToken);

@@ -161,6 +161,7 @@ public sealed class ExecutorWorkspace : IDisposable
             Root);
         var log = stdout + stderr;
         Assert.True(File.Exists(resultPath), $"the simulator wrote no result (exit {exitCode}); its log:\n{log}");
+        JobLogHygiene.AssertClean(log);
         var result = JsonSerializer.Deserialize(await File.ReadAllTextAsync(resultPath), SimulationJsonContext.Default.SimulationResult)!;
         return new Simulation(exitCode, log, result);
     }
@@ -229,6 +230,23 @@ public sealed class ExecutorWorkspace : IDisposable
         {
         }
     }
+}
+
+/// <summary>
+/// What must never reach a job log (issue 11), checked on every job the integration suite runs:
+/// bash's notices of a process that a stop's signal ended ("Terminated", "line 5: 31 Killed
+/// bash …") and the stage server's own diagnostics ("gpu-executor-stage-server: line 18: …").
+/// </summary>
+internal static partial class JobLogHygiene
+{
+    public static void AssertClean(string log)
+    {
+        var stray = StrayLine().Match(log);
+        Assert.False(stray.Success, $"a stray line reached the job log: '{stray.Value}'\n{log}");
+    }
+
+    [System.Text.RegularExpressions.GeneratedRegex(@"^(?:.*: line [0-9]+: +[0-9]+ +)?(?:Terminated|Killed)\b.*$|gpu-executor-stage-server", System.Text.RegularExpressions.RegexOptions.Multiline)]
+    private static partial System.Text.RegularExpressions.Regex StrayLine();
 }
 
 internal static class Text

@@ -20,7 +20,11 @@ public sealed record AgentTiming(TimeSpan QuietPeriod, TimeSpan PollInterval, in
 /// A checkpoint is complete when the trainer creates the marker file, or, for a trainer that
 /// never does, when the directory has been quiet for the quiet period. Once a marker has been
 /// seen, only markers count: that trainer says when it is done, and a quiet pause mid-write must
-/// not be taken for one.
+/// not be taken for one. A marker vouches only for what was there when it was made: a file
+/// changed after it belongs to the next checkpoint, still being written, and waits for the next
+/// marker. The quiet rule holds only while the writer lives or after it exited by itself (`run`
+/// said so): once it was SIGKILLed, or the container went away without that word, a quiet
+/// directory may hold a torn file, and changes since the last commit are left out, saying why.
 /// </summary>
 public sealed class CheckpointAgent(
     long jobId,
@@ -63,11 +67,16 @@ public sealed class CheckpointAgent(
                 seen = fingerprint;
                 changedAt = DateTime.UtcNow;
             }
-            var marker = snapshotter.MarkerPresent;
+            var markerMadeAt = snapshotter.MarkerModifiedNanoseconds;
+            var marker = markerMadeAt is not null;
             markerMode |= marker;
             var changed = !fingerprint.IsEmpty && !fingerprint.SameAs(committed);
-            var due = marker
-                || (!markerMode && changed && (finalPass || (timing.QuietPeriod > TimeSpan.Zero && DateTime.UtcNow - changedAt >= timing.QuietPeriod)));
+            var changedAfterMarker = marker && fingerprint.Entries.Any(entry => entry.ModifiedNanoseconds > markerMadeAt);
+            var writerKilled = File.Exists(directories.WriterKilledNotice(jobId));
+            var writerExitedByItself = finalRequest > 0 && !writerKilled;
+            var quietRuleHolds = !markerMode && changed && !writerKilled
+                && ((finalPass && writerExitedByItself) || (goneAt is null && timing.QuietPeriod > TimeSpan.Zero && DateTime.UtcNow - changedAt >= timing.QuietPeriod));
+            var due = (marker && !changedAfterMarker) || quietRuleHolds;
 
             if (due || (pending is not null && DateTime.UtcNow >= retryAt))
             {
@@ -93,7 +102,7 @@ public sealed class CheckpointAgent(
                         snapshotter.Committed(pending);
                         committed = pendingFingerprint!;
                         log($"committed generation {result.Generation}: {pending.Files.Count} files, {result.UploadedBytes} of {result.TotalBytes} bytes uploaded");
-                        _status = _status with { CommittedGeneration = result.Generation, CommittedAt = DateTimeOffset.UtcNow, UploadedBytes = result.UploadedBytes, TotalBytes = result.TotalBytes, FailingSince = null, LastError = null };
+                        _status = _status with { CommittedGeneration = result.Generation, CommittedAt = DateTimeOffset.UtcNow, UploadedBytes = result.UploadedBytes, TotalBytes = result.TotalBytes, FailingSince = null, LastError = null, CommittedFiles = pending.Files.Count, FinalPassNote = null };
                         pending = null;
                         failures = 0;
                     }
@@ -109,6 +118,13 @@ public sealed class CheckpointAgent(
                 WriteStatus();
             }
 
+            if (finalPass && !due && changed && pending is null && _status.FinalPassNote is null)
+            {
+                var note = UncommittedReason(markerMode, changedAfterMarker, writerKilled);
+                log($"final pass: {note}");
+                _status = _status with { FinalPassNote = note };
+                WriteStatus();
+            }
             if (finalRequest > _status.FinalPassDone && (pending is null || failures > 0))
             {
                 _status = _status with { FinalPassDone = finalRequest };
@@ -122,6 +138,21 @@ public sealed class CheckpointAgent(
             }
             await Task.Delay(timing.PollInterval, cancellationToken);
         }
+    }
+
+    /// <summary>Why the final pass leaves the directory's changes since the last commit out.</summary>
+    private string UncommittedReason(bool markerMode, bool changedAfterMarker, bool writerKilled)
+    {
+        var since = _status.CommittedGeneration is { } generation
+            ? $"the changes since generation {generation.ToString(System.Globalization.CultureInfo.InvariantCulture)} were not committed"
+            : "the checkpoint directory was not committed";
+        if (changedAfterMarker)
+            return $"{since}: files changed after the trainer's last completion marker belong to a checkpoint it did not finish";
+        if (markerMode)
+            return $"{since}: the trainer created no completion marker for them";
+        return writerKilled
+            ? $"{since}: the trainer was SIGKILLed after the grace period, so a file may be torn, and it never creates a completion marker"
+            : $"{since}: the container stopped without its stage exiting by itself, so a file may be torn, and the trainer never creates a completion marker";
     }
 
     private async Task<bool> ContainerRunningAsync(CancellationToken cancellationToken)
@@ -148,6 +179,10 @@ public sealed class CheckpointAgent(
             return 0;
         }
     }
+
+    /// <summary>Written by `run` right before it SIGKILLs the stage's processes (see <see cref="RunDirectories.WriterKilledNotice"/>).</summary>
+    public static void NoteWriterKilled(RunDirectories directories, long jobId) =>
+        File.WriteAllText(directories.WriterKilledNotice(jobId), DateTimeOffset.UtcNow.ToString("O", System.Globalization.CultureInfo.InvariantCulture));
 
     private void WriteStatus() =>
         StateFiles.Write(directories.AgentStatus(jobId), _status, CheckpointJsonContext.Default.CheckpointAgentStatus);

@@ -98,7 +98,16 @@ public sealed record CheckpointAgentStatus(
     [property: JsonPropertyName("failing_since")] DateTimeOffset? FailingSince,
     [property: JsonPropertyName("last_error")] string? LastError,
     [property: JsonPropertyName("final_pass_done")] long FinalPassDone,
-    [property: JsonPropertyName("exited")] bool Exited);
+    [property: JsonPropertyName("exited")] bool Exited)
+{
+    /// <summary>How many files the committed generation holds.</summary>
+    [JsonPropertyName("committed_files")]
+    public int CommittedFiles { get; init; }
+
+    /// <summary>Why the final pass left changes uncommitted; null when it committed them or there were none.</summary>
+    [JsonPropertyName("final_pass_note")]
+    public string? FinalPassNote { get; init; }
+}
 
 // Unknown members are refused: a manifest that tries to describe a symlink, a device or an
 // owner is not one this executor wrote, and nothing in it is restored.

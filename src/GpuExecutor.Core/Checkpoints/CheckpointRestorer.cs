@@ -34,6 +34,13 @@ public sealed record RunDirectories(string Root)
 
     /// <summary>Created by `run` when the main step has ended: the agent's cue for its final commit.</summary>
     public string FinalPassRequest(long jobId) => Path.Combine(Root, $"final-{jobId.ToString(CultureInfo.InvariantCulture)}.request");
+
+    /// <summary>
+    /// Created by `run` before it SIGKILLs the stage's processes: whatever the trainer changed
+    /// since its last complete checkpoint may be torn, and only a completion marker made before
+    /// the kill may still be committed.
+    /// </summary>
+    public string WriterKilledNotice(long jobId) => Path.Combine(Root, $"killed-{jobId.ToString(CultureInfo.InvariantCulture)}.notice");
 }
 
 /// <summary>What a restore put in place.</summary>

@@ -42,7 +42,8 @@ public sealed class CheckpointSnapshotter(string checkpointDir, string snapshots
         return new DirectoryFingerprint(entries);
     }
 
-    public bool MarkerPresent => NoFollowFiles.Lstat(Path.Combine(checkpointDir, CheckpointPaths.CompleteMarker)) is not null;
+    /// <summary>When the trainer last created the completion marker, in nanoseconds since the epoch; null when there is none.</summary>
+    public long? MarkerModifiedNanoseconds => NoFollowFiles.Lstat(Path.Combine(checkpointDir, CheckpointPaths.CompleteMarker))?.ModifiedNanoseconds;
 
     public void RemoveMarker()
     {

@@ -23,6 +23,12 @@ namespace GpuExecutor.Containers;
 ///                        soon as the last one (say, a trainer writing its final checkpoint)
 ///                        has exited, rather than when the grace period runs out.
 ///
+/// The server's own diagnostics never reach the job log: a wrapper whose stage was SIGKILLed would
+/// print bash's "line 5: 31 Killed bash &lt; &lt;(printf …)" notice, and a process that exits while
+/// `count` reads its /proc entry would print "No such file or directory". So each wrapper's own
+/// stderr is /dev/null (the stage's stderr is the container's, through fd 3), and the /proc read
+/// silences its redirection error (the 2>/dev/null comes first: redirections apply left to right).
+///
 /// Docker's --init (tini) is PID 1 and reaps orphans, which the server, blocked in read, would not.
 /// If stdin ever closes, the server falls back to idling so the container stays up for cleanup.
 /// A fixed string: nothing from the job reaches it except through the stage script itself.
@@ -37,7 +43,7 @@ public static class StageServer
           case "$verb" in
             run)
               IFS= read -r encoded || break
-              { bash < <(printf '%b' "$encoded"); code=$?; printf '\036gpu-executor:%s:%d\n' "$nonce" "$code" >&2; printf '\036gpu-executor:%s:%d\n' "$nonce" "$code"; } &
+              { bash < <(printf '%b' "$encoded") 2>&3 3>&-; code=$?; printf '\036gpu-executor:%s:%d\n' "$nonce" "$code" >&3; printf '\036gpu-executor:%s:%d\n' "$nonce" "$code"; } 3>&2 2>/dev/null &
               wrappers+="$! "
               ;;
             signal|count)
@@ -47,7 +53,7 @@ public static class StageServer
                 [[ $pid == 1 || $pid == "$$" || $wrappers == *" $pid "* ]] && continue
                 if [[ $verb == signal ]]; then
                   kill -s "$argument" "$pid" 2>/dev/null
-                elif IFS= read -r stat < "$entry/stat" 2>/dev/null; then
+                elif IFS= read -r stat 2>/dev/null < "$entry/stat"; then
                   state="${stat##*) }"
                   [[ ${state:0:1} == Z ]] || alive=$((alive + 1))
                 fi

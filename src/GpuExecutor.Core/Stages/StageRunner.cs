@@ -8,27 +8,23 @@ namespace GpuExecutor.Stages;
 
 /// <summary>How a stage ended.</summary>
 /// <param name="ExitCode">The script's own exit code, as bash reported it.</param>
-/// <param name="Stopped">True when a stop request (cancel, timeout, shutdown) ended it.</param>
-public sealed record StageResult(int ExitCode, bool Stopped);
+/// <param name="Stopped">True when a stop (cancel, timeout, shutdown, or the deadline's signal) ended it.</param>
+/// <param name="Killed">True when the stop had to SIGKILL processes that outlived the grace period.</param>
+public sealed record StageResult(int ExitCode, bool Stopped, bool Killed = false);
 
 /// <summary>
 /// Runs one stage script in a job container through its <see cref="StageServer"/>, streams the
-/// output live, and stops the stage on request. The stop follows CliWrap's graceful/forceful
-/// pair: the configured signal to the stage's processes, then SIGKILL once the grace period is
-/// over, unless every process has exited by then.
+/// output live, and stops the stage on request through the one <see cref="StopSequence"/>: a
+/// stop (the runner's SIGTERM) and the signal before the job's deadline take the same path.
 /// </summary>
-public sealed class StageRunner(IContainerDriver driver, RunSettings settings, Action<string> log)
+public sealed class StageRunner(IContainerDriver driver, RunSettings settings, Action<string> log, Action? beforeKill = null)
 {
-    /// <summary>After SIGKILL the stage's exit code should come at once; past this we give up on it.</summary>
-    private static readonly TimeSpan AfterKillWait = TimeSpan.FromSeconds(10);
-
     private static readonly TimeSpan AttachTimeout = TimeSpan.FromSeconds(60);
-
-    /// <summary>How often a stop asks whether the stage's processes are all gone.</summary>
-    private static readonly TimeSpan SurvivorPollInterval = TimeSpan.FromMilliseconds(200);
 
     /// <summary>How often a followed stage is checked for having ended unseen.</summary>
     private static readonly TimeSpan FollowCheckInterval = TimeSpan.FromSeconds(2);
+
+    private enum StopCause { Stop, Deadline }
 
     public async Task<StageResult> RunAsync(
         string container,
@@ -66,30 +62,34 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
         var failure = Task.WhenAny(reading, containerStopped).Unwrap();
         try
         {
-            var stop = new TaskCompletionSource();
-            // The signal before the job's deadline: the trainer saves and exits on its own; only
-            // a stop (the runner's SIGTERM) escalates to SIGKILL.
-            await using var early = signalRequested.Register(() =>
-            {
-                log($"The job's deadline is near: sending SIG{settings.StopSignal} to the stage's processes in {container} so the trainer can checkpoint before the runner stops the job.");
-                _ = session.SendAsync(StageServer.SignalRequest(stageNonce, settings.StopSignal), log);
-            });
-            await using (stopRequested.Register(() => stop.TrySetResult()))
+            // Whichever comes first starts the stop; the other then changes nothing, so a trainer
+            // is never signalled twice (the deadline's signal and the runner's timeout can meet).
+            var stop = new TaskCompletionSource<StopCause>(TaskCreationOptions.RunContinuationsAsynchronously);
+            await using (signalRequested.Register(() => stop.TrySetResult(StopCause.Deadline)))
+            await using (stopRequested.Register(() => stop.TrySetResult(StopCause.Stop)))
             {
                 await Task.WhenAny(stage, failure, stop.Task);
             }
-            if (stage.IsCompleted)
+            if (stage.IsCompleted && !stop.Task.IsCompleted)
                 return new StageResult(await stage, Stopped: false);
             if (failure.IsCompleted)
                 await failure;
 
-            return new StageResult(await StopAsync(session, stage, failure, stageNonce), Stopped: true);
+            log(await stop.Task == StopCause.Deadline
+                ? $"The job's deadline is near: sending SIG{settings.StopSignal} to the stage's processes in {container} so the trainer can checkpoint before the runner stops the job; SIGKILL in {settings.StopGracePeriod.TotalSeconds:0} s if any is left."
+                : $"Stop requested: sending SIG{settings.StopSignal} to the stage's processes in {container}, SIGKILL in {settings.StopGracePeriod.TotalSeconds:0} s if any is left.");
+            // From here on, bash's "Terminated" notices are the stop's echo, not the job's news.
+            session.ArmNoticeFilter();
+            var sequence = new StopSequence(settings.StopSignal, settings.StopGracePeriod, log, beforeKill);
+            var outcome = await sequence.RunAsync(new StageProcesses(session, stageNonce, stage, failure, log));
+            return new StageResult(outcome.ExitCode, Stopped: true, outcome.Killed);
         }
         finally
         {
             await stopReading.CancelAsync();
             await stopWatching.CancelAsync();
             await Task.WhenAll(reading, containerStopped).ContinueWith(_ => { }, TaskScheduler.Default);
+            await session.FlushAsync(stderr);
         }
     }
 
@@ -121,34 +121,30 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
         throw new ContainerEngineException($"container '{container}' is not running (its main process exited with {exitCode}), so the stage cannot run or finish.");
     }
 
-    private async Task<int> StopAsync(ServerSession session, Task<int> stage, Task failure, string stageNonce)
+    /// <summary>The stage as the stop sequence sees it, through the stage server.</summary>
+    private sealed class StageProcesses(ServerSession session, string stageNonce, Task<int> stage, Task failure, Action<string> log) : IStageProcesses
     {
-        var container = session.Container;
-        log($"Stop requested: sending SIG{settings.StopSignal} to the stage's processes in {container}, SIGKILL in {settings.StopGracePeriod.TotalSeconds:0} s.");
-        await session.SendAsync(StageServer.SignalRequest(stageNonce, settings.StopSignal), log);
+        public Task SignalAsync(string signal) => session.SendAsync(StageServer.SignalRequest(stageNonce, signal), log);
 
-        // The stage's shell often exits at once (the runner's script traps TERM with `exit 1`)
-        // while its children, a trainer writing its last checkpoint, still work: wait for all of
-        // them, up to the grace period.
-        var graceEnds = DateTime.UtcNow + settings.StopGracePeriod;
-        while (DateTime.UtcNow < graceEnds)
+        public async Task<bool> AllExitedAsync() => stage.IsCompleted && await session.CountSurvivorsAsync(log) == 0;
+
+        public async Task PauseAsync(TimeSpan wait)
         {
-            if (stage.IsCompleted && await session.CountSurvivorsAsync(log) == 0)
-                return await stage;
-            await Task.WhenAny(stage, failure, Task.Delay(SurvivorPollInterval));
+            await Task.WhenAny(stage, failure, Task.Delay(wait));
             if (failure.IsCompleted)
                 await failure;
         }
 
-        log($"The stage's processes are still running after {settings.StopGracePeriod.TotalSeconds:0} s: sending SIGKILL.");
-        await session.SendAsync(StageServer.SignalRequest(stageNonce, "KILL"), log);
-        if (await Task.WhenAny(stage, failure, Task.Delay(AfterKillWait)) != stage)
+        public async Task<int> ExitCodeAsync(TimeSpan wait)
         {
-            if (failure.IsCompleted)
-                await failure;
-            throw new SystemFailureException($"the stage in container '{container}' did not end {AfterKillWait.TotalSeconds:0} s after SIGKILL.");
+            if (await Task.WhenAny(stage, failure, Task.Delay(wait)) != stage)
+            {
+                if (failure.IsCompleted)
+                    await failure;
+                throw new SystemFailureException($"the stage in container '{session.Container}' did not end {wait.TotalSeconds:0} s after SIGKILL.");
+            }
+            return await stage;
         }
-        return await stage;
     }
 
     /// <summary>One attachment's conversation with the stage server: requests out, output and replies in.</summary>
@@ -156,6 +152,8 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
     {
         private readonly ConcurrentDictionary<string, TaskCompletionSource<int>> _pending = new();
         private readonly ConcurrentDictionary<string, TaskCompletionSource<int>> _pendingOnStderr = new();
+        private readonly SignalNoticeFilter _stderrNotices = new();
+        private readonly Lock _stderrLock = new();
 
         public string Container => container;
 
@@ -184,6 +182,22 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
             }
         }
 
+        public void ArmNoticeFilter()
+        {
+            lock (_stderrLock)
+                _stderrNotices.Arm();
+        }
+
+        /// <summary>Once reading has stopped: what the notice filter still holds (a partial line) goes out.</summary>
+        public async Task FlushAsync(Stream stderr)
+        {
+            var held = new ArrayBufferWriter<byte>();
+            lock (_stderrLock)
+                _stderrNotices.Flush(held);
+            if (held.WrittenCount > 0)
+                await stderr.WriteAsync(held.WrittenMemory);
+        }
+
         /// <summary>How many processes besides the server's own are alive; unknown counts as some.</summary>
         public async Task<int> CountSurvivorsAsync(Action<string> log)
         {
@@ -202,6 +216,7 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
             var stderrScanner = new ServerReplyScanner(_pendingOnStderr.ContainsKey);
             var buffer = new byte[81920];
             var passThrough = new ArrayBufferWriter<byte>(buffer.Length);
+            var filtered = new ArrayBufferWriter<byte>(buffer.Length);
             var replies = new List<ServerReply>();
             while (true)
             {
@@ -213,7 +228,15 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
                 passThrough.ResetWrittenCount();
                 replies.Clear();
                 scanner.Feed(buffer.AsSpan(0, chunk.Count), passThrough, replies);
-                if (passThrough.WrittenCount > 0)
+                if (chunk.IsStderr && passThrough.WrittenCount > 0)
+                {
+                    filtered.ResetWrittenCount();
+                    lock (_stderrLock)
+                        _stderrNotices.Feed(passThrough.WrittenSpan, filtered);
+                    if (filtered.WrittenCount > 0)
+                        await output.WriteAsync(filtered.WrittenMemory, cancellationToken);
+                }
+                else if (passThrough.WrittenCount > 0)
                     await output.WriteAsync(passThrough.WrittenMemory, cancellationToken);
                 foreach (var reply in replies)
                 {

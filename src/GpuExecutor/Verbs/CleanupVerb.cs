@@ -14,6 +14,9 @@ namespace GpuExecutor.Verbs;
 /// </summary>
 public static class CleanupVerb
 {
+    /// <summary>Beyond its grace period and final-commit wait, what `run` may need to end (the kill's reply, the last log lines).</summary>
+    private static readonly TimeSpan RunEndSlack = TimeSpan.FromSeconds(15);
+
     public static async Task<int> RunAsync(VerbContext context)
     {
         var config = context.Config;
@@ -26,6 +29,11 @@ public static class CleanupVerb
         // containers, views and builds directory, which its own cleanup never came to remove.
         var adopted = Reattach.ReadAdoption(config.StateDir, job.JobId);
         var jobIds = adopted is null ? [job.JobId] : new[] { job.JobId, adopted.JobId };
+        // On a job timeout the runner calls cleanup while `run` may still be in its stop sequence
+        // or final commit: removing the container now would cut a trainer's last save short.
+        var runMayTake = config.Run.StopGracePeriod + config.Checkpoints.FinalCommitWait + RunEndSlack;
+        foreach (var jobId in jobIds)
+            await RunLease.WaitUntilReleasedAsync(config.StateDir, jobId, runMayTake, context.Log.WriteLine);
         try
         {
             var containers = new List<ContainerSummary>();

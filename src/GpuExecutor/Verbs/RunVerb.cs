@@ -77,25 +77,36 @@ public static class RunVerb
 
         if (following)
             context.Log.WriteLine($"Re-attach: following job {adopted!.JobId}'s {stageName} in {container} from here on; what it printed before is in job {adopted.JobId}'s log and the container's log.");
-        StageResult result;
-        // Raw, unbuffered standard streams: output reaches the job log as it is produced, and
-        // memory stays flat however long the stage prints.
-        await using (var stdout = Console.OpenStandardOutput())
-        await using (var stderr = Console.OpenStandardError())
+
+        async Task<StageResult> RunStageAsync()
         {
-            var runner = new StageRunner(driver, config.Run, message => context.Log.WriteLine(message));
-            result = await runner.RunAsync(container, script, stdout, stderr, context.Stop, beforeDeadline.Token, nonce, following);
+            // Raw, unbuffered standard streams: output reaches the job log as it is produced, and
+            // memory stays flat however long the stage prints.
+            await using var stdout = Console.OpenStandardOutput();
+            await using var stderr = Console.OpenStandardError();
+            // Before the stop SIGKILLs what outlived the grace period, the agent learns that the
+            // trainer's uncommitted changes may be torn.
+            Action? beforeKill = directories is null ? null : () => CheckpointAgent.NoteWriterKilled(directories, agentJobId);
+            var runner = new StageRunner(driver, config.Run, message => context.Log.WriteLine(message), beforeKill);
+            return await runner.RunAsync(container, script, stdout, stderr, context.Stop, beforeDeadline.Token, nonce, following);
         }
-        // The training is over: nothing is left to adopt.
-        if (directories is not null && followingLock is not null)
-            File.Delete(Reattach.MainStageFile(directories));
-        // Read at once: the signal went out while the stage ran, so the run stopped at its deadline.
-        var reachedDeadline = beforeDeadline.IsCancellationRequested;
-        await stopReporting.CancelAsync();
-        await reporting;
-        var continuesAs = directories is not null && reachedDeadline ? RequestContinuation(config.Continuation, payload, directories, context.Log) : null;
-        if (directories is not null)
-            await AwaitFinalCommitAsync(config.Checkpoints.FinalCommitWait, directories, agentJobId, context.Log);
+
+        async Task<(StageResult Result, int? ContinuesAs)> CommitAsync(StageResult result)
+        {
+            // The training is over: nothing is left to adopt.
+            if (directories is not null && followingLock is not null)
+                File.Delete(Reattach.MainStageFile(directories));
+            // Read at once: the signal went out while the stage ran, so the run stopped at its deadline.
+            var reachedDeadline = beforeDeadline.IsCancellationRequested;
+            await stopReporting.CancelAsync();
+            await reporting;
+            var next = directories is not null && reachedDeadline ? RequestContinuation(config.Continuation, payload, directories, context.Log) : null;
+            if (directories is not null)
+                await AwaitFinalCommitAsync(config.Checkpoints.FinalCommitWait, directories, agentJobId, context.Log);
+            return (result, next);
+        }
+
+        var (result, continuesAs) = await StageLifecycle.RunAsync(config.StateDir, job.JobId, RunStageAsync, CommitAsync, context.Stop);
 
         // A continued job must not succeed, whatever the trainer's exit code: later stages of the
         // pipeline would start on an unfinished model. The retry replaces it in the pipeline.
@@ -196,8 +207,10 @@ public static class RunVerb
             log.WriteLine($"WARNING: the checkpoint agent did not finish its final commit within {wait.TotalSeconds:0} s; it goes on after the job ends. Check its log in {directories.Root}.");
         else if (status.LastError is not null)
             log.WriteLine($"WARNING: THE NEWEST CHECKPOINT IS NOT SAFE YET: its commit has failed since {status.FailingSince:HH:mm:ss} UTC ({status.LastError}). The agent keeps retrying after the job; generation {status.CommittedGeneration?.ToString(System.Globalization.CultureInfo.InvariantCulture) ?? "(none)"} is the newest in the store.");
+        else if (status.FinalPassNote is { } note)
+            log.WriteLine($"Checkpoint: {note}. {(status.CommittedGeneration is { } kept ? $"Generation {kept} is the newest in the store" : "The store has nothing new from this job")}.");
         else if (status.CommittedGeneration is { } generation)
-            log.WriteLine($"Checkpoint: generation {generation} is the newest in the store, committed at {status.CommittedAt:HH:mm:ss} UTC.");
+            log.WriteLine($"Checkpoint: generation {generation} is the newest in the store: {status.CommittedFiles} files, {status.TotalBytes / 1048576.0:0.0} MiB, committed at {status.CommittedAt:HH:mm:ss} UTC.");
         else
             log.WriteLine("Checkpoint: this job committed nothing (no complete checkpoint appeared).");
     }
