@@ -91,7 +91,16 @@ public static class CommandLine
         }
 
         if (verb == "simulate")
-            return await SimulateVerb.RunAsync(verbArgs, configPath, stdout, stderr, stop.Token);
+        {
+            try
+            {
+                return ExitCodes.FromSimulation(await SimulateVerb.RunAsync(verbArgs, configPath, stdout, stop.Token));
+            }
+            catch (Exception error)
+            {
+                return ExitCodes.FromSimulationFailure(error, stderr);
+            }
+        }
 
         try
         {

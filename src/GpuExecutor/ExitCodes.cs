@@ -41,8 +41,36 @@ public static class ExitCodes
     }
 
     /// <summary>
+    /// `simulate` is not a protocol verb: its exit code is the simulated job's outcome, for
+    /// scripts and CI that drive it (0 success, 1 failed, 2 system failure, 3 canceled, 4 timeout).
+    /// </summary>
+    public static int FromSimulation(string outcome) => outcome switch
+    {
+        "success" => 0,
+        "failed" => 1,
+        "system_failure" => 2,
+        "canceled" => 3,
+        _ => 4,
+    };
+
+    /// <summary>The simulator could not run the job: 64 (EX_USAGE) for a bad command line or job file, else 70 (EX_SOFTWARE).</summary>
+    public static int FromSimulationFailure(Exception error, TextWriter log)
+    {
+        if (error is UsageException usage)
+        {
+            log.WriteLine(usage.Message);
+            return SimulationUsageError;
+        }
+        log.WriteLine($"ERROR: the simulator failed: {error}");
+        return SimulationInternalError;
+    }
+
+    private const int SimulationUsageError = 64;
+    private const int SimulationInternalError = 70;
+
+    /// <summary>
     /// The runner reads the job's reported exit code from the first line of this file, which is
-    /// what makes `allow_failure: exit_codes` work (PROTOCOL.md, "run").
+    /// what makes `allow_failure: exit_codes` work (docs/runner-protocol.md, "run").
     /// </summary>
     private static void WriteBuildExitCode(IRunnerEnvironment environment, int exitCode, TextWriter log)
     {

@@ -83,9 +83,12 @@ public class ContainerEngineException(string message, Exception? inner = null) :
 public sealed class ContainerNotFoundException(string container, Exception? inner = null)
     : ContainerEngineException($"container '{container}' does not exist (removed by cleanup, gc or by hand?)", inner);
 
-/// <summary>The registry has no such image, or refuses to serve it: the job named it, so callers make this a build failure.</summary>
+/// <summary>
+/// The registry has no such image, or refuses to serve it. A system failure unless the caller
+/// knows better: when the job named the image, prepare makes it a build failure.
+/// </summary>
 public sealed class ImageUnavailableException(string image, string reason, Exception? inner = null)
-    : Exception($"image '{image}' is unavailable: {reason}", inner)
+    : SystemFailureException($"image '{image}' is unavailable: {reason}", inner)
 {
     public string Image { get; } = image;
 }

@@ -24,3 +24,9 @@ public sealed class ConfigurationException(string key, string problem)
 {
     public string Key { get; } = key;
 }
+
+/// <summary>
+/// A command line or job file an admin tool cannot use (the simulator's, say): not a job's
+/// outcome at all, so it maps to a usage error rather than to the runner's codes.
+/// </summary>
+public sealed class UsageException(string message) : Exception(message);

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
+using GpuExecutor.Outcomes;
 using GpuExecutor.Simulation;
 
 namespace GpuExecutor.Verbs;
@@ -7,8 +8,8 @@ namespace GpuExecutor.Verbs;
 /// <summary>
 /// `simulate JOB`: play GitLab Runner against this executor (or another, with --executor).
 /// SIGINT or SIGTERM to the simulator cancels the job, like the Cancel button in GitLab.
-/// Not a protocol verb, so its exit codes are its own: 0 success, 1 failed, 2 system failure,
-/// 3 canceled, 4 timeout, 64 bad usage.
+/// Not a protocol verb: it returns the job's outcome, which <see cref="ExitCodes.FromSimulation"/>
+/// turns into its exit code, and a bad command line is a <see cref="UsageException"/>.
 /// </summary>
 public static class SimulateVerb
 {
@@ -24,13 +25,10 @@ public static class SimulateVerb
           --result FILE                 write the outcome and every call as JSON
         """;
 
-    public static async Task<int> RunAsync(string[] args, string configPath, TextWriter stdout, TextWriter stderr, CancellationToken cancelJob)
+    public static async Task<string> RunAsync(string[] args, string configPath, TextWriter stdout, CancellationToken cancelJob)
     {
         if (args.Length == 0 || args[0].StartsWith("--", StringComparison.Ordinal))
-        {
-            stderr.WriteLine(Usage);
-            return 64;
-        }
+            throw new UsageException(Usage);
 
         var jobPath = Path.GetFullPath(args[0]);
         var (executable, prefix) = DefaultExecutor();
@@ -40,10 +38,7 @@ public static class SimulateVerb
         for (var index = 1; index < args.Length; index += 2)
         {
             if (index + 1 >= args.Length)
-            {
-                stderr.WriteLine($"option {args[index]} needs a value.\n{Usage}");
-                return 64;
-            }
+                throw new UsageException($"option {args[index]} needs a value.\n{Usage}");
             var value = args[index + 1];
             switch (args[index])
             {
@@ -56,8 +51,7 @@ public static class SimulateVerb
                 case "--job-id": jobId = long.Parse(value, CultureInfo.InvariantCulture); break;
                 case "--result": resultPath = Path.GetFullPath(value); break;
                 default:
-                    stderr.WriteLine($"unknown option {args[index]}.\n{Usage}");
-                    return 64;
+                    throw new UsageException($"unknown option {args[index]}.\n{Usage}");
             }
         }
 
@@ -68,8 +62,7 @@ public static class SimulateVerb
         }
         catch (Exception error) when (error is IOException or JsonException or InvalidDataException or UnauthorizedAccessException)
         {
-            stderr.WriteLine($"cannot read job file '{jobPath}': {error.Message}");
-            return 64;
+            throw new UsageException($"cannot read job file '{jobPath}': {error.Message}");
         }
         if (jobId is not null)
             job.JobId = jobId;
@@ -79,14 +72,7 @@ public static class SimulateVerb
         if (resultPath is not null)
             await File.WriteAllTextAsync(resultPath, JsonSerializer.Serialize(result, SimulationJsonContext.Default.SimulationResult), CancellationToken.None);
 
-        return result.Outcome switch
-        {
-            "success" => 0,
-            "failed" => 1,
-            "system_failure" => 2,
-            "canceled" => 3,
-            _ => 4,
-        };
+        return result.Outcome;
     }
 
     private static TimeSpan Seconds(string value) =>
