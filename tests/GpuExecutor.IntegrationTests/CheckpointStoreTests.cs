@@ -2,6 +2,7 @@ using System.Security.Cryptography;
 using System.Text;
 using GpuExecutor.Checkpoints;
 using GpuExecutor.Configuration;
+using GpuExecutor.HostFiles;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Storage;
 

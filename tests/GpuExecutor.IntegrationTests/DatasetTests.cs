@@ -1,4 +1,5 @@
 using System.Security.Cryptography;
+using GpuExecutor.Storage;
 
 namespace GpuExecutor.IntegrationTests;
 

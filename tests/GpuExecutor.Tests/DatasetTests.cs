@@ -1,6 +1,7 @@
 using GpuExecutor.Configuration;
 using GpuExecutor.Datasets;
 using GpuExecutor.Outcomes;
+using GpuExecutor.Storage;
 
 namespace GpuExecutor.Tests;
 
@@ -104,7 +105,7 @@ public sealed class ObjectKeyPathTests
     [Fact]
     public void Keys_under_a_prefix_keep_their_relative_paths()
     {
-        var (paths, quarantined) = ObjectKeyPaths.Plan(new DatasetSource("s3", "b", "train/"), ["train/a.jpg", "train/class1/b.jpg", "train/"]);
+        var (paths, quarantined) = DatasetLayout.Plan(new DatasetSource("s3", "b", "train/"), ["train/a.jpg", "train/class1/b.jpg", "train/"]);
 
         Assert.Equal(new Dictionary<string, string> { ["train/a.jpg"] = "a.jpg", ["train/class1/b.jpg"] = "class1/b.jpg" }, paths);
         Assert.Empty(quarantined);
@@ -113,7 +114,7 @@ public sealed class ObjectKeyPathTests
     [Fact]
     public void A_single_object_is_placed_under_its_own_name()
     {
-        var (paths, _) = ObjectKeyPaths.Plan(new DatasetSource("s3", "b", "tokens/shard-0.bin"), ["tokens/shard-0.bin"]);
+        var (paths, _) = DatasetLayout.Plan(new DatasetSource("s3", "b", "tokens/shard-0.bin"), ["tokens/shard-0.bin"]);
 
         Assert.Equal("shard-0.bin", paths["tokens/shard-0.bin"]);
     }
@@ -127,7 +128,7 @@ public sealed class ObjectKeyPathTests
     [InlineData("elsewhere/x")]
     public void Unsafe_keys_are_quarantined_never_placed(string key)
     {
-        var (paths, quarantined) = ObjectKeyPaths.Plan(new DatasetSource("s3", "b", "d/"), ["d/ok", key]);
+        var (paths, quarantined) = DatasetLayout.Plan(new DatasetSource("s3", "b", "d/"), ["d/ok", key]);
 
         Assert.Equal(["d/ok"], paths.Keys);
         Assert.Equal(key, Assert.Single(quarantined).Key);
@@ -136,7 +137,7 @@ public sealed class ObjectKeyPathTests
     [Fact]
     public void A_leading_slash_key_is_quarantined_for_a_whole_bucket()
     {
-        var (paths, quarantined) = ObjectKeyPaths.Plan(new DatasetSource("s3", "b", ""), ["/etc/passwd", "ok.txt"]);
+        var (paths, quarantined) = DatasetLayout.Plan(new DatasetSource("s3", "b", ""), ["/etc/passwd", "ok.txt"]);
 
         Assert.Equal(["ok.txt"], paths.Keys);
         Assert.Equal("/etc/passwd", Assert.Single(quarantined).Key);
@@ -145,7 +146,7 @@ public sealed class ObjectKeyPathTests
     [Fact]
     public void A_file_that_collides_with_a_directory_gives_way()
     {
-        var (paths, quarantined) = ObjectKeyPaths.Plan(new DatasetSource("s3", "b", ""), ["a", "a/b", "a/c/d", "a/c"]);
+        var (paths, quarantined) = DatasetLayout.Plan(new DatasetSource("s3", "b", ""), ["a", "a/b", "a/c/d", "a/c"]);
 
         Assert.Equal(["a/b", "a/c/d"], paths.Keys.Order());
         Assert.Equal(["a", "a/c"], quarantined.Select(item => item.Key).Order());

@@ -1,4 +1,5 @@
 using GpuExecutor.Containers;
+using GpuExecutor.HostFiles;
 using GpuExecutor.Jobs;
 using GpuExecutor.Outcomes;
 

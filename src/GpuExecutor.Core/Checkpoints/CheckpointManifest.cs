@@ -1,6 +1,6 @@
 using System.Globalization;
-using System.Text.Json;
 using System.Text.Json.Serialization;
+using System.Text.Json;
 using GpuExecutor.Outcomes;
 
 namespace GpuExecutor.Checkpoints;
@@ -86,27 +86,6 @@ public sealed record CheckpointManifest(
 
     private static BuildFailureException Refused(string runKey, long generation, string reason, Exception? inner = null) =>
         new($"checkpoint generation {generation.ToString(CultureInfo.InvariantCulture)} of run '{runKey}' was refused: {reason}. Nothing was restored; pin another generation with CHECKPOINT_RESTORE, or turn restore off.", inner: inner);
-}
-
-/// <summary>What the agent last did, for the job log (written by the agent, read by `run`).</summary>
-public sealed record CheckpointAgentStatus(
-    [property: JsonPropertyName("job_id")] long JobId,
-    [property: JsonPropertyName("committed_generation")] long? CommittedGeneration,
-    [property: JsonPropertyName("committed_at")] DateTimeOffset? CommittedAt,
-    [property: JsonPropertyName("uploaded_bytes")] long UploadedBytes,
-    [property: JsonPropertyName("total_bytes")] long TotalBytes,
-    [property: JsonPropertyName("failing_since")] DateTimeOffset? FailingSince,
-    [property: JsonPropertyName("last_error")] string? LastError,
-    [property: JsonPropertyName("final_pass_done")] long FinalPassDone,
-    [property: JsonPropertyName("exited")] bool Exited)
-{
-    /// <summary>How many files the committed generation holds.</summary>
-    [JsonPropertyName("committed_files")]
-    public int CommittedFiles { get; init; }
-
-    /// <summary>Why the final pass left changes uncommitted; null when it committed them or there were none.</summary>
-    [JsonPropertyName("final_pass_note")]
-    public string? FinalPassNote { get; init; }
 }
 
 // Unknown members are refused: a manifest that tries to describe a symlink, a device or an

@@ -296,14 +296,3 @@ public sealed class CheckpointRepository(IObjectStore store, string bucket, stri
         return buffer.ToArray();
     }
 }
-
-/// <summary>Opens the configured checkpoint store for a run: the one place that turns config into a repository.</summary>
-public static class CheckpointStores
-{
-    public static (IObjectStore Store, CheckpointRepository Repository) Open(Configuration.ExecutorConfig config, string runKey, Action<string> log)
-    {
-        var settings = config.Checkpoints;
-        var store = ObjectStores.Open(settings.StoreOrLocal(config.StateDir));
-        return (store, new CheckpointRepository(store, settings.Bucket, settings.Prefix, runKey, log));
-    }
-}

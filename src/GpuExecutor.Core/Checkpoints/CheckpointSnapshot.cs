@@ -1,4 +1,5 @@
 using System.Globalization;
+using GpuExecutor.HostFiles;
 
 namespace GpuExecutor.Checkpoints;
 
@@ -78,7 +79,7 @@ public sealed class CheckpointSnapshotter(string checkpointDir, string snapshots
                 var staged = Path.Combine(directory, files.Count.ToString("D7", CultureInfo.InvariantCulture));
                 if (previous.TryGetValue(path, out var before) && before.SourceInode == file.Status.Inode && before.Size == file.Status.Size && before.SourceModifiedNanoseconds == file.Status.ModifiedNanoseconds && File.Exists(before.StagedPath))
                 {
-                    if (Jobs.HardLinks.Create(before.StagedPath, staged) is not 0 and var errno)
+                    if (HardLinks.Create(before.StagedPath, staged) is not 0 and var errno)
                         throw new IOException($"could not link '{staged}' to the earlier snapshot's copy '{before.StagedPath}' (errno {errno}).");
                     files.Add(before with { StagedPath = staged, Mode = file.Status.PermissionBits });
                     continue;

@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.Json.Serialization;
+using GpuExecutor.HostFiles;
 using GpuExecutor.Jobs;
 
 namespace GpuExecutor.Checkpoints;

@@ -4,6 +4,7 @@ using System.Security.Cryptography;
 using System.Text;
 using GpuExecutor.Configuration;
 using GpuExecutor.Containers;
+using GpuExecutor.HostFiles;
 using GpuExecutor.Jobs;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Storage;
@@ -51,7 +52,7 @@ public sealed class DatasetCache(string stateDir, Action<string> log)
             Directory.CreateDirectory(view);
             using var store = ObjectStores.Open(stores[dataset.Source.Store]);
             var objects = await ListAsync(store, dataset, cancellationToken);
-            var (paths, quarantined) = ObjectKeyPaths.Plan(dataset.Source, objects.Select(item => item.Key));
+            var (paths, quarantined) = DatasetLayout.Plan(dataset.Source, objects.Select(item => item.Key));
             foreach (var item in quarantined.Take(5))
                 log($"WARNING: {dataset.Source}: object '{item.Key}' left out: {item.Reason}.");
             if (quarantined.Count > 5)

@@ -1,6 +1,7 @@
 using System.Text.RegularExpressions;
 using GpuExecutor.Configuration;
 using GpuExecutor.Outcomes;
+using GpuExecutor.Storage;
 
 namespace GpuExecutor.Datasets;
 

@@ -2,6 +2,7 @@ using System.Buffers;
 using System.Globalization;
 using System.Runtime.InteropServices;
 using System.Security.Cryptography;
+using GpuExecutor.HostFiles;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Storage;
 using Polly;
@@ -178,7 +179,7 @@ public sealed partial class ObjectFetcher
                 // Start writing the range back now, so the flush at the end finds little left
                 // to do (best effort: a failure here only makes that flush slower).
                 if (durable)
-                    Storage.Writeback.Start(handle, start, length);
+                    Writeback.Start(handle, start, length);
                 lock (record)
                     File.AppendAllText(rangesFile, string.Create(CultureInfo.InvariantCulture, $"{start} {length}\n"));
                 ranges.Complete(start);

@@ -1,6 +1,7 @@
 using System.Globalization;
 using GpuExecutor.Configuration;
 using GpuExecutor.Containers;
+using GpuExecutor.HostFiles;
 using GpuExecutor.Jobs;
 using GpuExecutor.Outcomes;
 

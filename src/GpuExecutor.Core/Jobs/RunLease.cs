@@ -1,4 +1,5 @@
 using System.Globalization;
+using GpuExecutor.HostFiles;
 
 namespace GpuExecutor.Jobs;
 

@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using System.Security.Cryptography;
 using System.Text;
 using GpuExecutor.Datasets;
+using GpuExecutor.HostFiles;
 
 namespace GpuExecutor.Storage;
 
@@ -107,7 +108,7 @@ public sealed class FileObjectStore(string root) : IObjectStore
     {
         var linked = await PlaceWholeAsync(bucket, key, temporary =>
         {
-            if (new FileInfo(path).Length != length || Jobs.HardLinks.Create(path, temporary) != 0)
+            if (new FileInfo(path).Length != length || HardLinks.Create(path, temporary) != 0)
                 return Task.FromResult(false);
             using (var flush = new FileStream(temporary, FileMode.Open, FileAccess.Write, FileShare.ReadWrite, bufferSize: 1))
                 flush.Flush(flushToDisk: true);

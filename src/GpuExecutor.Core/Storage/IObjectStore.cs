@@ -55,12 +55,3 @@ public sealed class ObjectStoreException(string message, Exception? inner = null
 {
     public bool Transient { get; } = transient;
 }
-
-public static class ObjectStores
-{
-    public static IObjectStore Open(StoreSettings settings) => settings.Kind switch
-    {
-        StoreKind.File => new FileObjectStore(settings.Root!),
-        _ => new S3ObjectStore(settings),
-    };
-}

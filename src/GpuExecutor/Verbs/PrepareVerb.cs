@@ -1,13 +1,14 @@
 using System.Globalization;
 using GpuExecutor.Checkpoints;
 using GpuExecutor.Configuration;
-using GpuExecutor.Continuation;
 using GpuExecutor.Containers;
+using GpuExecutor.Continuation;
 using GpuExecutor.Datasets;
 using GpuExecutor.Gpus;
+using GpuExecutor.HostFiles;
 using GpuExecutor.Images;
-using GpuExecutor.Jobs;
 using GpuExecutor.JobLog;
+using GpuExecutor.Jobs;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Protocol;
 using GpuExecutor.Stages;

@@ -1,7 +1,8 @@
 using GpuExecutor.Checkpoints;
 using GpuExecutor.Configuration;
-using GpuExecutor.Continuation;
 using GpuExecutor.Containers;
+using GpuExecutor.Continuation;
+using GpuExecutor.HostFiles;
 using GpuExecutor.Jobs;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Protocol;

@@ -1,4 +1,4 @@
-using System.Text;
+using GpuExecutor.Storage;
 
 namespace GpuExecutor.Datasets;
 
@@ -6,28 +6,12 @@ namespace GpuExecutor.Datasets;
 public sealed record QuarantinedObject(string Key, string Reason);
 
 /// <summary>
-/// Maps object keys to relative paths inside a dataset's view. Object stores allow keys that a
-/// file system must not take: "../x", "/etc/passwd", "a//b", NUL bytes, or "a" next to "a/b".
-/// Such keys are quarantined (reported, never written), so nothing lands outside the view.
+/// Maps the object keys under a dataset's source to relative paths inside the job's view. Keys
+/// that cannot be paths (<see cref="ObjectKeyPaths.IsSafeKey"/>), or "a" next to "a/b", are
+/// quarantined (reported, never written), so nothing lands outside the view.
 /// </summary>
-public static class ObjectKeyPaths
+public static class DatasetLayout
 {
-    private const int MaximumSegmentBytes = 255;
-    private const int MaximumPathBytes = 4096;
-
-    /// <summary>Whether a key (or key prefix, with a trailing '/') has only plain, non-empty segments.</summary>
-    public static bool IsSafeKey(string key, bool allowTrailingSlash)
-    {
-        if (key.Length == 0)
-            return true;
-        if (Encoding.UTF8.GetByteCount(key) > MaximumPathBytes || key.Any(char.IsControl))
-            return false;
-        var segments = key.Split('/');
-        if (allowTrailingSlash && segments[^1].Length == 0)
-            segments = segments[..^1];
-        return segments.All(segment => segment.Length > 0 && segment is not ("." or "..") && Encoding.UTF8.GetByteCount(segment) <= MaximumSegmentBytes);
-    }
-
     /// <summary>
     /// Places every key found under a source: a prefix's objects keep their path below the
     /// prefix; a single object is placed under its own name. Keys ending in '/' are directory
@@ -46,7 +30,7 @@ public static class ObjectKeyPaths
                 relative = key == source.Key ? key[(key.LastIndexOf('/') + 1)..] : "";
             else
                 relative = key.StartsWith(source.Key, StringComparison.Ordinal) ? key[source.Key.Length..] : "";
-            if (relative.Length == 0 || !IsSafeKey(relative, allowTrailingSlash: false))
+            if (relative.Length == 0 || !ObjectKeyPaths.IsSafeKey(relative, allowTrailingSlash: false))
             {
                 quarantined.Add(new QuarantinedObject(key, relative.Length == 0 ? "not under the dataset's source" : "an empty, '.' or '..' path segment, a leading '/', or a control character"));
                 continue;

@@ -1,7 +1,7 @@
-using System.Text.Json;
 using System.Text.Json.Serialization.Metadata;
+using System.Text.Json;
 
-namespace GpuExecutor.Jobs;
+namespace GpuExecutor.HostFiles;
 
 /// <summary>Small JSON records that verbs leave for each other under state_dir.</summary>
 public static class StateFiles

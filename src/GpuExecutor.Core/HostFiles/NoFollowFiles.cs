@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 
-namespace GpuExecutor.Checkpoints;
+namespace GpuExecutor.HostFiles;
 
 /// <summary>What lstat-style inspection says about a path, without following a final symlink.</summary>
 public readonly record struct FileStatus(bool IsRegularFile, bool IsDirectory, ulong Inode, long Size, long ModifiedNanoseconds, int PermissionBits);
@@ -95,7 +95,7 @@ public static partial class NoFollowFiles
                     break;
                 RandomAccess.Write(output, buffer.AsSpan(0, read), copied);
                 if (startWriteback)
-                    Storage.Writeback.Start(output, copied, read);
+                    Writeback.Start(output, copied, read);
                 copied += read;
                 if (chunk == 0)
                 {

@@ -1,6 +1,6 @@
 using System.Runtime.InteropServices;
 
-namespace GpuExecutor.Jobs;
+namespace GpuExecutor.HostFiles;
 
 /// <summary>link(2): .NET has symlinks but no hard links. Both callers (dataset views, checkpoint snapshots) need a second name for an immutable file without copying it.</summary>
 public static partial class HardLinks

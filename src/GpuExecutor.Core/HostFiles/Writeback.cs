@@ -1,7 +1,7 @@
 using System.Runtime.InteropServices;
 using Microsoft.Win32.SafeHandles;
 
-namespace GpuExecutor.Storage;
+namespace GpuExecutor.HostFiles;
 
 /// <summary>
 /// sync_file_range(SYNC_FILE_RANGE_WRITE): starts writing a just-written range to disk without

@@ -1,4 +1,4 @@
-namespace GpuExecutor.Jobs;
+namespace GpuExecutor.HostFiles;
 
 /// <summary>
 /// One host-wide exclusive lock, an flock(2) on a file in the state directory (what .NET's

@@ -1,0 +1,27 @@
+using System.Globalization;
+using System.Text.Json.Serialization;
+using System.Text.Json;
+using GpuExecutor.Outcomes;
+
+namespace GpuExecutor.Checkpoints;
+
+/// <summary>What the agent last did, for the job log (written by the agent, read by `run`).</summary>
+public sealed record CheckpointAgentStatus(
+    [property: JsonPropertyName("job_id")] long JobId,
+    [property: JsonPropertyName("committed_generation")] long? CommittedGeneration,
+    [property: JsonPropertyName("committed_at")] DateTimeOffset? CommittedAt,
+    [property: JsonPropertyName("uploaded_bytes")] long UploadedBytes,
+    [property: JsonPropertyName("total_bytes")] long TotalBytes,
+    [property: JsonPropertyName("failing_since")] DateTimeOffset? FailingSince,
+    [property: JsonPropertyName("last_error")] string? LastError,
+    [property: JsonPropertyName("final_pass_done")] long FinalPassDone,
+    [property: JsonPropertyName("exited")] bool Exited)
+{
+    /// <summary>How many files the committed generation holds.</summary>
+    [JsonPropertyName("committed_files")]
+    public int CommittedFiles { get; init; }
+
+    /// <summary>Why the final pass left changes uncommitted; null when it committed them or there were none.</summary>
+    [JsonPropertyName("final_pass_note")]
+    public string? FinalPassNote { get; init; }
+}

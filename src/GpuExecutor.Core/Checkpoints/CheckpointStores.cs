@@ -1,0 +1,18 @@
+using System.Globalization;
+using System.Text;
+using GpuExecutor.Outcomes;
+using GpuExecutor.Storage;
+using Polly;
+
+namespace GpuExecutor.Checkpoints;
+
+/// <summary>Opens the configured checkpoint store for a run: the one place that turns config into a repository.</summary>
+public static class CheckpointStores
+{
+    public static (IObjectStore Store, CheckpointRepository Repository) Open(Configuration.ExecutorConfig config, string runKey, Action<string> log)
+    {
+        var settings = config.Checkpoints;
+        var store = ObjectStores.Open(settings.StoreOrLocal(config.StateDir));
+        return (store, new CheckpointRepository(store, settings.Bucket, settings.Prefix, runKey, log));
+    }
+}

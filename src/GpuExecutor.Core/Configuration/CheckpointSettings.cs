@@ -1,0 +1,38 @@
+namespace GpuExecutor.Configuration;
+
+public sealed record CheckpointSettings
+{
+    /// <summary>The built-in store: a directory under state_dir, used when no store is named.</summary>
+    public const string LocalStoreName = "local-checkpoints";
+
+    /// <summary>Where runs are kept; by default a file store under state_dir.</summary>
+    public StoreSettings? Store { get; init; }
+
+    public string Bucket { get; init; } = "checkpoints";
+
+    /// <summary>Prepended to every key ("team-a/"): several runners can share a bucket.</summary>
+    public string Prefix { get; init; } = "";
+
+    /// <summary>Where the run's checkpoint directory appears inside the job container.</summary>
+    public string ContainerDir { get; init; } = "/checkpoints";
+
+    /// <summary>Committed generations kept per run; older ones, and blobs only they used, are deleted.</summary>
+    public int KeepGenerations { get; init; } = 3;
+
+    /// <summary>A checkpoint directory unchanged this long holds a complete checkpoint (for trainers that write no marker); zero turns this off.</summary>
+    public TimeSpan QuietPeriod { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How often the agent looks at the directory.</summary>
+    public TimeSpan PollInterval { get; init; } = TimeSpan.FromSeconds(1);
+
+    /// <summary>The stop signal goes to the trainer this long before the job's deadline.</summary>
+    public TimeSpan DeadlineMargin { get; init; } = TimeSpan.FromSeconds(300);
+
+    /// <summary>After the main step ends, how long `run` waits for the agent's final commit.</summary>
+    public TimeSpan FinalCommitWait { get; init; } = TimeSpan.FromSeconds(120);
+
+    /// <summary>Once the job's container is gone, how long the agent keeps retrying a failing commit.</summary>
+    public TimeSpan AgentGiveUp { get; init; } = TimeSpan.FromMinutes(10);
+
+    public StoreSettings StoreOrLocal(string stateDir) => Store ?? new StoreSettings { Name = LocalStoreName, Kind = StoreKind.File, Root = Path.Combine(stateDir, "checkpoint-store") };
+}
