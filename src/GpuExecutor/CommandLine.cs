@@ -105,7 +105,8 @@ public static class CommandLine
         try
         {
             var config = ConfigLoader.LoadFile(configPath);
-            var context = new VerbContext(config, environment, stderr, stop.Token) { ConfigPath = Path.GetFullPath(configPath) };
+            using var adapters = new CompositionRoot(config, Path.GetFullPath(configPath));
+            var context = new VerbContext(config, adapters, environment, stderr, stop.Token);
             return verb switch
             {
                 "config" => ConfigVerb.Run(context, stdout),
@@ -127,12 +128,8 @@ public static class CommandLine
     }
 }
 
-/// <summary>What every protocol verb gets: the config, the runner's environment, a log, and the stop token.</summary>
-public sealed record VerbContext(ExecutorConfig Config, IRunnerEnvironment Environment, TextWriter Log, CancellationToken Stop)
-{
-    /// <summary>The config file this call read, for the processes it starts (the checkpoint agent).</summary>
-    public string ConfigPath { get; init; } = ExecutorConfig.DefaultPath;
-}
+/// <summary>What every verb gets: the config, the adapters, the runner's environment, a log, and the stop token.</summary>
+public sealed record VerbContext(ExecutorConfig Config, CompositionRoot Adapters, IRunnerEnvironment Environment, TextWriter Log, CancellationToken Stop);
 
 public static class VersionInfo
 {

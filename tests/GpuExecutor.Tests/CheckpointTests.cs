@@ -7,10 +7,12 @@ namespace GpuExecutor.Tests;
 
 public sealed class CheckpointRequestTests
 {
-    private static readonly JobIdentity Job = new(100, 42, "ml/x", 3, "main", "train", TimeSpan.FromHours(1));
+    /// <summary>The request as prepare makes it: the identity (and its run key) from the payload, then the request.</summary>
+    private static CheckpointRequest? FromJob(IReadOnlyDictionary<string, string> variables, long jobId = 100, long projectId = 42) =>
+        CheckpointRequest.FromJob(variables, TestPayloads.Identity(jobId, projectId, variables));
 
     private static CheckpointRequest? Request(params (string Name, string Value)[] variables) =>
-        CheckpointRequest.FromJob(variables.ToDictionary(variable => variable.Name, variable => variable.Value), Job);
+        FromJob(variables.ToDictionary(variable => variable.Name, variable => variable.Value));
 
     [Fact]
     public void Checkpoints_are_off_unless_the_job_turns_them_on()
@@ -25,7 +27,7 @@ public sealed class CheckpointRequestTests
     public void The_default_run_key_comes_from_the_job_and_never_its_id()
     {
         var first = Request(("CHECKPOINTS", "on"))!;
-        var retried = CheckpointRequest.FromJob(new Dictionary<string, string> { ["CHECKPOINTS"] = "on" }, Job with { JobId = 101 })!;
+        var retried = FromJob(new Dictionary<string, string> { ["CHECKPOINTS"] = "on" }, jobId: 101)!;
         Assert.Equal(first.RunKey, retried.RunKey);
         Assert.DoesNotContain("100", first.RunKey);
         Assert.True(CheckpointRequest.IsRunKey(first.RunKey));
@@ -36,7 +38,7 @@ public sealed class CheckpointRequestTests
     {
         var request = Request(("CHECKPOINTS", "on"), ("CHECKPOINT_RUN_KEY", "llama-7b.v2"))!;
         Assert.Equal("p42-llama-7b.v2", request.RunKey);
-        var otherProject = CheckpointRequest.FromJob(new Dictionary<string, string> { ["CHECKPOINTS"] = "on", ["CHECKPOINT_RUN_KEY"] = "llama-7b.v2" }, Job with { ProjectId = 43 })!;
+        var otherProject = FromJob(new Dictionary<string, string> { ["CHECKPOINTS"] = "on", ["CHECKPOINT_RUN_KEY"] = "llama-7b.v2" }, projectId: 43)!;
         Assert.NotEqual(request.RunKey, otherProject.RunKey);
     }
 
@@ -64,7 +66,7 @@ public sealed class CheckpointRequestTests
     public void Bad_values_are_build_failures_naming_the_variable(string name, string value)
     {
         var variables = new Dictionary<string, string> { ["CHECKPOINTS"] = "on", [name] = value };
-        var error = Assert.Throws<BuildFailureException>(() => CheckpointRequest.FromJob(variables, Job));
+        var error = Assert.Throws<BuildFailureException>(() => FromJob(variables));
         Assert.Contains(name, error.Message);
     }
 }

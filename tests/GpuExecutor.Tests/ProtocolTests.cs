@@ -51,19 +51,35 @@ public sealed class ProtocolTests
 
         var identity = JobIdentity.From(payload);
 
-        Assert.Equal(new JobIdentity(9, 4, "ml/x", 3, "main", "train", TimeSpan.FromSeconds(7200)), identity);
+        Assert.Equal(new JobIdentity(9, 4, "ml/x", 3, "main", "train", TimeSpan.FromSeconds(7200)), identity with { RunKey = "" });
+        Assert.Matches("^run-[0-9a-f]{16}$", identity.RunKey);
     }
 
     [Fact]
     public void The_run_key_survives_a_retry_which_gets_a_new_job_id()
     {
-        var first = new JobIdentity(100, 4, "ml/x", 3, "main", "train", TimeSpan.FromHours(1));
-        var retried = first with { JobId = 101, PipelineId = 8 };
-        var otherBranch = first with { Ref = "feature" };
+        var first = TestPayloads.Identity(100, 4, new Dictionary<string, string>());
+        var retried = TestPayloads.Identity(101, 4, new Dictionary<string, string>(), pipelineId: 8);
+        var otherBranch = TestPayloads.Identity(100, 4, new Dictionary<string, string>(), gitRef: "feature");
 
         Assert.Equal(first.RunKey, retried.RunKey);
         Assert.NotEqual(first.RunKey, otherBranch.RunKey);
         Assert.Matches("^run-[0-9a-f]{16}$", first.RunKey);
+    }
+
+    [Theory]
+    [InlineData("on", "llama", "p4-llama")]
+    [InlineData("off", "llama", null)]
+    [InlineData("on", "../escape", null)]
+    [InlineData("on", "", null)]
+    public void A_job_with_checkpoints_names_its_run_within_its_project_and_a_bad_name_is_never_taken(string checkpoints, string name, string? expected)
+    {
+        var identity = TestPayloads.Identity(100, 4, new Dictionary<string, string> { ["CHECKPOINTS"] = checkpoints, ["CHECKPOINT_RUN_KEY"] = name });
+
+        if (expected is null)
+            Assert.Matches("^run-[0-9a-f]{16}$", identity.RunKey);
+        else
+            Assert.Equal(expected, identity.RunKey);
     }
 
     [Theory]

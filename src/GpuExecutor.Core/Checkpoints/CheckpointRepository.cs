@@ -38,7 +38,6 @@ public sealed class CheckpointRepository(IObjectStore store, string bucket, stri
     private string BlobsPrefix => RunPrefix + "blobs/";
     private string ManifestsPrefix => RunPrefix + "manifests/";
     private string LatestKey => RunPrefix + "LATEST";
-    private string ContinuationKey => RunPrefix + "CONTINUATION.json";
     private string BlobKey(string sha256) => BlobsPrefix + sha256;
     private string ManifestKey(long generation) => ManifestsPrefix + generation.ToString("D12", CultureInfo.InvariantCulture) + ".json";
 
@@ -249,26 +248,15 @@ public sealed class CheckpointRepository(IObjectStore store, string bucket, stri
         return problems;
     }
 
-    /// <summary>The run's continuation chain (see <see cref="Continuation.ContinuationRecord"/>); null when it has none, or an unreadable one.</summary>
-    public async Task<Continuation.ContinuationRecord?> ReadContinuationAsync(CancellationToken cancellationToken)
-    {
-        var bytes = await _retry.ExecuteAsync(async token => await ReadSmallAsync(ContinuationKey, 4096, token), cancellationToken);
-        try
-        {
-            return bytes is null ? null : System.Text.Json.JsonSerializer.Deserialize(bytes, Continuation.ContinuationJsonContext.Default.ContinuationRecord);
-        }
-        catch (System.Text.Json.JsonException)
-        {
-            // Only the segment count depends on it: a damaged record starts a new chain.
-            return null;
-        }
-    }
+    /// <summary>
+    /// A small record kept beside the run's LATEST under <paramref name="name"/> (the
+    /// continuation chain, say), so it follows the run to any host; null when there is none.
+    /// </summary>
+    public async Task<byte[]?> ReadRunRecordAsync(string name, int maximumBytes, CancellationToken cancellationToken) =>
+        await _retry.ExecuteAsync(async token => await ReadSmallAsync(RunPrefix + name, maximumBytes, token), cancellationToken);
 
-    public async Task WriteContinuationAsync(Continuation.ContinuationRecord record, CancellationToken cancellationToken)
-    {
-        var bytes = System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(record, Continuation.ContinuationJsonContext.Default.ContinuationRecord);
-        await _retry.ExecuteAsync(async token => await store.PutBytesAsync(bucket, ContinuationKey, bytes, token), cancellationToken);
-    }
+    public async Task WriteRunRecordAsync(string name, byte[] content, CancellationToken cancellationToken) =>
+        await _retry.ExecuteAsync(async token => await store.PutBytesAsync(bucket, RunPrefix + name, content, token), cancellationToken);
 
     private async Task<long?> ReadLatestOrNullAsync(CancellationToken cancellationToken)
     {

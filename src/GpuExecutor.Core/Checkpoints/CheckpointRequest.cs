@@ -16,8 +16,8 @@ namespace GpuExecutor.Checkpoints;
 public sealed partial record CheckpointRequest(string RunKey, bool Restore, long? PinnedGeneration, bool Continue = true)
 {
     public const string ContinueVariable = "CHECKPOINT_CONTINUE";
-    public const string EnableVariable = "CHECKPOINTS";
-    public const string RunKeyVariable = "CHECKPOINT_RUN_KEY";
+    public const string EnableVariable = JobIdentity.CheckpointsVariable;
+    public const string RunKeyVariable = JobIdentity.RunKeyVariable;
     public const string RestoreVariable = "CHECKPOINT_RESTORE";
 
     /// <summary>Null when the job did not turn checkpoints on.</summary>
@@ -34,14 +34,11 @@ public sealed partial record CheckpointRequest(string RunKey, bool Restore, long
                 throw new BuildFailureException($"{EnableVariable}='{enable}' is not one of on, off (true, false, 1, 0).");
         }
 
+        // The run key itself is the job identity's (the one place it is decided); a name it
+        // could not take is refused here, before the job starts.
         var runKey = job.RunKey;
-        if (variables.TryGetValue(RunKeyVariable, out var named) && named.Length > 0)
-        {
-            if (!RunName().IsMatch(named))
-                throw new BuildFailureException($"{RunKeyVariable}='{named}' is not a run name: use 1 to 100 letters, digits, '.', '_' and '-', starting with a letter or digit.");
-            // Scoped to the project: another project's job cannot name, read or overwrite this run.
-            runKey = $"p{job.ProjectId.ToString(CultureInfo.InvariantCulture)}-{named}";
-        }
+        if (variables.TryGetValue(RunKeyVariable, out var named) && named.Length > 0 && !JobIdentity.IsRunName(named))
+            throw new BuildFailureException($"{RunKeyVariable}='{named}' is not a run name: use 1 to 100 letters, digits, '.', '_' and '-', starting with a letter or digit.");
 
         var continueText = variables.TryGetValue(ContinueVariable, out var continueValue) ? continueValue.Trim().ToLowerInvariant() : "";
         var continues = continueText switch
@@ -65,9 +62,6 @@ public sealed partial record CheckpointRequest(string RunKey, bool Restore, long
 
     /// <summary>Whether <paramref name="text"/> can be a run key (a default one, or p-PROJECT-NAME): one safe path segment.</summary>
     public static bool IsRunKey(string text) => RunKeyPattern().IsMatch(text);
-
-    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
-    private static partial Regex RunName();
 
     [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
     private static partial Regex RunKeyPattern();

@@ -32,7 +32,7 @@ public sealed class GitLabApiException(string message, HttpStatusCode? status, E
 /// <see cref="HttpClient"/>: read a job, and retry it. The token goes in the PRIVATE-TOKEN header
 /// and nowhere else: not in a URL, a log line or an exception message.
 /// </summary>
-public sealed class GitLabClient : IDisposable
+public sealed class GitLabClient : IGitLabJobs
 {
     private readonly HttpClient _http;
     private readonly ResiliencePipeline _retry;

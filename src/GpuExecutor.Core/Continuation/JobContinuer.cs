@@ -10,7 +10,7 @@ namespace GpuExecutor.Continuation;
 /// The agent's last duty for a job that reached its deadline: wait until GitLab says the job has
 /// ended (a running job cannot be retried), then retry it, recording the chain in the store.
 /// </summary>
-public sealed class JobContinuer(GitLabClient gitLab, CheckpointRepository repository, ContinuationSettings settings, Action<string> log)
+public sealed class JobContinuer(IGitLabJobs gitLab, CheckpointRepository repository, ContinuationSettings settings, Action<string> log)
 {
     public async Task<long?> ContinueAsync(ContinuationRequest request, CancellationToken cancellationToken)
     {

@@ -35,7 +35,8 @@ public sealed class DatasetCache(string stateDir, Action<string> log)
     public async Task<(IReadOnlyList<BindMount> Mounts, Summary Summary)> MaterializeAsync(
         long jobId,
         IReadOnlyList<DatasetMount> datasets,
-        IReadOnlyDictionary<string, StoreSettings> stores,
+        IReadOnlyDictionary<string, StoreSettings> storeSettings,
+        IObjectStoreOpener stores,
         ObjectFetcher fetcher,
         CancellationToken cancellationToken)
     {
@@ -50,7 +51,7 @@ public sealed class DatasetCache(string stateDir, Action<string> log)
             var dataset = datasets[index];
             var view = Path.Combine(ViewsOf(jobId), index.ToString(CultureInfo.InvariantCulture));
             Directory.CreateDirectory(view);
-            using var store = ObjectStores.Open(stores[dataset.Source.Store]);
+            using var store = stores.Open(storeSettings[dataset.Source.Store]);
             var objects = await ListAsync(store, dataset, cancellationToken);
             var (paths, quarantined) = DatasetLayout.Plan(dataset.Source, objects.Select(item => item.Key));
             foreach (var item in quarantined.Take(5))

@@ -12,7 +12,7 @@ namespace GpuExecutor.Gpus;
 /// all happen under one host-wide lock, so two prepares can never pick the same GPU; when too
 /// few are free, the job waits, saying in its log what it waits for and who holds the GPUs.
 /// </summary>
-public sealed class GpuAllocator(IContainerDriver driver, GpuSettings settings, string stateDir, Action<string> log)
+public sealed class GpuAllocator(IContainerDriver driver, IGpuInventory nvidiaSmi, GpuSettings settings, string stateDir, Action<string> log)
 {
     private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(500);
     private static readonly TimeSpan WaitingMessageInterval = TimeSpan.FromSeconds(30);
@@ -44,7 +44,6 @@ public sealed class GpuAllocator(IContainerDriver driver, GpuSettings settings, 
             return [];
         }
 
-        var nvidiaSmi = new NvidiaSmi(settings.NvidiaSmi);
         var waitEnds = DateTime.UtcNow + settings.WaitTimeout;
         var nextMessage = DateTime.UtcNow;
         GpuTopology? topology = null;

@@ -5,7 +5,7 @@ using GpuExecutor.Outcomes;
 namespace GpuExecutor.Gpus;
 
 /// <summary>Runs nvidia-smi (through CliWrap, as an argument list: no shell) and parses what it prints.</summary>
-public sealed class NvidiaSmi(string program)
+public sealed class NvidiaSmi(string program) : IGpuInventory
 {
     private static readonly TimeSpan CallTimeout = TimeSpan.FromSeconds(60);
 

@@ -7,9 +7,9 @@ namespace GpuExecutor.Protocol;
 
 /// <summary>
 /// Who the job is, taken only from JOB_RESPONSE_FILE: CUSTOM_ENV_* values can be overridden by the
-/// job author, the payload cannot (PROTOCOL.md, "Environment of every call").
+/// job author, the payload cannot (docs/runner-protocol.md).
 /// </summary>
-public sealed record JobIdentity(
+public sealed partial record JobIdentity(
     long JobId,
     long ProjectId,
     string ProjectPath,
@@ -23,29 +23,53 @@ public sealed record JobIdentity(
 
     /// <summary>
     /// Names a training run across retries: a retried job gets a new job id but keeps its name,
-    /// ref and project, so the key is built from those and never from the job id.
+    /// ref and project, so the key is built from those and never from the job id; or the run a
+    /// job with checkpoints named in CHECKPOINT_RUN_KEY, scoped to its project. Decided here once,
+    /// from the payload: labels, the agent, run, gc and re-attach take it from here or from the
+    /// container's labels.
     /// </summary>
-    public string RunKey
+    public string RunKey { get; init; } = "";
+
+    public const string CheckpointsVariable = "CHECKPOINTS";
+    public const string RunKeyVariable = "CHECKPOINT_RUN_KEY";
+
+    public static JobIdentity From(JobPayload payload)
     {
-        get
-        {
-            if (RunKeyOverride is { } named)
-                return named;
-            var material = $"{ProjectId}\n{Ref}\n{JobName}";
-            var hash = SHA256.HashData(Encoding.UTF8.GetBytes(material));
-            return "run-" + Convert.ToHexStringLower(hash)[..16];
-        }
+        var job = new JobIdentity(
+            payload.Id,
+            payload.JobInfo.ProjectId,
+            payload.JobInfo.ProjectFullPath,
+            payload.JobInfo.PipelineId,
+            payload.GitInfo.Ref,
+            payload.JobInfo.Name,
+            payload.RunnerInfo.Timeout > 0 ? TimeSpan.FromSeconds(payload.RunnerInfo.Timeout) : DefaultTimeout);
+        return job with { RunKey = ChosenRunKey(payload.VariableMap(), job.ProjectId) ?? DefaultRunKey(job) };
     }
 
-    /// <summary>The run key a job chose with CHECKPOINT_RUN_KEY, already scoped to its project.</summary>
-    public string? RunKeyOverride { get; init; }
+    private static string DefaultRunKey(JobIdentity job)
+    {
+        var material = $"{job.ProjectId}\n{job.Ref}\n{job.JobName}";
+        var hash = SHA256.HashData(Encoding.UTF8.GetBytes(material));
+        return "run-" + Convert.ToHexStringLower(hash)[..16];
+    }
 
-    public static JobIdentity From(JobPayload payload) => new(
-        payload.Id,
-        payload.JobInfo.ProjectId,
-        payload.JobInfo.ProjectFullPath,
-        payload.JobInfo.PipelineId,
-        payload.GitInfo.Ref,
-        payload.JobInfo.Name,
-        payload.RunnerInfo.Timeout > 0 ? TimeSpan.FromSeconds(payload.RunnerInfo.Timeout) : DefaultTimeout);
+    /// <summary>
+    /// The run a job with checkpoints on named, scoped to its project: another project's job
+    /// cannot name, read or overwrite it. Null when the job named none, or one that is not a run
+    /// name: prepare then refuses the job (Checkpoints.CheckpointRequest says why), and cleanup,
+    /// which must always work, still finds the job's containers by job id.
+    /// </summary>
+    private static string? ChosenRunKey(IReadOnlyDictionary<string, string> variables, long projectId)
+    {
+        var enabled = variables.TryGetValue(CheckpointsVariable, out var enable) && enable.Trim().ToLowerInvariant() is "on" or "true" or "1";
+        return enabled && variables.TryGetValue(RunKeyVariable, out var named) && IsRunName(named)
+            ? $"p{projectId.ToString(System.Globalization.CultureInfo.InvariantCulture)}-{named}"
+            : null;
+    }
+
+    /// <summary>A run name a job may choose: 1 to 100 letters, digits, '.', '_' and '-', starting with a letter or digit.</summary>
+    public static bool IsRunName(string text) => RunNamePattern().IsMatch(text);
+
+    [System.Text.RegularExpressions.GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
+    private static partial System.Text.RegularExpressions.Regex RunNamePattern();
 }

@@ -38,7 +38,7 @@ public static class DatasetsVerb
                 var datasets = DatasetDeclaration.Parse($"{source} -> /prefetch", config);
                 try
                 {
-                    var (_, summary) = await cache.MaterializeAsync(PrefetchJobId, datasets, config.Stores, new ObjectFetcher(line => stdout.WriteLine(line)), context.Stop);
+                    var (_, summary) = await cache.MaterializeAsync(PrefetchJobId, datasets, config.Stores, context.Adapters.Stores, new ObjectFetcher(line => stdout.WriteLine(line)), context.Stop);
                     stdout.WriteLine($"{summary.Objects} objects: {summary.BytesFetched / 1048576.0:0.0} MiB fetched, {summary.CacheHits} already cached.");
                 }
                 finally

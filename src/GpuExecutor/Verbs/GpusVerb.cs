@@ -20,10 +20,10 @@ public static class GpusVerb
             _ => throw new SystemFailureException($"gpus takes [--links], got '{string.Join(' ', args)}'."),
         };
         var settings = context.Config.Gpus;
-        var nvidiaSmi = new NvidiaSmi(settings.NvidiaSmi);
+        var nvidiaSmi = context.Adapters.Gpus;
         var inventory = await nvidiaSmi.QueryAsync(context.Stop);
-        using var driver = new DockerContainerDriver(context.Config.Docker.Endpoint);
-        var pool = new GpuAllocator(driver, settings, context.Config.StateDir, _ => { }).InPool(inventory).Select(gpu => gpu.Uuid).ToHashSet();
+        var driver = context.Adapters.Containers;
+        var pool = new GpuAllocator(driver, nvidiaSmi, settings, context.Config.StateDir, _ => { }).InPool(inventory).Select(gpu => gpu.Uuid).ToHashSet();
 
         // The inventory is worth printing even when Docker is down (or absent, as on a host being
         // set up): an admin checking nvidia-smi should not need the daemon. The exit code still

@@ -1,0 +1,50 @@
+using GpuExecutor.Configuration;
+using GpuExecutor.Containers;
+using GpuExecutor.JobLog;
+using GpuExecutor.Storage;
+
+namespace GpuExecutor.Datasets;
+
+/// <summary>A job's DATASETS, made ready in prepare: fetched into the host cache and laid out as its read-only views.</summary>
+public sealed class JobDatasets(ExecutorConfig config, IObjectStoreOpener stores, TextWriter log)
+{
+    public async Task<IReadOnlyList<BindMount>> MaterializeAsync(long jobId, IReadOnlyList<DatasetMount> datasets, CancellationToken cancellationToken)
+    {
+        using (JobLogSection.Start(log, "gpu_executor_datasets", $"Datasets: {datasets.Count}", collapsed: true))
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var cache = new DatasetCache(config.StateDir, log.WriteLine);
+            var (mounts, summary) = await cache.MaterializeAsync(jobId, datasets, config.Stores, stores, new ObjectFetcher(log.WriteLine), cancellationToken);
+            if (config.Datasets.CacheMaxBytes is { } cap && cache.Evict(cap, DateTime.UtcNow) is > 0 and var evicted)
+                log.WriteLine($"  evicted {evicted / 1048576.0:0.0} MiB of least recently used objects (datasets.cache_max_size)");
+            foreach (var dataset in datasets)
+                log.WriteLine($"  {dataset.Source} -> {dataset.ContainerPath} (read-only)");
+            log.WriteLine(
+                $"  {summary.Objects} objects in {clock.Elapsed.TotalSeconds:0.0} s: {summary.BytesFetched / 1048576.0:0.0} MiB fetched, " +
+                $"{summary.BytesServed / 1048576.0:0.0} MiB served, {summary.CacheHits} objects from the host cache" +
+                (summary.Quarantined > 0 ? $", {summary.Quarantined} left out (unsafe keys)" : "") + ".");
+            return mounts;
+        }
+    }
+
+    /// <summary>
+    /// A store's credentials reach the job only where the admin set pass_credentials_to_job, and
+    /// only for a store the job's DATASETS use; the first such store's, as the standard AWS_*
+    /// variables that AWS SDKs and CLIs read.
+    /// </summary>
+    public static Dictionary<string, string> StoreCredentialsForJob(ExecutorConfig config, IReadOnlyList<DatasetMount> datasets)
+    {
+        var environment = new Dictionary<string, string>();
+        var store = datasets
+            .Select(dataset => config.Stores[dataset.Source.Store])
+            .FirstOrDefault(candidate => candidate.PassCredentialsToJob && candidate.AccessKeyId is not null);
+        if (store is null)
+            return environment;
+        environment["AWS_ACCESS_KEY_ID"] = store.AccessKeyId!.Value;
+        environment["AWS_SECRET_ACCESS_KEY"] = store.SecretAccessKey!.Value;
+        environment["AWS_REGION"] = store.Region;
+        if (store.Endpoint is { } endpoint)
+            environment["AWS_ENDPOINT_URL"] = endpoint;
+        return environment;
+    }
+}

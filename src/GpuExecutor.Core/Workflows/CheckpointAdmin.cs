@@ -1,0 +1,126 @@
+using System.Globalization;
+using System.Text;
+using GpuExecutor.Checkpoints;
+using GpuExecutor.Configuration;
+using GpuExecutor.Continuation;
+using GpuExecutor.Outcomes;
+using GpuExecutor.Storage;
+
+namespace GpuExecutor.Workflows;
+
+/// <summary>
+/// The admin's view of the checkpoint store: runs and generations, manifests, verification,
+/// retention, and seeding or materialising a run by hand (`gpu-executor checkpoints ...`).
+/// </summary>
+public sealed class CheckpointAdmin(ExecutorConfig config, IObjectStoreOpener stores, TextWriter stdout, CancellationToken cancellationToken)
+{
+    public async Task ListRunsAsync()
+    {
+        using var store = stores.Open(config.Checkpoints.StoreOrLocal(config.StateDir));
+        var runs = await CheckpointRepository.ListRunsAsync(store, config.Checkpoints.Bucket, config.Checkpoints.Prefix, cancellationToken);
+        stdout.WriteLine($"{"RUN",-40} {"LATEST",8} {"COMMITTED (UTC)",-20} {"JOB",10} {"SIZE (MiB)",12}");
+        foreach (var run in runs)
+        {
+            var repository = new CheckpointRepository(store, config.Checkpoints.Bucket, config.Checkpoints.Prefix, run, stdout.WriteLine);
+            var latest = await repository.ReadLatestAsync(cancellationToken);
+            var manifest = latest is { } generation ? await repository.ReadManifestAsync(generation, cancellationToken) : null;
+            stdout.WriteLine($"{run,-40} {latest,8} {manifest?.CommittedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} {manifest?.JobId,10} {manifest?.TotalBytes / 1048576.0,12:0.0}");
+        }
+    }
+
+    public async Task ListGenerationsAsync(string run)
+    {
+        var (store, repository) = Open(run);
+        using var _ = store;
+        var latest = await repository.ReadLatestAsync(cancellationToken);
+        stdout.WriteLine($"{"GENERATION",10} {"COMMITTED (UTC)",-20} {"JOB",10} {"FILES",6} {"SIZE (MiB)",12}");
+        foreach (var generation in await repository.ListGenerationsAsync(cancellationToken))
+        {
+            var manifest = await repository.ReadManifestAsync(generation, cancellationToken);
+            var note = generation == latest ? "  <- LATEST" : generation > latest ? "  (not committed: no LATEST names it)" : "";
+            stdout.WriteLine($"{generation,10} {manifest.CommittedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} {manifest.JobId,10} {manifest.Files.Count,6} {manifest.TotalBytes / 1048576.0,12:0.0}{note}");
+        }
+        if (await repository.ReadContinuationAsync(cancellationToken) is { } chain)
+        {
+            stdout.WriteLine(chain.State switch
+            {
+                ContinuationRecord.Retried => $"continuation: job {chain.FromJob} was retried as job {chain.NextJob}, segment {chain.Segment}, at {chain.At.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC",
+                ContinuationRecord.Retrying => $"continuation: retrying job {chain.FromJob} as segment {chain.Segment} since {chain.At.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC",
+                _ => $"continuation: retrying job {chain.FromJob} as segment {chain.Segment} failed at {chain.At.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC: {chain.Error}",
+            });
+        }
+    }
+
+    public async Task ShowAsync(string run, long generation)
+    {
+        var (store, repository) = Open(run);
+        using var _ = store;
+        var manifest = await repository.ReadManifestAsync(generation, cancellationToken);
+        stdout.WriteLine(Encoding.UTF8.GetString(manifest.ToJson()));
+    }
+
+    /// <summary>Throws <see cref="SystemFailureException"/> when the generation has problems, after listing them.</summary>
+    public async Task VerifyAsync(string run, long? pinned, bool deep)
+    {
+        var (store, repository) = Open(run);
+        using var _ = store;
+        var generation = pinned
+            ?? await repository.ReadLatestAsync(cancellationToken)
+            ?? throw new SystemFailureException($"run '{run}' has no committed generation.");
+        var problems = await repository.VerifyAsync(generation, deep, cancellationToken);
+        foreach (var problem in problems)
+            stdout.WriteLine($"  {problem}");
+        stdout.WriteLine(problems.Count == 0 ? $"generation {generation} of '{run}' is complete{(deep ? " and every blob hashes right" : "")}." : $"generation {generation} of '{run}' has {problems.Count} problems.");
+        if (problems.Count > 0)
+            throw new SystemFailureException($"generation {generation} of run '{run}' failed verification.");
+    }
+
+    public async Task RetainAsync(string run, int? keep, bool orphans)
+    {
+        var (store, repository) = Open(run);
+        using var _ = store;
+        var result = await repository.ApplyRetentionAsync(keep ?? config.Checkpoints.KeepGenerations, orphans, cancellationToken);
+        stdout.WriteLine($"deleted generations [{string.Join(", ", result.DeletedGenerations)}] and {result.DeletedBlobs} blobs ({result.DeletedBytes / 1048576.0:0.0} MiB).");
+    }
+
+    /// <summary>Commits a directory as the run's next generation (job 0), as the agent would: to seed a run from an existing checkpoint.</summary>
+    public async Task PushAsync(string run, string directory, Func<CommitStep, Task>? afterStep)
+    {
+        var (store, repository) = Open(run);
+        using var _ = store;
+        var snapshots = Path.Combine(RunDirectories.For(config.StateDir, run).Root, "push-snapshots");
+        Directory.CreateDirectory(snapshots);
+        try
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var snapshot = new CheckpointSnapshotter(Path.GetFullPath(directory), snapshots).Take()
+                ?? throw new SystemFailureException($"'{directory}' changed while it was copied; try again once nothing writes to it.");
+            var result = await repository.CommitAsync(snapshot, 0, config.Checkpoints.KeepGenerations, afterStep, cancellationToken);
+            stdout.WriteLine($"committed generation {result.Generation} of '{run}': {snapshot.Files.Count} files, {result.UploadedBytes} of {result.TotalBytes} bytes uploaded in {clock.Elapsed.TotalSeconds:0.00} s.");
+        }
+        finally
+        {
+            Directory.Delete(snapshots, recursive: true);
+        }
+    }
+
+    /// <summary>Materialises a generation in the run's work directory on this host, as prepare would.</summary>
+    public async Task PullAsync(string run, long? generation)
+    {
+        var (store, repository) = Open(run);
+        using var _ = store;
+        var directories = RunDirectories.For(config.StateDir, run);
+        Directory.CreateDirectory(directories.Root);
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var restored = await new CheckpointRestorer(repository, directories, stdout.WriteLine).RestoreAsync(generation, cancellationToken)
+            ?? throw new SystemFailureException($"run '{run}' has no committed generation.");
+        stdout.WriteLine($"restored generation {restored.Generation} into {directories.Work}: {restored.Files} files, {restored.DownloadedBytes} of {restored.Bytes} bytes downloaded in {clock.Elapsed.TotalSeconds:0.00} s.");
+    }
+
+    private (IObjectStore Store, CheckpointRepository Repository) Open(string run)
+    {
+        if (!CheckpointRequest.IsRunKey(run))
+            throw new SystemFailureException($"'{run}' is not a run key.");
+        return CheckpointStores.Open(stores, config, run, stdout.WriteLine);
+    }
+}

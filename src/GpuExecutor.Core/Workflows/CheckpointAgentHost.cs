@@ -1,0 +1,73 @@
+using GpuExecutor.Checkpoints;
+using GpuExecutor.Configuration;
+using GpuExecutor.Containers;
+using GpuExecutor.Continuation;
+using GpuExecutor.HostFiles;
+using GpuExecutor.Outcomes;
+using GpuExecutor.Storage;
+
+namespace GpuExecutor.Workflows;
+
+/// <summary>
+/// The detached checkpoint agent's whole life (`checkpoints agent JOB RUN CONTAINER`): it holds
+/// the run's agent lock while it commits, so the run's next prepare waits for its last commit,
+/// and afterwards continues the job through GitLab where `run` asked for that.
+/// </summary>
+public sealed class CheckpointAgentHost(
+    ExecutorConfig config,
+    IContainerDriver driver,
+    IObjectStoreOpener stores,
+    Func<ContinuationSettings, Action<string>, IGitLabJobs> openGitLab,
+    Action<string> log)
+{
+    public async Task RunAsync(long jobId, string run, string container, Func<CommitStep, Task>? afterStep, CancellationToken cancellationToken)
+    {
+        var directories = RunDirectories.For(config.StateDir, run);
+        var (store, repository) = CheckpointStores.Open(stores, config, run, log);
+        using var _ = store;
+        var timing = new AgentTiming(config.Checkpoints.QuietPeriod, config.Checkpoints.PollInterval, config.Checkpoints.KeepGenerations) { GiveUpAfterJob = config.Checkpoints.AgentGiveUp };
+        Directory.CreateDirectory(directories.Root);
+        // Held while the agent commits: the run's next prepare waits on it before restoring.
+        using (await HostLock.AcquireAsync(directories.AgentLock, cancellationToken))
+        {
+            log($"agent started for container {container}, run {run}");
+            await new CheckpointAgent(jobId, container, driver, repository, directories, timing, log, afterStep).RunAsync(cancellationToken);
+            log("agent done");
+        }
+        // Outside the lock: the retry it makes is the run's next job, whose prepare takes the lock.
+        await ContinueIfAskedAsync(jobId, repository, directories, cancellationToken);
+    }
+
+    /// <summary>
+    /// When run asked for it (the job reached its deadline), retries the job through the GitLab
+    /// API once it has ended; only if the agent's last commit succeeded, or the retry would resume
+    /// from an older checkpoint than the one the trainer saved. Failures go to the agent's log and
+    /// to the run's record in the store, where the next job's prepare shows them.
+    /// </summary>
+    private async Task ContinueIfAskedAsync(long jobId, CheckpointRepository repository, RunDirectories directories, CancellationToken cancellationToken)
+    {
+        var settings = config.Continuation;
+        if (ContinuationFiles.ReadRequest(directories, jobId) is not { } request)
+            return;
+        try
+        {
+            if (!settings.Enabled)
+                log("continuation: asked for, but [continuation] is no longer configured; not continued.");
+            else if (CheckpointAgent.ReadStatus(directories, jobId) is { LastError: { } error })
+                log($"continuation: not continued, the newest checkpoint is not safe in the store ({error}).");
+            else
+            {
+                using var gitLab = openGitLab(settings, log);
+                await new JobContinuer(gitLab, repository, settings, log).ContinueAsync(request, cancellationToken);
+            }
+        }
+        catch (Exception error) when (error is GitLabApiException or SystemFailureException or IOException && !cancellationToken.IsCancellationRequested)
+        {
+            log($"continuation: job {jobId} could not be continued: {error.Message}");
+        }
+        finally
+        {
+            File.Delete(ContinuationFiles.RequestFile(directories, jobId));
+        }
+    }
+}

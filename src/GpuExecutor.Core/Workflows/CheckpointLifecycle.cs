@@ -1,0 +1,249 @@
+using System.Globalization;
+using GpuExecutor.Checkpoints;
+using GpuExecutor.Configuration;
+using GpuExecutor.Containers;
+using GpuExecutor.Continuation;
+using GpuExecutor.HostFiles;
+using GpuExecutor.JobLog;
+using GpuExecutor.Protocol;
+using GpuExecutor.Storage;
+
+namespace GpuExecutor.Workflows;
+
+/// <summary>
+/// A training run's checkpoints through one job, shared by prepare and run: restore before the
+/// first script (and the job's place in a continuation chain), the detached agent's start, the
+/// agent's commits shown in the job log, and the final commit awaited and reported at the end.
+/// </summary>
+public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver driver, IObjectStoreOpener stores, TextWriter log)
+{
+    private static readonly TimeSpan StatusPollInterval = TimeSpan.FromSeconds(2);
+
+    public RunDirectories DirectoriesOf(string runKey) => RunDirectories.For(config.StateDir, runKey);
+
+    /// <summary>
+    /// Puts the run's newest committed generation (or the pinned one, or nothing) in the run's
+    /// work directory before any script runs; returns what the job's environment says about it.
+    /// </summary>
+    public async Task<Dictionary<string, string>> RestoreAsync(JobIdentity job, CheckpointRequest request, CancellationToken cancellationToken)
+    {
+        var directories = DirectoriesOf(request.RunKey);
+        Directory.CreateDirectory(Path.GetDirectoryName(directories.Root)!);
+        // Only the executor goes below STATE_DIR/checkpoints; the work directory is reached
+        // through the container's mount.
+        File.SetUnixFileMode(Path.GetDirectoryName(directories.Root)!, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        Directory.CreateDirectory(directories.Root);
+        var containerDir = config.Checkpoints.ContainerDir;
+        var environment = new Dictionary<string, string>
+        {
+            ["CHECKPOINT_DIR"] = containerDir,
+            ["CHECKPOINT_RUN_KEY"] = request.RunKey,
+            ["CHECKPOINT_MARKER"] = containerDir + "/" + CheckpointPaths.CompleteMarker,
+            ["CHECKPOINT_RESTORED_GENERATION"] = "",
+            ["CHECKPOINT_RESTORED_FROM_JOB"] = "",
+            ["CHECKPOINT_RESTORED_COMMITTED_AT"] = "",
+        };
+        using (JobLogSection.Start(log, "gpu_executor_checkpoint_restore", $"Checkpoint restore: run {request.RunKey}", collapsed: false))
+        {
+            var (store, repository) = CheckpointStores.Open(stores, config, request.RunKey, log.WriteLine);
+            using var _ = store;
+            await WarnAboutAnotherLiveJobAsync(job, cancellationToken);
+            await WaitForEarlierAgentAsync(directories, cancellationToken);
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var restorer = new CheckpointRestorer(repository, directories, log.WriteLine);
+            RestoreResult? restored = null;
+            if (request.Restore)
+                restored = await restorer.RestoreAsync(request.PinnedGeneration, cancellationToken);
+            else
+                restorer.StartEmpty();
+            if (!request.Restore)
+                log.WriteLine($"  {CheckpointRequest.RestoreVariable}=off: the job starts with an empty {containerDir}.");
+            else if (restored is null)
+                log.WriteLine($"  run {request.RunKey} has no committed checkpoint yet: the job starts with an empty {containerDir}.");
+            else
+            {
+                log.WriteLine($"  restored generation {restored.Generation} (committed {restored.CommittedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC by job {restored.FromJobId}): " +
+                              $"{restored.Files} files, {restored.Bytes / 1048576.0:0.0} MiB ({restored.DownloadedBytes / 1048576.0:0.0} MiB downloaded, the rest already on this host) in {clock.Elapsed.TotalSeconds:0.0} s, every file checked against its SHA-256.");
+                environment["CHECKPOINT_RESTORED_GENERATION"] = restored.Generation.ToString(CultureInfo.InvariantCulture);
+                environment["CHECKPOINT_RESTORED_FROM_JOB"] = restored.FromJobId.ToString(CultureInfo.InvariantCulture);
+                environment["CHECKPOINT_RESTORED_COMMITTED_AT"] = restored.CommittedAt.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture);
+            }
+            log.WriteLine($"  {containerDir} is committed to the store whenever {CheckpointPaths.CompleteMarker} appears in it" +
+                          (config.Checkpoints.QuietPeriod > TimeSpan.Zero ? $" (or, until the first marker, after {config.Checkpoints.QuietPeriod.TotalSeconds:0} s without changes)." : "."));
+            if (config.Continuation.Enabled && request.Continue)
+                await PlaceInChainAsync(job, repository, directories, environment, cancellationToken);
+        }
+        return environment;
+    }
+
+    /// <summary>Starts the run's agent for this job's container, detached, and says where its log is.</summary>
+    public void StartAgent(ICheckpointAgentLauncher launcher, JobIdentity job, string runKey)
+    {
+        var agentLog = launcher.Start(job.JobId, runKey, JobContainerNames.For(job.JobId, JobContainerNames.JobRole));
+        log.WriteLine($"Checkpoint agent started for run {runKey} (its log: {agentLog}).");
+    }
+
+    /// <summary>
+    /// Which segment of the run's continuation chain this job is, from the record in the store,
+    /// for the job log, the job's environment and run (which decides at the deadline whether to
+    /// ask for one more).
+    /// </summary>
+    private async Task PlaceInChainAsync(JobIdentity job, CheckpointRepository repository, RunDirectories directories, Dictionary<string, string> environment, CancellationToken cancellationToken)
+    {
+        var settings = config.Continuation;
+        var record = await repository.ReadContinuationAsync(cancellationToken);
+        var segment = ContinuationRecord.SegmentOf(record, job.JobId);
+        long? continues = segment > 1 ? record!.FromJob : null;
+        ContinuationFiles.WriteSegment(directories, job.JobId, new JobSegment(segment, continues));
+        environment["CHECKPOINT_SEGMENT"] = segment.ToString(CultureInfo.InvariantCulture);
+        environment["CHECKPOINT_MAX_SEGMENTS"] = settings.MaxSegments.ToString(CultureInfo.InvariantCulture);
+        if (record is { State: ContinuationRecord.Failed } && segment == 1)
+            log.WriteLine($"  WARNING: the last continuation of this run (of job {record.FromJob}) failed: {record.Error}");
+        var place = continues is { } previous
+            ? $"  Continuation: this job is segment {segment} of at most {settings.MaxSegments}, continuing job {previous}."
+            : $"  Continuation: this job is segment 1 of at most {settings.MaxSegments}.";
+        log.WriteLine(place + (segment < settings.MaxSegments
+            ? " If it reaches its deadline, it is retried through the GitLab API once it has ended, and the retry resumes from the newest checkpoint."
+            : " It is the last one continuation.max_segments allows: at its deadline the run stops."));
+    }
+
+    /// <summary>
+    /// Another job of the same run whose container still runs: its runner died before cleanup, or
+    /// the run was started twice. Both trainers then commit to the run and the newest generation
+    /// may come from either, so the job log says so loudly, with what to do about it.
+    /// </summary>
+    private async Task WarnAboutAnotherLiveJobAsync(JobIdentity job, CancellationToken cancellationToken)
+    {
+        var sameRun = new Dictionary<string, string>
+        {
+            [JobLabels.Managed] = "true",
+            [JobLabels.RunKey] = job.RunKey,
+            [JobLabels.Role] = JobContainerNames.JobRole,
+        };
+        foreach (var other in await driver.FindAsync(sameRun, cancellationToken))
+        {
+            var otherJob = other.Labels.GetValueOrDefault(JobLabels.JobId, "?");
+            if (otherJob == job.JobId.ToString(CultureInfo.InvariantCulture))
+                continue;
+            if (!await Adoption.IsRunningAsync(driver, other.Name, cancellationToken))
+                continue;
+            log.WriteLine($"  WARNING: job {otherJob} of this run is still running in container {other.Name} (its runner may have died before cleanup, or the run was started twice). " +
+                          $"Both jobs now commit checkpoints to run {job.RunKey}, and the newest generation may come from either. An admin can stop it with `docker rm -f {other.Name}`; `gpu-executor gc` removes it once its deadline has passed.");
+        }
+    }
+
+    /// <summary>
+    /// The previous job of the run (cancelled, timed out) may still be committing its last
+    /// checkpoint: restore waits for that agent to finish, up to the final commit wait, so the
+    /// job resumes from the newest checkpoint and not the one before it.
+    /// </summary>
+    private async Task WaitForEarlierAgentAsync(RunDirectories directories, CancellationToken cancellationToken)
+    {
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(config.Checkpoints.FinalCommitWait);
+        var waiting = HostLock.AcquireAsync(directories.AgentLock, timeout.Token);
+        if (!waiting.IsCompleted)
+            log.WriteLine("  the agent of an earlier job of this run is still committing; waiting for it...");
+        try
+        {
+            (await waiting).Dispose();
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            log.WriteLine($"  WARNING: the earlier agent did not finish within {config.Checkpoints.FinalCommitWait.TotalSeconds:0} s; restoring what is committed now.");
+        }
+    }
+
+    /// <summary>Shows the agent's commits, and its failures, in the job log as they happen, until cancelled.</summary>
+    public async Task ReportCommitsAsync(RunDirectories directories, long jobId, CancellationToken cancellationToken)
+    {
+        long? shownGeneration = null;
+        string? shownError = null;
+        try
+        {
+            while (true)
+            {
+                await Task.Delay(StatusPollInterval, cancellationToken);
+                if (CheckpointAgent.ReadStatus(directories, jobId) is not { } status)
+                    continue;
+                if (status.CommittedGeneration is { } generation && generation != shownGeneration)
+                {
+                    shownGeneration = generation;
+                    log.WriteLine($"Checkpoint generation {generation} committed: {Sizes.Describe(status.UploadedBytes)} of {Sizes.Describe(status.TotalBytes)} uploaded (the rest was unchanged).");
+                }
+                if (status.LastError is { } error && error != shownError)
+                    log.WriteLine($"WARNING: checkpoint commit failing since {status.FailingSince:HH:mm:ss} UTC, training goes on and the agent retries: {error}");
+                shownError = status.LastError;
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+    }
+
+    /// <summary>
+    /// At the deadline of a job in a continuation chain (prepare placed it in one): asks the agent
+    /// to retry the job once it has ended, unless the chain is at its cap. Returns the segment the
+    /// retry will be, or null when the run stops here.
+    /// </summary>
+    public int? RequestContinuation(JobPayload payload, RunDirectories directories)
+    {
+        var settings = config.Continuation;
+        if (!settings.Enabled || ContinuationFiles.ReadSegment(directories, payload.Id) is not { } place)
+            return null;
+        if (place.Segment >= settings.MaxSegments)
+        {
+            log.WriteLine($"Continuation: this job, segment {place.Segment} of at most {settings.MaxSegments}, reached its deadline; the run is not continued (continuation.max_segments). A new job of the run resumes from the newest checkpoint.");
+            return null;
+        }
+        var next = place.Segment + 1;
+        // The project id from the payload the runner wrote, never from a job variable.
+        ContinuationFiles.WriteRequest(directories, new ContinuationRequest(payload.JobInfo.ProjectId, payload.Id, next));
+        log.WriteLine($"Continuation: this job, segment {place.Segment} of at most {settings.MaxSegments}, reached its deadline. Once it has ended, and if its last checkpoint is safe in the store, the checkpoint agent retries it through the GitLab API as segment {next}.");
+        return next;
+    }
+
+    /// <summary>
+    /// Asks the agent for its final pass (the trainer has exited, so the directory holds its last
+    /// checkpoint) and waits for it, then says in one line what was committed, or why nothing was.
+    /// </summary>
+    public async Task AwaitFinalCommitAsync(RunDirectories directories, long jobId)
+    {
+        var wait = config.Checkpoints.FinalCommitWait;
+        var request = DateTime.UtcNow.Ticks;
+        File.WriteAllText(directories.FinalPassRequest(jobId), request.ToString(CultureInfo.InvariantCulture));
+        var giveUp = DateTime.UtcNow + wait;
+        CheckpointAgentStatus? status = null;
+        var agentGone = false;
+        while (DateTime.UtcNow < giveUp)
+        {
+            status = CheckpointAgent.ReadStatus(directories, jobId);
+            if (status is not null && (status.FinalPassDone >= request || status.Exited))
+                break;
+            // The agent holds its lock for as long as it lives: a free lock means it died
+            // (killed, host OOM), and waiting longer would only delay the job's end.
+            using (var free = HostLock.TryAcquire(directories.AgentLock))
+                agentGone = free is not null;
+            if (agentGone)
+                break;
+            await Task.Delay(TimeSpan.FromMilliseconds(250));
+        }
+        log.WriteLine(FinalCommitLine(status, agentGone, request, wait, directories));
+    }
+
+    private static string FinalCommitLine(CheckpointAgentStatus? status, bool agentGone, long request, TimeSpan wait, RunDirectories directories)
+    {
+        var newest = status?.CommittedGeneration?.ToString(CultureInfo.InvariantCulture) ?? "(none)";
+        if (agentGone && status?.Exited != true)
+            return $"WARNING: THE NEWEST CHECKPOINT MAY NOT BE SAFE: the checkpoint agent of this job is not running (see its log in {directories.Root}); generation {newest} is the newest it committed.";
+        if (status is null || (status.FinalPassDone < request && !status.Exited))
+            return $"WARNING: the checkpoint agent did not finish its final commit within {wait.TotalSeconds:0} s; it goes on after the job ends. Check its log in {directories.Root}.";
+        if (status.LastError is not null)
+            return $"WARNING: THE NEWEST CHECKPOINT IS NOT SAFE YET: its commit has failed since {status.FailingSince:HH:mm:ss} UTC ({status.LastError}). The agent keeps retrying after the job; generation {newest} is the newest in the store.";
+        if (status.FinalPassNote is { } note)
+            return $"Checkpoint: {note}. {(status.CommittedGeneration is { } kept ? $"Generation {kept} is the newest in the store" : "The store has nothing new from this job")}.";
+        if (status.CommittedGeneration is { } generation)
+            return $"Checkpoint: generation {generation} is the newest in the store: {status.CommittedFiles} files, {Sizes.Describe(status.TotalBytes)}, committed at {status.CommittedAt:HH:mm:ss} UTC.";
+        return "Checkpoint: this job committed nothing (no complete checkpoint appeared).";
+    }
+}

@@ -1,0 +1,101 @@
+using GpuExecutor.Checkpoints;
+using GpuExecutor.Configuration;
+using GpuExecutor.Containers;
+using GpuExecutor.Datasets;
+using GpuExecutor.Jobs;
+
+namespace GpuExecutor.Workflows;
+
+/// <summary>
+/// `gc`: the janitor for what cleanup never got to (runner killed, host rebooted). A managed
+/// container is long gone once its job's deadline (start + timeout, on its labels) plus
+/// cleanup.gc_grace_seconds has passed: the runner would have killed the job by then.
+/// </summary>
+public sealed class CollectGarbage(ExecutorConfig config, IContainerDriver driver)
+{
+    /// <summary>For containers without a readable deadline label: older than this is long gone.</summary>
+    private static readonly TimeSpan FallbackMaximumAge = TimeSpan.FromDays(31);
+
+    /// <summary>Removes what is long gone; says each removal on <paramref name="stdout"/>.</summary>
+    public async Task RunAsync(TextWriter stdout, CancellationToken cancellationToken)
+    {
+        var now = DateTimeOffset.UtcNow;
+        var managed = await driver.FindAsync(JobLabels.SelectManaged(), cancellationToken);
+
+        // A container another job adopted (re-attach) lives to that job's deadline, which its
+        // labels, written for the job that died, do not know.
+        var adoptions = Reattach.ReadAllAdoptions(config.StateDir);
+        var adoptedUntil = adoptions
+            .GroupBy(pair => pair.Adopted.Container, StringComparer.Ordinal)
+            .ToDictionary(group => group.Key, group => group.Max(pair => pair.Adopted.Deadline), StringComparer.Ordinal);
+
+        var liveJobIds = new HashSet<long>();
+        var removed = 0;
+        foreach (var container in managed)
+        {
+            var deadline = JobLabels.ReadDeadline(container.Labels) ?? container.Created + FallbackMaximumAge;
+            if (adoptedUntil.TryGetValue(container.Name, out var adoptedDeadline) && adoptedDeadline > deadline)
+                deadline = adoptedDeadline;
+            var expiry = deadline + config.Cleanup.GcGracePeriod;
+            if (now < expiry)
+            {
+                if (container.Labels.TryGetValue(JobLabels.JobId, out var jobIdText) && long.TryParse(jobIdText, out var jobId))
+                    liveJobIds.Add(jobId);
+                continue;
+            }
+            await driver.RemoveAsync(container.Id, cancellationToken);
+            stdout.WriteLine($"removed container {container.Name} (job deadline passed {now - expiry + config.Cleanup.GcGracePeriod:g} ago)");
+            removed++;
+        }
+
+        // Builds directories whose job has no container left and that nobody touched for the grace period.
+        if (Directory.Exists(config.Builds.HostDir))
+        {
+            foreach (var directory in new DirectoryInfo(config.Builds.HostDir).EnumerateDirectories())
+            {
+                if (JobWorkspace.JobIdOfDirectoryName(directory.Name) is not { } jobId || liveJobIds.Contains(jobId))
+                    continue;
+                if (now - directory.LastWriteTimeUtc < config.Cleanup.GcGracePeriod)
+                    continue;
+                try
+                {
+                    directory.Delete(recursive: true);
+                    stdout.WriteLine($"removed builds directory {directory.FullName}");
+                    removed++;
+                }
+                catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+                {
+                    // One stubborn directory must not stop the janitor; the next run retries it.
+                    stdout.WriteLine($"could not remove builds directory {directory.FullName}: {error.Message}");
+                }
+            }
+        }
+
+        // Dataset views of jobs that are gone: their lists of objects in use would otherwise pin
+        // those objects against eviction forever.
+        var cache = new DatasetCache(config.StateDir, _ => { });
+        foreach (var view in cache.Views())
+        {
+            if (JobWorkspace.JobIdOfDirectoryName(view) is not { } jobId || jobId == 0 || liveJobIds.Contains(jobId))
+                continue;
+            var directory = new DirectoryInfo(cache.ViewsOf(jobId));
+            if (now - directory.LastWriteTimeUtc < config.Cleanup.GcGracePeriod)
+                continue;
+            cache.RemoveViews(jobId);
+            stdout.WriteLine($"removed dataset views of job {jobId}");
+            removed++;
+        }
+
+        // Adoptions whose adopting job is long past its deadline: nothing follows them any more.
+        foreach (var (file, adopted) in adoptions)
+        {
+            if (now < adopted.Deadline + config.Cleanup.GcGracePeriod)
+                continue;
+            File.Delete(file);
+            stdout.WriteLine($"removed the record of job {adopted.JobId}'s adopted training ({Path.GetFileName(file)})");
+            removed++;
+        }
+
+        stdout.WriteLine($"gc: removed {removed}, kept {liveJobIds.Count} live job(s).");
+    }
+}

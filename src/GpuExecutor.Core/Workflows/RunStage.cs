@@ -1,0 +1,107 @@
+using GpuExecutor.Checkpoints;
+using GpuExecutor.Configuration;
+using GpuExecutor.Containers;
+using GpuExecutor.HostFiles;
+using GpuExecutor.Outcomes;
+using GpuExecutor.Protocol;
+using GpuExecutor.Stages;
+using GpuExecutor.Storage;
+
+namespace GpuExecutor.Workflows;
+
+/// <summary>
+/// `run SCRIPT STAGE`: runs the runner's script inside the job's container, streams its output
+/// live, and stops it through the one stop sequence. For the main step of a job with
+/// checkpoints, also: the stop signal a margin before the job's deadline, the agent's commits in
+/// the job log, the final commit awaited at the end, and the continuation asked for at the
+/// deadline. For a job that adopted a dead job's training: the stages that would change its
+/// worktree are skipped, and the main step follows that training to its end.
+/// </summary>
+public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IObjectStoreOpener stores, TextWriter log)
+{
+    /// <summary>Returns when the stage succeeded; throws <see cref="BuildFailureException"/> with the script's exit code when it did not.</summary>
+    public async Task RunAsync(JobPayload payload, ReadOnlyMemory<byte> script, string stageName, Stream stdout, Stream stderr, CancellationToken stop)
+    {
+        var job = JobIdentity.From(payload);
+        var hasHelper = config.Images.Helper.Length > 0;
+        var adopted = Reattach.ReadAdoption(config.StateDir, job.JobId);
+        if (adopted is not null && Reattach.SkippedWhenAdopting.Contains(stageName))
+        {
+            log.WriteLine($"Re-attach: {stageName} skipped: this job follows job {adopted.JobId}'s training in {adopted.Container}, whose worktree must not change under it.");
+            return;
+        }
+        var container = adopted is not null && (!hasHelper || StagePlacement.For(stageName) == StageContainer.Job)
+            ? adopted.Container
+            : JobContainerNames.ForStage(job.JobId, stageName, hasHelper);
+        var following = adopted is not null && stageName == adopted.Stage;
+        // The agent committing this run's checkpoints: the adopted job's, which goes on.
+        var agentJobId = adopted?.JobId ?? job.JobId;
+
+        var checkpoints = StagePlacement.IsUserStep(stageName) ? CheckpointRequest.FromJob(payload.VariableMap(), job) : null;
+        var lifecycle = new CheckpointLifecycle(config, driver, stores, log);
+        var directories = checkpoints is null ? null : lifecycle.DirectoriesOf(job.RunKey);
+
+        using var beforeDeadline = new CancellationTokenSource();
+        if (checkpoints is not null && (adopted?.Deadline ?? await DeadlineAsync(job, stop)) is { } deadline)
+        {
+            var signalIn = deadline - config.Checkpoints.DeadlineMargin - DateTimeOffset.UtcNow;
+            beforeDeadline.CancelAfter(signalIn > TimeSpan.Zero ? signalIn : TimeSpan.Zero);
+        }
+        using var stopReporting = new CancellationTokenSource();
+        var reporting = directories is null ? Task.CompletedTask : lifecycle.ReportCommitsAsync(directories, agentJobId, stopReporting.Token);
+
+        // While it follows the run's training, `run` holds the run's main-stage lock and leaves a
+        // record of the stage: a later job that finds the record with the lock free and the
+        // container running knows no runner follows that training any more, and adopts it.
+        var nonce = following ? adopted!.Nonce : StageServer.NewNonce();
+        using var followingLock = directories is null ? null : HostLock.TryAcquire(directories.MainStageLock, create: true);
+        if (directories is not null && followingLock is not null)
+            Reattach.WriteMainStage(directories, new MainStageRecord(agentJobId, container, stageName, nonce, DateTimeOffset.UtcNow));
+        if (following)
+            log.WriteLine($"Re-attach: following job {adopted!.JobId}'s {stageName} in {container} from here on; what it printed before is in job {adopted.JobId}'s log and the container's log.");
+
+        Task<StageResult> RunTheStageAsync()
+        {
+            // Before the stop SIGKILLs what outlived the grace period, the agent learns that the
+            // trainer's uncommitted changes may be torn.
+            Action? beforeKill = directories is null ? null : () => CheckpointAgent.NoteWriterKilled(directories, agentJobId);
+            var runner = new StageRunner(driver, config.Run, log.WriteLine, beforeKill);
+            return runner.RunAsync(container, script, stdout, stderr, stop, beforeDeadline.Token, nonce, following);
+        }
+
+        async Task<(StageResult Result, int? ContinuesAs)> CommitAsync(StageResult result)
+        {
+            // The training is over: nothing is left to adopt.
+            if (directories is not null && followingLock is not null)
+                File.Delete(Reattach.MainStageFile(directories));
+            // Read at once: the signal went out while the stage ran, so the run stopped at its deadline.
+            var reachedDeadline = beforeDeadline.IsCancellationRequested;
+            await stopReporting.CancelAsync();
+            await reporting;
+            var next = directories is not null && reachedDeadline ? lifecycle.RequestContinuation(payload, directories) : null;
+            if (directories is not null)
+                await lifecycle.AwaitFinalCommitAsync(directories, agentJobId);
+            return (result, next);
+        }
+
+        var (outcome, continuesAs) = await StageLifecycle.RunAsync(config.StateDir, job.JobId, RunTheStageAsync, CommitAsync, stop);
+
+        // A continued job must not succeed, whatever the trainer's exit code: later stages of the
+        // pipeline would start on an unfinished model. The retry replaces it in the pipeline.
+        if (continuesAs is { } segment)
+            throw new BuildFailureException($"the run reached this job's deadline; once the job has ended, it is retried through the GitLab API as segment {segment}, which resumes from the newest checkpoint.", Math.Max(outcome.ExitCode, 1));
+        if (outcome.ExitCode == 0)
+            return;
+        // The stage server replied, so the container was alive when the script ended: a non-zero
+        // code is the script's own (an OOM-killed trainer's 137 included), never the host's.
+        var exitCode = Math.Max(outcome.ExitCode, 1);
+        throw new BuildFailureException(outcome.Stopped ? $"stage '{stageName}' was stopped (exit code {exitCode})." : "", exitCode);
+    }
+
+    /// <summary>The job's deadline, from its container's label (prepare's start plus the job's timeout).</summary>
+    private async Task<DateTimeOffset?> DeadlineAsync(JobIdentity job, CancellationToken cancellationToken)
+    {
+        var containers = await driver.FindAsync(JobLabels.SelectJob(job.JobId), cancellationToken);
+        return containers.Select(found => JobLabels.ReadDeadline(found.Labels)).FirstOrDefault(deadline => deadline is not null);
+    }
+}
