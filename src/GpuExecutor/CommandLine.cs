@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using GpuExecutor.Composition;
 using GpuExecutor.Configuration;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Protocol;
@@ -107,32 +108,31 @@ public static class CommandLine
             var config = ConfigLoader.LoadFile(configPath);
             using var adapters = new CompositionRoot(config, Path.GetFullPath(configPath));
             var context = new VerbContext(config, adapters, environment, stderr, stop.Token);
-            return verb switch
+            await (verb switch
             {
-                "config" => ConfigVerb.Run(context, stdout),
-                "prepare" => await PrepareVerb.RunAsync(context),
-                "run" when verbArgs.Length == 2 => await RunVerb.RunAsync(context, verbArgs[0], verbArgs[1]),
+                "config" => ConfigAsync(context, stdout),
+                "prepare" => PrepareVerb.RunAsync(context),
+                "run" when verbArgs.Length == 2 => RunVerb.RunAsync(context, verbArgs[0], verbArgs[1]),
                 "run" => throw new SystemFailureException($"run takes SCRIPT STAGE, got {verbArgs.Length} arguments."),
-                "cleanup" => await CleanupVerb.RunAsync(context),
-                "gc" => await GcVerb.RunAsync(context, stdout),
-                "gpus" => await GpusVerb.RunAsync(context, verbArgs, stdout),
-                "datasets" => await DatasetsVerb.RunAsync(context, verbArgs, stdout),
-                "checkpoints" => await CheckpointsVerb.RunAsync(context, verbArgs, stdout),
+                "cleanup" => CleanupVerb.RunAsync(context),
+                "gc" => GcVerb.RunAsync(context, stdout),
+                "gpus" => GpusVerb.RunAsync(context, verbArgs, stdout),
+                "datasets" => DatasetsVerb.RunAsync(context, verbArgs, stdout),
+                "checkpoints" => CheckpointsVerb.RunAsync(context, verbArgs, stdout),
                 _ => throw new SystemFailureException($"unknown verb '{verb}'.\n{Usage}"),
-            };
+            });
+            // A verb that returns has succeeded; every failure is an exception, mapped below.
+            return ExitCodes.Success;
         }
         catch (Exception error)
         {
             return ExitCodes.FromOutcome(error, environment, stderr);
         }
     }
-}
 
-/// <summary>What every verb gets: the config, the adapters, the runner's environment, a log, and the stop token.</summary>
-public sealed record VerbContext(ExecutorConfig Config, CompositionRoot Adapters, IRunnerEnvironment Environment, TextWriter Log, CancellationToken Stop);
-
-public static class VersionInfo
-{
-    public const string Version = "0.1.0";
-    public const string DriverName = "gpu-executor";
+    private static Task ConfigAsync(VerbContext context, TextWriter stdout)
+    {
+        ConfigVerb.Run(context, stdout);
+        return Task.CompletedTask;
+    }
 }

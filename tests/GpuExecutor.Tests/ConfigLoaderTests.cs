@@ -1,4 +1,5 @@
 using GpuExecutor.Configuration;
+using GpuExecutor.Images;
 using GpuExecutor.Outcomes;
 
 namespace GpuExecutor.Tests;

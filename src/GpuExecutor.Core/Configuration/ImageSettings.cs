@@ -1,11 +1,6 @@
-namespace GpuExecutor.Configuration;
+using GpuExecutor.Images;
 
-public enum PullPolicy
-{
-    Never,
-    IfNotPresent,
-    Always,
-}
+namespace GpuExecutor.Configuration;
 
 public sealed record ImageSettings
 {

@@ -1,4 +1,5 @@
 using GpuExecutor.Configuration;
+using GpuExecutor.Images;
 using GpuExecutor.Outcomes;
 
 namespace GpuExecutor.Containers;
@@ -7,13 +8,8 @@ namespace GpuExecutor.Containers;
 /// Everything the executor asks of a container engine, in the project's own types. Docker is
 /// the one implementation; another backend (Podman, a scheduler) would sit beside it.
 /// </summary>
-public interface IContainerDriver : IDisposable
+public interface IContainerDriver : IImageStore, IDisposable
 {
-    Task<bool> ImageExistsAsync(string image, CancellationToken cancellationToken);
-
-    /// <summary>Throws <see cref="ImageUnavailableException"/> when the registry has no such image or refuses access.</summary>
-    Task PullImageAsync(string image, Action<string> progress, CancellationToken cancellationToken);
-
     /// <summary>Creates and starts the container; returns its id.</summary>
     Task<string> CreateAndStartAsync(ContainerSpec spec, CancellationToken cancellationToken);
 
@@ -82,13 +78,3 @@ public class ContainerEngineException(string message, Exception? inner = null) :
 
 public sealed class ContainerNotFoundException(string container, Exception? inner = null)
     : ContainerEngineException($"container '{container}' does not exist (removed by cleanup, gc or by hand?)", inner);
-
-/// <summary>
-/// The registry has no such image, or refuses to serve it. A system failure unless the caller
-/// knows better: when the job named the image, prepare makes it a build failure.
-/// </summary>
-public sealed class ImageUnavailableException(string image, string reason, Exception? inner = null)
-    : SystemFailureException($"image '{image}' is unavailable: {reason}", inner)
-{
-    public string Image { get; } = image;
-}

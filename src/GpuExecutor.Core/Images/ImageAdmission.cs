@@ -1,5 +1,3 @@
-using GpuExecutor.Configuration;
-using GpuExecutor.Containers;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Protocol;
 
@@ -9,15 +7,15 @@ namespace GpuExecutor.Images;
 public static class ImageAdmission
 {
     /// <summary>The job's image from the trusted payload (not CUSTOM_ENV_CI_JOB_IMAGE), else images.default; refused unless images.allowed admits it.</summary>
-    public static string Resolve(ExecutorConfig config, JobPayload payload)
+    public static string Resolve(JobPayload payload, string defaultImage, IReadOnlyList<string> allowed)
     {
-        var image = payload.Image?.Name is { Length: > 0 } named ? named : config.Images.Default;
+        var image = payload.Image?.Name is { Length: > 0 } named ? named : defaultImage;
         if (image.Length == 0)
             throw new BuildFailureException("the job names no image and the runner has no images.default; add `image:` to the job.");
         if (!ImageReference.IsValid(image))
             throw new BuildFailureException($"'{image}' is not a valid image reference.");
 
-        var allowlist = new ImageAllowlist(config.Images.Allowed);
+        var allowlist = new ImageAllowlist(allowed);
         if (allowlist.FindAdmittingPattern(image) is null)
             throw new BuildFailureException(
                 $"image '{image}' is not allowed on this runner: it matches no pattern of images.allowed " +
@@ -26,7 +24,7 @@ public static class ImageAdmission
     }
 
     /// <summary>Pulls the image per images.pull_policy unless the host has it.</summary>
-    public static async Task EnsureAsync(IContainerDriver driver, string image, PullPolicy policy, bool jobChoseIt, TextWriter log, CancellationToken cancellationToken)
+    public static async Task EnsureAsync(IImageStore driver, string image, PullPolicy policy, bool jobChoseIt, TextWriter log, CancellationToken cancellationToken)
     {
         if (policy != PullPolicy.Always && await driver.ImageExistsAsync(image, cancellationToken))
             return;

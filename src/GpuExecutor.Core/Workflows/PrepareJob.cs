@@ -33,7 +33,7 @@ public sealed class PrepareJob(
         // (and the signal before it) counts from here, not from when the container came up.
         var startedAt = DateTimeOffset.UtcNow;
         var job = JobIdentity.From(payload);
-        var image = ImageAdmission.Resolve(config, payload);
+        var image = ImageAdmission.Resolve(payload, config.Images.Default, config.Images.Allowed);
         var jobVariables = payload.VariableMap();
         var gpuRequest = GpuRequest.FromJob(jobVariables, config.Gpus);
         var datasets = jobVariables.TryGetValue(DatasetDeclaration.Variable, out var declared)

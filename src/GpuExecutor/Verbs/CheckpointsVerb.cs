@@ -1,5 +1,6 @@
 using System.Globalization;
 using GpuExecutor.Checkpoints;
+using GpuExecutor.Composition;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Workflows;
 
@@ -14,7 +15,7 @@ public static class CheckpointsVerb
 {
     private const string Usage = "usage: gpu-executor checkpoints list [RUN] | show RUN GENERATION | verify RUN [GENERATION] [--deep] | retain RUN [KEEP] [--orphans] | push RUN DIR | pull RUN [GENERATION]";
 
-    public static async Task<int> RunAsync(VerbContext context, string[] arguments, TextWriter stdout)
+    public static async Task RunAsync(VerbContext context, string[] arguments, TextWriter stdout)
     {
         var admin = new CheckpointAdmin(context.Config, context.Adapters.Stores, stdout, context.Stop);
         switch (arguments)
@@ -56,7 +57,6 @@ public static class CheckpointsVerb
             default:
                 throw new SystemFailureException(Usage);
         }
-        return ExitCodes.Success;
     }
 
     /// <summary>

@@ -9,7 +9,7 @@ namespace GpuExecutor.Verbs;
 /// </summary>
 public static class ConfigVerb
 {
-    public static int Run(VerbContext context, TextWriter stdout)
+    public static void Run(VerbContext context, TextWriter stdout)
     {
         var config = context.Config;
         var output = new ConfigOutput
@@ -26,6 +26,5 @@ public static class ConfigVerb
         };
         stdout.Write(JsonSerializer.Serialize(output, ProtocolJsonContext.Default.ConfigOutput));
         stdout.Flush();
-        return ExitCodes.Success;
     }
 }

@@ -13,7 +13,7 @@ public static class DatasetsVerb
     /// <summary>Prefetching uses job id 0's view, which no GitLab job can have.</summary>
     private const long PrefetchJobId = 0;
 
-    public static async Task<int> RunAsync(VerbContext context, string[] arguments, TextWriter stdout)
+    public static async Task RunAsync(VerbContext context, string[] arguments, TextWriter stdout)
     {
         var config = context.Config;
         var cache = new DatasetCache(config.StateDir, line => stdout.WriteLine(line));
@@ -25,14 +25,14 @@ public static class DatasetsVerb
                 foreach (var item in objects)
                     stdout.WriteLine($"{item.LastUsedUtc:yyyy-MM-dd HH:mm:ss} {item.Size / 1048576.0,12:0.0} {(item.InUse ? "yes" : "no"),-6} {item.Source}");
                 stdout.WriteLine($"{objects.Count} objects, {objects.Sum(item => item.Size) / 1048576.0:0.0} MiB; views of jobs: {string.Join(", ", cache.Views())}");
-                return ExitCodes.Success;
+                return;
 
             case ["prune", var sizeText]:
                 if (!ByteSize.TryParse(sizeText, out var maxBytes) && sizeText != "0")
                     throw new SystemFailureException($"'{sizeText}' is not a size; use, say, 500g.");
                 var removed = cache.Evict(sizeText == "0" ? 0 : maxBytes, DateTime.UtcNow);
                 stdout.WriteLine($"removed {removed / 1048576.0:0.0} MiB (objects in use, or used in the last {DatasetCache.EvictionQuietPeriod.TotalMinutes:0} minutes, stay)");
-                return ExitCodes.Success;
+                return;
 
             case ["prefetch", var source]:
                 var datasets = DatasetDeclaration.Parse($"{source} -> /prefetch", config);
@@ -45,7 +45,7 @@ public static class DatasetsVerb
                 {
                     cache.RemoveViews(PrefetchJobId);
                 }
-                return ExitCodes.Success;
+                return;
 
             default:
                 throw new SystemFailureException("usage: gpu-executor datasets list | prune SIZE | prefetch STORE://BUCKET/PREFIX/");

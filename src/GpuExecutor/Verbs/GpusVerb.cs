@@ -11,7 +11,7 @@ namespace GpuExecutor.Verbs;
 /// </summary>
 public static class GpusVerb
 {
-    public static async Task<int> RunAsync(VerbContext context, IReadOnlyList<string> args, TextWriter stdout)
+    public static async Task RunAsync(VerbContext context, IReadOnlyList<string> args, TextWriter stdout)
     {
         var showLinks = args switch
         {
@@ -63,7 +63,6 @@ public static class GpusVerb
 
         if (ledgerError is not null)
             throw new SystemFailureException($"could not read which jobs hold the GPUs: {ledgerError.Message}", ledgerError);
-        return ExitCodes.Success;
     }
 
     /// <summary>The pairwise links by GPU index, in nvidia-smi's own legend, as the allocator reads them.</summary>

@@ -6,12 +6,11 @@ namespace GpuExecutor.Verbs;
 /// <summary>`prepare`: the job's containers, GPUs, datasets and checkpoint, through <see cref="PrepareJob"/>.</summary>
 public static class PrepareVerb
 {
-    public static async Task<int> RunAsync(VerbContext context)
+    public static async Task RunAsync(VerbContext context)
     {
         var payload = JobPayloadReader.Read(context.Environment);
         var adapters = context.Adapters;
         var workflow = new PrepareJob(context.Config, adapters.Containers, adapters.Gpus, adapters.Stores, adapters.AgentLauncher, context.Log);
         await workflow.RunAsync(payload, context.Stop);
-        return ExitCodes.Success;
     }
 }

@@ -7,7 +7,7 @@ namespace GpuExecutor.Verbs;
 /// <summary>`run SCRIPT STAGE`: reads the runner's script (a file on the host) and hands it to <see cref="RunStage"/>.</summary>
 public static class RunVerb
 {
-    public static async Task<int> RunAsync(VerbContext context, string scriptPath, string stageName)
+    public static async Task RunAsync(VerbContext context, string scriptPath, string stageName)
     {
         var payload = JobPayloadReader.Read(context.Environment);
         byte[] script;
@@ -27,6 +27,5 @@ public static class RunVerb
         await using var stderr = Console.OpenStandardError();
         var workflow = new RunStage(context.Config, context.Adapters.Containers, context.Adapters.Stores, context.Log);
         await workflow.RunAsync(payload, script, stageName, stdout, stderr, context.Stop);
-        return ExitCodes.Success;
     }
 }

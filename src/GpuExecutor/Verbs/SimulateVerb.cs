@@ -8,7 +8,7 @@ namespace GpuExecutor.Verbs;
 /// <summary>
 /// `simulate JOB`: play GitLab Runner against this executor (or another, with --executor).
 /// SIGINT or SIGTERM to the simulator cancels the job, like the Cancel button in GitLab.
-/// Not a protocol verb: it returns the job's outcome, which <see cref="ExitCodes.FromSimulation"/>
+/// Not a protocol verb: it returns the job's outcome, which ExitCodes.FromSimulation
 /// turns into its exit code, and a bad command line is a <see cref="UsageException"/>.
 /// </summary>
 public static class SimulateVerb

@@ -5,7 +5,7 @@ using GpuExecutor.Continuation;
 using GpuExecutor.Gpus;
 using GpuExecutor.Storage;
 
-namespace GpuExecutor;
+namespace GpuExecutor.Composition;
 
 /// <summary>
 /// The one place that creates adapters: the Docker driver, the object stores (S3 or a host

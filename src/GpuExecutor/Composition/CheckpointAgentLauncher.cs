@@ -2,7 +2,7 @@ using System.Globalization;
 using GpuExecutor.Checkpoints;
 using GpuExecutor.Outcomes;
 
-namespace GpuExecutor;
+namespace GpuExecutor.Composition;
 
 /// <summary>
 /// Starts the checkpoint agent (this binary's `checkpoints agent` verb) as a process of its own
