@@ -7,7 +7,7 @@
 #   scripts/testbed.sh stop      stop dockerd and s3rver by their pids and unmount what dockerd left
 #   scripts/testbed.sh status    exit 0 when the daemon answers
 #
-# Facts this relies on are in ../shared/TESTBED.md: no registry is reachable, so images are
+# Why it is built this way is in docs/testbed.md: no registry is reachable, so images are
 # built from busybox-static and bash-static with `docker import`; systemd does not run, so the
 # daemon is started by hand with setsid and its output sent to files (a daemon that inherits
 # our stdout would keep CI's pipe open); a second daemon must not fight over docker0, so ours
@@ -105,7 +105,7 @@ start_s3() {
   log "starting s3rver on 127.0.0.1:$S3_PORT"
   rm -rf "$TESTBED_DIR/s3-data"
   mkdir -p "$TESTBED_DIR/s3-data"
-  # Without the legacy provider, a ListObjectsV2 page with a continuation token fails (TESTBED.md).
+  # Without the legacy provider, a ListObjectsV2 page with a continuation token fails (docs/testbed.md).
   NODE_OPTIONS=--openssl-legacy-provider setsid node "$install/node_modules/s3rver/bin/s3rver.js" \
     -d "$TESTBED_DIR/s3-data" -a 127.0.0.1 -p "$S3_PORT" --silent \
     </dev/null >"$TESTBED_DIR/s3rver.log" 2>&1 &

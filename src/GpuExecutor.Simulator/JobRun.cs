@@ -18,7 +18,7 @@ public sealed class StagePlan
 
         var steps = new List<PlannedStage>();
         if (job.Script.Count > 0)
-            // The runner renames the main step, step_script, to build_script (PROTOCOL.md).
+            // The runner renames the main step, step_script, to build_script (docs/runner-protocol.md).
             steps.Add(new PlannedStage("build_script", RunnerScriptBuilder.UserCommands(job.Script).ToList()));
         steps.AddRange(job.Steps.Select(step => new PlannedStage("step_" + step.Name, RunnerScriptBuilder.UserCommands(step.Script).ToList())));
         UserSteps = steps;
@@ -64,7 +64,7 @@ internal sealed class JobRun(
 
         var (status, exitCode) = await RunStageAsync(plan.PrepareScript, userStep: false, "running");
         if (status != StageStatus.Success)
-            // If prepare_script fails, nothing more runs (PROTOCOL.md, "After a failure").
+            // If prepare_script fails, nothing more runs (docs/runner-protocol.md, "After a failure").
             return Outcome(status, exitCode);
 
         (status, exitCode) = await RunStageAsync(plan.GetSources, userStep: false, "running");

@@ -3,7 +3,7 @@ using System.Text;
 namespace GpuExecutor.Simulation;
 
 /// <summary>
-/// Writes stage scripts in the shape gitlab-runner's bash shell gives them (PROTOCOL.md, "What
+/// Writes stage scripts in the shape gitlab-runner's bash shell gives them (docs/runner-protocol.md, "What
 /// the script looks like"): a TERM trap, errexit/pipefail, and the body in a subshell as
 /// eval $'…' with stdin from /dev/null, exporting every job variable first.
 /// </summary>

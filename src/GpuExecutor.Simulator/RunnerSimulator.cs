@@ -31,7 +31,7 @@ public sealed record SimulatorOptions
 }
 
 /// <summary>
-/// Plays GitLab Runner against a custom executor, following shared/PROTOCOL.md: the temp dir and
+/// Plays GitLab Runner against a custom executor, following docs/runner-protocol.md: the temp dir and
 /// response.json, the environment, the stage order and skip rules, preparation retries with
 /// cleanup after each failed attempt, BUILD_EXIT_CODE_FILE, and cancel and timeout as SIGTERM,
 /// the grace period, then SIGKILL. No GitLab or runner binary can run here; this is how the
@@ -213,7 +213,7 @@ public sealed class RunnerSimulator(SimulatorOptions options, TextWriter log)
         if (abandonAfter is not null && abandonAfter < options.GracefulKillTimeout)
         {
             // Job timeout: the runner stops waiting and goes on to cleanup while the stage may
-            // still be inside its grace period (PROTOCOL.md); it is killed later.
+            // still be inside its grace period (docs/runner-protocol.md); it is killed later.
             Log($"The {name} process outlived the {abandonAfter.Value.TotalSeconds:0} s timeout wait; going on to cleanup.");
             _ = Task.Delay(options.GracefulKillTimeout - abandonAfter.Value).ContinueWith(_ => process.SignalGroup(ProcessGroup.SigKill), TaskScheduler.Default);
             return null;

@@ -98,8 +98,12 @@ public sealed partial class CheckpointJobTests
         Assert.Contains("retries it through the GitLab API as segment 2", first.Log);
         var saved = LastCheckpoint(first.Log);
         Assert.True(saved > 0, $"no checkpoint on the deadline signal:\n{first.Log}");
-        // GitLab still shows the job running (the runner has not reported it yet): no retry.
-        await Task.Delay(TimeSpan.FromSeconds(4), TestContext.Current.CancellationToken);
+        // GitLab still shows the job running (the runner has not reported it yet): the agent asks
+        // about it again and again, and retries nothing.
+        var asked = System.Diagnostics.Stopwatch.StartNew();
+        while (gitLab.Requests.Count(request => request.EndsWith("/jobs/8411", StringComparison.Ordinal)) < 2 && asked.Elapsed < TimeSpan.FromSeconds(30))
+            await Task.Delay(100, TestContext.Current.CancellationToken);
+        Assert.True(gitLab.Requests.Count(request => request.EndsWith("/jobs/8411", StringComparison.Ordinal)) >= 2, $"the agent never polled the job: {string.Join(", ", gitLab.Requests)}");
         Assert.Empty(gitLab.Retries);
         gitLab.SetStatus(8411, "failed");
         var waited = System.Diagnostics.Stopwatch.StartNew();
@@ -211,7 +215,10 @@ public sealed partial class CheckpointJobTests
         var variables = new Dictionary<string, string> { ["TOTAL_STEPS"] = "30", ["STEP_SECONDS"] = "0.1", ["CHECKPOINT_EVERY_SECONDS"] = "1" };
         await RunUntilTheRunnerDiesAsync(workspace, TrainerJob(8711, variables), atStep: 5);
         // The training ends in the container with nobody attached: its exit code goes nowhere.
-        await Task.Delay(TimeSpan.FromSeconds(5), TestContext.Current.CancellationToken);
+        // Its last line reaches the container's log, which says when.
+        var ended = System.Diagnostics.Stopwatch.StartNew();
+        while (!(await Testbed.DockerAsync("logs", "gpu-executor-8711-job")).Contains("training complete at step 30", StringComparison.Ordinal) && ended.Elapsed < TimeSpan.FromSeconds(60))
+            await Task.Delay(200, TestContext.Current.CancellationToken);
 
         var retry = await workspace.SimulateAsync(TrainerJob(8712, variables));
 

@@ -135,15 +135,23 @@ public sealed class GpuAllocationTests
         Assert.Equal(0, listing.ExitCode);
         Assert.Equal(2, listing.Stdout.Split('\n').Count(line => line.Contains($"job {crashedJob} (project 3) since", StringComparison.Ordinal)));
 
+        var waitingForGpus = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var waiting = workspace.SimulateAsync(new
         {
             job_id = 7602L,
             image = Testbed.TestImage,
             variables = new Dictionary<string, string> { ["GPU_COUNT"] = "1" },
             script = new[] { "echo \"got $NVIDIA_VISIBLE_DEVICES\"" },
+        }, line =>
+        {
+            if (line.StartsWith("Waiting for", StringComparison.Ordinal))
+                waitingForGpus.TrySetResult();
         });
-        await Task.Delay(TimeSpan.FromSeconds(4), TestContext.Current.CancellationToken);
+        // The second job says it waits for the GPUs the crashed job holds, and has no container yet.
+        await Task.WhenAny(waitingForGpus.Task, waiting, Task.Delay(TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken));
+        Assert.True(waitingForGpus.Task.IsCompleted, "the second job never said it waits for GPUs");
         Assert.False(waiting.IsCompleted, "the second job ran although both GPUs were held");
+        Assert.Empty((await Testbed.JobContainersAsync(7602)).Trim());
 
         // What cleanup (or gc, once the deadline passed) does for the crashed job.
         Assert.Equal(0, (await workspace.CallVerbAsync(crashed, "cleanup")).ExitCode);

@@ -5,7 +5,7 @@ using Amazon.S3.Model;
 
 namespace GpuExecutor.IntegrationTests;
 
-/// <summary>The test bed's s3rver, seeded through AWSSDK.S3 with the settings TESTBED.md found it needs.</summary>
+/// <summary>The test bed's s3rver, seeded through AWSSDK.S3 with the settings it needs (docs/testbed.md).</summary>
 public static class S3Testbed
 {
     public static string Endpoint => Environment.GetEnvironmentVariable("GPU_EXECUTOR_TEST_S3_ENDPOINT") ?? "http://127.0.0.1:4568";

@@ -54,7 +54,8 @@ public static class Testbed
         IEnumerable<string> arguments,
         IReadOnlyDictionary<string, string?>? environment,
         string? workingDirectory,
-        TimeSpan? timeout = null)
+        TimeSpan? timeout = null,
+        Action<string>? onStdoutLine = null)
     {
         var start = new ProcessStartInfo(program)
         {
@@ -76,7 +77,7 @@ public static class Testbed
 
         using var process = Process.Start(start)!;
         process.StandardInput.Close();
-        var stdout = process.StandardOutput.ReadToEndAsync();
+        var stdout = onStdoutLine is null ? process.StandardOutput.ReadToEndAsync() : ReadLinesAsync(process.StandardOutput, onStdoutLine);
         var stderr = process.StandardError.ReadToEndAsync();
         using var limit = new CancellationTokenSource(timeout ?? TimeSpan.FromMinutes(3));
         try
@@ -89,6 +90,18 @@ public static class Testbed
             throw new TimeoutException($"{program} {string.Join(' ', arguments)} did not finish in time; output so far: {await stdout}");
         }
         return (process.ExitCode, await stdout, await stderr);
+    }
+
+    /// <summary>Everything a stream says, each line handed on as it comes: for tests that wait on what a job prints.</summary>
+    private static async Task<string> ReadLinesAsync(StreamReader reader, Action<string> onLine)
+    {
+        var all = new StringBuilder();
+        while (await reader.ReadLineAsync() is { } line)
+        {
+            all.Append(line).Append('\n');
+            onLine(line);
+        }
+        return all.ToString();
     }
 
     private static string FindRepositoryRoot()
@@ -149,7 +162,10 @@ public sealed class ExecutorWorkspace : IDisposable
         public SimulatedCall Call(string name) => Result.Calls.Single(call => call.Name == name);
     }
 
-    public async Task<Simulation> SimulateAsync(object job, params string[] options)
+    public Task<Simulation> SimulateAsync(object job, params string[] options) => SimulateAsync(job, null, options);
+
+    /// <param name="onLine">Called with each line of the job log as the simulator prints it.</param>
+    public async Task<Simulation> SimulateAsync(object job, Action<string>? onLine, params string[] options)
     {
         var jobPath = Path.Combine(Root, $"job-{Guid.NewGuid():N}.json");
         var resultPath = jobPath + ".result.json";
@@ -158,7 +174,8 @@ public sealed class ExecutorWorkspace : IDisposable
             Testbed.Binary,
             ["--config", ConfigPath, "simulate", jobPath, "--result", resultPath, "--prepare-retry-delay", "0.2", .. options],
             null,
-            Root);
+            Root,
+            onStdoutLine: onLine);
         var log = stdout + stderr;
         Assert.True(File.Exists(resultPath), $"the simulator wrote no result (exit {exitCode}); its log:\n{log}");
         JobLogHygiene.AssertClean(log);

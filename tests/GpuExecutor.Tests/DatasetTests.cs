@@ -19,7 +19,7 @@ public sealed class DatasetDeclarationTests
         [stores.local]
         type = "file"
         root = "/srv/datasets"
-        allow = ["shared"]
+        allow = ["common"]
         """, "test.toml");
 
     [Fact]
@@ -30,14 +30,14 @@ public sealed class DatasetDeclarationTests
             s3://imagenet/train/ -> /data/imagenet/train
 
             s3://team-a/datasets/tokens.bin -> /data/tokens etag=0123456789abcdef0123456789abcdef
-            local://shared -> /data/shared/
+            local://common -> /data/common/
             """, Config);
 
         Assert.Equal(
             [
                 new DatasetMount(new DatasetSource("s3", "imagenet", "train/"), "/data/imagenet/train", null, 2),
                 new DatasetMount(new DatasetSource("s3", "team-a", "datasets/tokens.bin"), "/data/tokens", "0123456789abcdef0123456789abcdef", 4),
-                new DatasetMount(new DatasetSource("local", "shared", ""), "/data/shared", null, 5),
+                new DatasetMount(new DatasetSource("local", "common", ""), "/data/common", null, 5),
             ],
             mounts);
         Assert.False(mounts[1].Source.IsPrefix);
@@ -52,7 +52,7 @@ public sealed class DatasetDeclarationTests
     [InlineData("s3://team-a/ -> /data", "is not allowed")]
     [InlineData("s3://team-a/datasets-private/x -> /data", "is not allowed")]
     [InlineData("s3://imagenet/../team-b/ -> /data", "has an empty, '.' or '..' segment")]
-    [InlineData("local://shared/../../etc/ -> /data", "has an empty, '.' or '..' segment")]
+    [InlineData("local://common/../../etc/ -> /data", "has an empty, '.' or '..' segment")]
     [InlineData("s3://imagenet//x -> /data", "has an empty, '.' or '..' segment")]
     [InlineData("s3://imagenet/ -> data", "container path 'data' must be absolute")]
     [InlineData("s3://imagenet/ -> /", "must be a directory below '/'")]

@@ -5,26 +5,25 @@ using GpuExecutor.Jobs;
 
 namespace GpuExecutor.Checkpoints;
 
-/// <summary>
-/// The run's training as `run` started it: which job, in which container, under which stage
-/// nonce. `run` holds <see cref="RunDirectories.MainStageLock"/> while it follows the stage; a
-/// record whose lock is free and whose container still runs is training no runner follows (its
-/// runner died), which the run's next job adopts instead of starting training again.
-/// </summary>
-public sealed record MainStageRecord(
+/// <summary>A training stage in a container: which job started it, where, which stage, under which stage nonce.</summary>
+public abstract record TrainingStage(
     [property: JsonPropertyName("job_id")] long JobId,
     [property: JsonPropertyName("container")] string Container,
     [property: JsonPropertyName("stage")] string Stage,
-    [property: JsonPropertyName("nonce")] string Nonce,
-    [property: JsonPropertyName("started_at")] DateTimeOffset StartedAt);
+    [property: JsonPropertyName("nonce")] string Nonce);
 
-/// <summary>What prepare adopted for a job: another job's container whose main stage this job's main step follows.</summary>
-public sealed record AdoptedStage(
-    [property: JsonPropertyName("job_id")] long JobId,
-    [property: JsonPropertyName("container")] string Container,
-    [property: JsonPropertyName("stage")] string Stage,
-    [property: JsonPropertyName("nonce")] string Nonce,
-    [property: JsonPropertyName("deadline")] DateTimeOffset Deadline);
+/// <summary>
+/// The run's training as `run` started it. `run` holds <see cref="RunDirectories.MainStageLock"/>
+/// while it follows the stage; a record whose lock is free and whose container still runs is
+/// training no runner follows (its runner died), which the run's next job adopts instead of
+/// starting training again.
+/// </summary>
+public sealed record MainStageRecord(long JobId, string Container, string Stage, string Nonce,
+    [property: JsonPropertyName("started_at")] DateTimeOffset StartedAt) : TrainingStage(JobId, Container, Stage, Nonce);
+
+/// <summary>What prepare adopted for a job: that training, which this job's main step follows until this job's deadline.</summary>
+public sealed record AdoptedStage(long JobId, string Container, string Stage, string Nonce,
+    [property: JsonPropertyName("deadline")] DateTimeOffset Deadline) : TrainingStage(JobId, Container, Stage, Nonce);
 
 public static class Reattach
 {

@@ -7,7 +7,7 @@ namespace GpuExecutor.Containers;
 /// runs stage scripts sent to it over the container's stdin (Docker's attach API).
 ///
 /// Why not one `docker exec` per stage: on Docker 20.10 an exec start costs about 105 ms in the
-/// daemon and runc alone, more than the whole per-stage budget (shared/TESTBED.md, README
+/// daemon and runc alone, more than the whole per-stage budget (docs/testbed.md, docs/benchmarks.md
 /// benchmark). Attaching to a running container costs a few milliseconds. The server also keeps
 /// the stage alive when the executor process dies, and its output goes to the container's log.
 ///

@@ -2,7 +2,7 @@ namespace GpuExecutor.JobLog;
 
 /// <summary>
 /// A collapsible section in the GitLab job log. GitLab recognises these markers in any output
-/// that reaches the log (PROTOCOL.md, "Collapsible log sections"); elsewhere they are harmless.
+/// that reaches the log (docs/runner-protocol.md, "Collapsible log sections"); elsewhere they are harmless.
 /// </summary>
 public sealed class JobLogSection : IDisposable
 {

@@ -2,7 +2,7 @@ namespace GpuExecutor.Protocol;
 
 /// <summary>
 /// The environment variable names GitLab Runner sets for a custom executor
-/// (gitlab-runner executors/custom/api, see shared/PROTOCOL.md).
+/// (gitlab-runner executors/custom/api, see docs/runner-protocol.md).
 /// </summary>
 public static class RunnerVariables
 {

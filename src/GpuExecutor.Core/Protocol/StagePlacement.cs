@@ -16,7 +16,7 @@ public enum StageContainer
 public static class StagePlacement
 {
     // The same split as gitlab-runner's getPredefinedEnv (common/build.go): these stages are the
-    // runner's, not the user's. Unknown stage names are ordinary user scripts (PROTOCOL.md).
+    // runner's, not the user's. Unknown stage names are ordinary user scripts (docs/runner-protocol.md).
     private static readonly HashSet<string> HelperStages = new(StringComparer.Ordinal)
     {
         "get_sources",
@@ -33,7 +33,7 @@ public static class StagePlacement
     public static StageContainer For(string stageName) =>
         HelperStages.Contains(stageName) ? StageContainer.Helper : StageContainer.Job;
 
-    /// <summary>The stages that run the user's code, which a cancel stops (PROTOCOL.md, "Cancel").</summary>
+    /// <summary>The stages that run the user's code, which a cancel stops (docs/runner-protocol.md, "Cancel").</summary>
     public static bool IsUserStep(string stageName) =>
         stageName == "build_script" || stageName.StartsWith("step_", StringComparison.Ordinal);
 }

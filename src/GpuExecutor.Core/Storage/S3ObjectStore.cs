@@ -8,7 +8,7 @@ using GpuExecutor.Configuration;
 namespace GpuExecutor.Storage;
 
 /// <summary>
-/// The only class that touches AWSSDK.S3. The client settings are the ones shared/TESTBED.md
+/// The only class that touches AWSSDK.S3. The client settings are the ones docs/testbed.md
 /// found s3rver needs, and all are valid against AWS S3 and MinIO: path-style when configured,
 /// a fixed signing region, and checksums only when required.
 /// </summary>
@@ -81,7 +81,7 @@ public sealed class S3ObjectStore : IObjectStore
     public async Task<Stream> OpenReadAsync(string bucket, string key, long offset, long? length, CancellationToken cancellationToken)
     {
         var request = new GetObjectRequest { BucketName = bucket, Key = key };
-        // A closed range always: s3rver gets suffix ranges ("bytes=-N") wrong (TESTBED.md).
+        // A closed range always: s3rver gets suffix ranges ("bytes=-N") wrong (docs/testbed.md).
         if (offset > 0 || length is not null)
             request.ByteRange = new ByteRange(offset, length is { } count ? offset + count - 1 : long.MaxValue - 1);
         try
@@ -146,7 +146,7 @@ public sealed class S3ObjectStore : IObjectStore
                     FilePath = path,
                     FilePosition = offset,
                     PartSize = Math.Min(partSize, length - offset),
-                    // s3rver stores aws-chunked framing as part of the object (TESTBED.md).
+                    // s3rver stores aws-chunked framing as part of the object (docs/testbed.md).
                     UseChunkEncoding = false,
                 };
                 var response = await _client.UploadPartAsync(request, token);
