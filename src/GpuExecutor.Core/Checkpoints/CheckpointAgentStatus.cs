@@ -1,7 +1,4 @@
-using System.Globalization;
 using System.Text.Json.Serialization;
-using System.Text.Json;
-using GpuExecutor.Outcomes;
 
 namespace GpuExecutor.Checkpoints;
 

@@ -1,8 +1,4 @@
-using System.Globalization;
-using System.Text;
-using GpuExecutor.Outcomes;
 using GpuExecutor.Storage;
-using Polly;
 
 namespace GpuExecutor.Checkpoints;
 

@@ -1,7 +1,4 @@
 using System.Globalization;
-using GpuExecutor.Datasets;
-using GpuExecutor.Outcomes;
-using GpuExecutor.Storage;
 
 namespace GpuExecutor.Checkpoints;
 

@@ -1,10 +1,6 @@
 using System.Globalization;
-using System.Text.RegularExpressions;
-using GpuExecutor.Images;
 using GpuExecutor.Outcomes;
-using Tomlyn;
 using Tomlyn.Model;
-using Tomlyn.Serialization;
 
 namespace GpuExecutor.Configuration;
 

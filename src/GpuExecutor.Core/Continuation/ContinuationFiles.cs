@@ -1,9 +1,6 @@
 using System.Globalization;
-using System.Text.Json.Serialization;
 using GpuExecutor.Checkpoints;
-using GpuExecutor.Configuration;
 using GpuExecutor.HostFiles;
-using GpuExecutor.Jobs;
 
 namespace GpuExecutor.Continuation;
 

@@ -1,6 +1,5 @@
-using System.Security.Cryptography;
-using System.Text.Json;
 using System.Text;
+using System.Text.Json;
 using GpuExecutor.Outcomes;
 
 namespace GpuExecutor.Protocol;
