@@ -63,7 +63,7 @@ public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver 
             else
             {
                 log.WriteLine($"  restored generation {restored.Generation} (committed {restored.CommittedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC by job {restored.FromJobId}): " +
-                              $"{restored.Files} files, {restored.Bytes / 1048576.0:0.0} MiB ({restored.DownloadedBytes / 1048576.0:0.0} MiB downloaded, the rest already on this host) in {clock.Elapsed.TotalSeconds:0.0} s, every file checked against its SHA-256.");
+                              $"{Files(restored.Files)}, {Sizes.Describe(restored.Bytes)} ({Sizes.Describe(restored.DownloadedBytes)} downloaded, the rest already on this host) in {clock.Elapsed.TotalSeconds:0.0} s, every file checked against its SHA-256.");
                 environment["CHECKPOINT_RESTORED_GENERATION"] = restored.Generation.ToString(CultureInfo.InvariantCulture);
                 environment["CHECKPOINT_RESTORED_FROM_JOB"] = restored.FromJobId.ToString(CultureInfo.InvariantCulture);
                 environment["CHECKPOINT_RESTORED_COMMITTED_AT"] = restored.CommittedAt.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture);
@@ -243,7 +243,9 @@ public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver 
         if (status.FinalPassNote is { } note)
             return $"Checkpoint: {note}. {(status.CommittedGeneration is { } kept ? $"Generation {kept} is the newest in the store" : "The store has nothing new from this job")}.";
         if (status.CommittedGeneration is { } generation)
-            return $"Checkpoint: generation {generation} is the newest in the store: {status.CommittedFiles} files, {Sizes.Describe(status.TotalBytes)}, committed at {status.CommittedAt:HH:mm:ss} UTC.";
+            return $"Checkpoint: generation {generation} is the newest in the store: {Files(status.CommittedFiles)}, {Sizes.Describe(status.TotalBytes)}, committed at {status.CommittedAt:HH:mm:ss} UTC.";
         return "Checkpoint: this job committed nothing (no complete checkpoint appeared).";
     }
+
+    private static string Files(int count) => count == 1 ? "1 file" : $"{count.ToString(CultureInfo.InvariantCulture)} files";
 }
