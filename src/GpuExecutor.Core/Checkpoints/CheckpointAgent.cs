@@ -10,13 +10,23 @@ public sealed record AgentTiming(TimeSpan QuietPeriod, TimeSpan PollInterval, in
 {
     /// <summary>After the container is gone, how long a failing commit is retried before the agent gives up.</summary>
     public TimeSpan GiveUpAfterJob { get; init; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>A daemon that has not answered this long counts as gone with the container (checkpoints.agent_daemon_lost_seconds).</summary>
+    public TimeSpan DaemonLostAfter { get; init; } = TimeSpan.FromMinutes(10);
+
+    /// <summary>Past the job's deadline by this much, the agent ends whatever it is doing (cleanup.gc_grace_seconds).</summary>
+    public TimeSpan EndAfterDeadline { get; init; } = TimeSpan.FromHours(1);
 }
 
 /// <summary>
 /// Watches one job's checkpoint directory and commits each complete checkpoint, outside the
 /// training process and outside any executor process: it is started detached by prepare and
 /// lives until the job's container is gone and its final commit is done (or has failed for
-/// <see cref="AgentTiming.GiveUpAfterJob"/>).
+/// <see cref="AgentTiming.GiveUpAfterJob"/>). It always ends: a Docker daemon that stays
+/// unreachable for <see cref="AgentTiming.DaemonLostAfter"/> counts as a container that is gone,
+/// and the job's deadline (from the container's labels, or a later one where another job adopted
+/// the training) plus <see cref="AgentTiming.EndAfterDeadline"/> is a hard end. Its log says why
+/// it ended.
 ///
 /// A checkpoint is complete when the trainer creates the marker file, or, for a trainer that
 /// never does, when the directory has been quiet for the quiet period. Once a marker has been
@@ -35,9 +45,12 @@ public sealed class CheckpointAgent(
     RunDirectories directories,
     AgentTiming timing,
     Action<string> log,
-    Func<CommitStep, Task>? afterStep = null)
+    Func<CommitStep, Task>? afterStep = null,
+    Func<DateTimeOffset?>? adoptedUntil = null)
 {
-    private CheckpointAgentStatus _status = new(jobId, null, null, 0, 0, null, null, 0, false);
+    private CheckpointAgentStatus _status = new(jobId, null, null, 0, 0, null, null, 0, false) { Pid = Environment.ProcessId };
+
+    private enum ContainerPresence { Running, Gone, DaemonUnreachable }
 
     public async Task RunAsync(CancellationToken cancellationToken)
     {
@@ -53,12 +66,45 @@ public sealed class CheckpointAgent(
         var retryAt = DateTime.MinValue;
         var failures = 0;
         DateTime? goneAt = null;
+        DateTime? unreachableSince = null;
+        string endReason = "";
+        var hardEnd = false;
         WriteStatus();
 
         while (true)
         {
-            if (goneAt is null && !await ContainerRunningAsync(cancellationToken))
-                goneAt = DateTime.UtcNow;
+            if (goneAt is null)
+            {
+                switch (await ContainerPresenceAsync(cancellationToken))
+                {
+                    case ContainerPresence.Gone:
+                        goneAt = DateTime.UtcNow;
+                        endReason = $"the job's container {container} is gone";
+                        break;
+                    case ContainerPresence.DaemonUnreachable:
+                        if (unreachableSince is null)
+                            log($"the Docker daemon does not answer; commits go on, and after {timing.DaemonLostAfter.TotalSeconds:0} s without an answer the container counts as gone (checkpoints.agent_daemon_lost_seconds)");
+                        unreachableSince ??= DateTime.UtcNow;
+                        if (DateTime.UtcNow - unreachableSince >= timing.DaemonLostAfter)
+                        {
+                            goneAt = DateTime.UtcNow;
+                            endReason = $"the Docker daemon has not answered for {(DateTime.UtcNow - unreachableSince.Value).TotalSeconds:0} s (checkpoints.agent_daemon_lost_seconds), so the container counts as gone";
+                        }
+                        break;
+                    default:
+                        if (unreachableSince is not null)
+                            log($"the Docker daemon answers again after {(DateTime.UtcNow - unreachableSince.Value).TotalSeconds:0} s; the container is still running");
+                        unreachableSince = null;
+                        break;
+                }
+            }
+            if (EndsAt() is { } end && DateTimeOffset.UtcNow >= end)
+            {
+                // A hard end: whatever the daemon says, and even with a commit still failing.
+                goneAt ??= DateTime.UtcNow;
+                endReason = $"the job's deadline plus cleanup.gc_grace_seconds passed at {end:yyyy-MM-dd HH:mm:ss} UTC";
+                hardEnd = true;
+            }
             var finalRequest = ReadFinalRequest();
             var finalPass = goneAt is not null || finalRequest > _status.FinalPassDone;
 
@@ -131,8 +177,9 @@ public sealed class CheckpointAgent(
                 _status = _status with { FinalPassDone = finalRequest };
                 WriteStatus();
             }
-            if (goneAt is not null && (pending is null || DateTime.UtcNow - goneAt > timing.GiveUpAfterJob))
+            if (goneAt is not null && (pending is null || DateTime.UtcNow - goneAt > timing.GiveUpAfterJob || hardEnd))
             {
+                log($"agent done: {endReason}" + (pending is null ? "" : $"; the last complete checkpoint was NOT committed ({_status.LastError})"));
                 _status = _status with { Exited = true };
                 WriteStatus();
                 return;
@@ -156,17 +203,35 @@ public sealed class CheckpointAgent(
             : $"{since}: the container stopped without its stage exiting by itself, so a file may be torn, and the trainer never creates a completion marker";
     }
 
-    private async Task<bool> ContainerRunningAsync(CancellationToken cancellationToken)
+    private async Task<ContainerPresence> ContainerPresenceAsync(CancellationToken cancellationToken)
     {
         try
         {
-            return await driver.InspectStateAsync(container, cancellationToken) is { Running: true };
+            var state = await driver.InspectStateAsync(container, cancellationToken);
+            if (state is not { Running: true })
+                return ContainerPresence.Gone;
+            if (_status.Deadline is null && (await driver.FindAsync(JobLabels.SelectJob(jobId), cancellationToken)).FirstOrDefault(found => found.Name == container) is { } labelled)
+            {
+                _status = _status with { Deadline = JobLabels.ReadDeadline(labelled.Labels) };
+                WriteStatus();
+            }
+            return ContainerPresence.Running;
         }
         catch (ContainerEngineException)
         {
-            // A daemon that does not answer (restarting, say) is not a container that stopped.
-            return true;
+            // A daemon that does not answer (restarting, say) is not a container that stopped,
+            // until it has not answered for long enough.
+            return ContainerPresence.DaemonUnreachable;
         }
+    }
+
+    /// <summary>The hard end: the latest of the job's deadline and an adopting job's, plus the grace; null while neither is known.</summary>
+    private DateTimeOffset? EndsAt()
+    {
+        var deadline = _status.Deadline;
+        if (adoptedUntil?.Invoke() is { } adopted && (deadline is null || adopted > deadline))
+            deadline = adopted;
+        return deadline + timing.EndAfterDeadline;
     }
 
     private long ReadFinalRequest()

@@ -18,6 +18,14 @@ public sealed record CheckpointAgentStatus(
     [JsonPropertyName("committed_files")]
     public int CommittedFiles { get; init; }
 
+    /// <summary>The agent's process, so gc can stop one that outlived its job.</summary>
+    [JsonPropertyName("pid")]
+    public int Pid { get; init; }
+
+    /// <summary>The job's deadline, from its container's labels, once the agent has read them.</summary>
+    [JsonPropertyName("deadline")]
+    public DateTimeOffset? Deadline { get; init; }
+
     /// <summary>Why the final pass left changes uncommitted; null when it committed them or there were none.</summary>
     [JsonPropertyName("final_pass_note")]
     public string? FinalPassNote { get; init; }

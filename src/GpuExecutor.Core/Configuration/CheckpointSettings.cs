@@ -34,5 +34,12 @@ public sealed record CheckpointSettings
     /// <summary>Once the job's container is gone, how long the agent keeps retrying a failing commit.</summary>
     public TimeSpan AgentGiveUp { get; init; } = TimeSpan.FromMinutes(10);
 
+    /// <summary>
+    /// A Docker daemon that has not answered the agent for this long counts as gone with the job's
+    /// container: the agent makes its final commit of what is complete and exits. Longer than a
+    /// daemon restart, so a restart with live-restore changes nothing.
+    /// </summary>
+    public TimeSpan AgentDaemonLost { get; init; } = TimeSpan.FromMinutes(10);
+
     public StoreSettings StoreOrLocal(string stateDir) => Store ?? new StoreSettings { Name = LocalStoreName, Kind = StoreKind.File, Root = Path.Combine(stateDir, "checkpoint-store") };
 }

@@ -337,6 +337,7 @@ public static partial class ConfigLoader
             DeadlineMargin = table.Seconds("deadline_margin_seconds", defaults.DeadlineMargin, maximum: 24 * 3600),
             FinalCommitWait = table.Seconds("final_commit_wait_seconds", defaults.FinalCommitWait, maximum: 3600),
             AgentGiveUp = table.Seconds("agent_give_up_seconds", defaults.AgentGiveUp, maximum: 7 * 24 * 3600),
+            AgentDaemonLost = table.Seconds("agent_daemon_lost_seconds", defaults.AgentDaemonLost, maximum: 7 * 24 * 3600),
         };
         table.RejectUnknownKeys();
         return settings;

@@ -17,9 +17,22 @@ public sealed class DockerContainerDriver : IContainerDriver
     private readonly DockerClient _client;
     private readonly string _endpoint;
 
+    /// <summary>Where the daemon listens, for <see cref="EnsureReachableAsync"/>; null for an endpoint it cannot probe.</summary>
+    private readonly EndPoint? _daemonEndPoint;
+
+    /// <summary>Set once a call failed to reach the daemon, cleared once a probe reaches it again.</summary>
+    private volatile bool _unreachable;
+
     public DockerContainerDriver(string endpoint)
     {
         _endpoint = endpoint;
+        var uri = new Uri(endpoint);
+        _daemonEndPoint = uri.Scheme switch
+        {
+            "unix" => new UnixDomainSocketEndPoint(uri.LocalPath),
+            "tcp" or "http" or "https" => new DnsEndPoint(uri.Host, uri.Port),
+            _ => null,
+        };
         // No API version is pinned: Docker.DotNet sends unversioned paths, which dockerd 20.10
         // (API 1.41) and newer daemons both accept.
         _configuration = new DockerClientConfiguration(new Uri(endpoint), defaultTimeout: TimeSpan.FromSeconds(100));
@@ -28,6 +41,7 @@ public sealed class DockerContainerDriver : IContainerDriver
 
     public async Task<bool> ImageExistsAsync(string image, CancellationToken cancellationToken)
     {
+        await EnsureReachableAsync($"inspect image '{image}'", cancellationToken);
         try
         {
             await _client.Images.InspectImageAsync(image, cancellationToken);
@@ -45,6 +59,7 @@ public sealed class DockerContainerDriver : IContainerDriver
 
     public async Task PullImageAsync(string image, Action<string> progress, CancellationToken cancellationToken)
     {
+        await EnsureReachableAsync($"pull '{image}'", cancellationToken);
         var reference = ImageReference.WithDefaultTag(image);
         string? lastError = null;
         var reporter = new Progress<JSONMessage>(message =>
@@ -78,6 +93,7 @@ public sealed class DockerContainerDriver : IContainerDriver
 
     public async Task<string> CreateAndStartAsync(ContainerSpec spec, CancellationToken cancellationToken)
     {
+        await EnsureReachableAsync($"create container '{spec.Name}'", cancellationToken);
         string id;
         try
         {
@@ -102,6 +118,7 @@ public sealed class DockerContainerDriver : IContainerDriver
 
     public async Task<IReadOnlyList<ContainerSummary>> FindAsync(IReadOnlyDictionary<string, string> labels, CancellationToken cancellationToken)
     {
+        await EnsureReachableAsync($"list containers", cancellationToken);
         IList<ContainerListResponse> found;
         try
         {
@@ -130,6 +147,7 @@ public sealed class DockerContainerDriver : IContainerDriver
 
     public async Task RemoveAsync(string idOrName, CancellationToken cancellationToken)
     {
+        await EnsureReachableAsync($"remove container '{idOrName}'", cancellationToken);
         try
         {
             await _client.Containers.RemoveContainerAsync(idOrName, new ContainerRemoveParameters { Force = true, RemoveVolumes = true }, cancellationToken);
@@ -150,6 +168,7 @@ public sealed class DockerContainerDriver : IContainerDriver
 
     public async Task<ContainerState?> InspectStateAsync(string idOrName, CancellationToken cancellationToken)
     {
+        await EnsureReachableAsync($"inspect container '{idOrName}'", cancellationToken);
         try
         {
             var inspected = await _client.Containers.InspectContainerAsync(idOrName, cancellationToken);
@@ -167,6 +186,7 @@ public sealed class DockerContainerDriver : IContainerDriver
 
     public async Task<int> WaitUntilStoppedAsync(string idOrName, CancellationToken cancellationToken)
     {
+        await EnsureReachableAsync($"wait for container '{idOrName}'", cancellationToken);
         try
         {
             // The wait API's default condition is "not-running"; its reply is tiny, unlike an
@@ -186,6 +206,7 @@ public sealed class DockerContainerDriver : IContainerDriver
 
     public async Task<IContainerAttachment> AttachAsync(string container, CancellationToken cancellationToken)
     {
+        await EnsureReachableAsync($"attach to container '{container}'", cancellationToken);
         try
         {
             var stream = await _client.Containers.AttachContainerAsync(
@@ -240,6 +261,33 @@ public sealed class DockerContainerDriver : IContainerDriver
         public void Dispose() => stream.Dispose();
     }
 
+    /// <summary>
+    /// Docker.DotNet opens a new socket for each connection and, when the connect fails (the
+    /// daemon is stopped), never disposes it: a process that polls a dead daemon, like the
+    /// checkpoint agent, leaked a descriptor a second until a garbage collection happened to run.
+    /// So once a call has failed to reach the daemon, each call first connects to it here, with a
+    /// socket disposed either way, and fails without reaching the SDK until the daemon answers.
+    /// </summary>
+    private async Task EnsureReachableAsync(string action, CancellationToken cancellationToken)
+    {
+        if (!_unreachable || _daemonEndPoint is null)
+            return;
+        using var probe = _daemonEndPoint is UnixDomainSocketEndPoint
+            ? new Socket(AddressFamily.Unix, SocketType.Stream, ProtocolType.Unspecified)
+            : new Socket(SocketType.Stream, ProtocolType.Tcp);
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(TimeSpan.FromSeconds(10));
+        try
+        {
+            await probe.ConnectAsync(_daemonEndPoint, timeout.Token);
+            _unreachable = false;
+        }
+        catch (Exception error) when (error is SocketException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
+        {
+            throw Wrap(error, action);
+        }
+    }
+
     /// <summary>Which exceptions are the engine's failures (as opposed to our own cancellation or bugs).</summary>
     private static bool IsEngineFailure(Exception error, CancellationToken cancellationToken) =>
         !(error is OperationCanceledException && cancellationToken.IsCancellationRequested)
@@ -247,6 +295,8 @@ public sealed class DockerContainerDriver : IContainerDriver
 
     private ContainerEngineException Wrap(Exception error, string action)
     {
+        if (error is HttpRequestException or SocketException or IOException or TimeoutException or OperationCanceledException)
+            _unreachable = true;
         var reason = error switch
         {
             DockerApiException api => $"the daemon answered {(int)api.StatusCode}: {Summarize(api.ResponseBody)}",

@@ -25,14 +25,23 @@ public sealed class CheckpointAgentHost(
         var directories = RunDirectories.For(config.StateDir, run);
         var (store, repository) = CheckpointStores.Open(stores, config, run, log);
         using var _ = store;
-        var timing = new AgentTiming(config.Checkpoints.QuietPeriod, config.Checkpoints.PollInterval, config.Checkpoints.KeepGenerations) { GiveUpAfterJob = config.Checkpoints.AgentGiveUp };
+        var timing = new AgentTiming(config.Checkpoints.QuietPeriod, config.Checkpoints.PollInterval, config.Checkpoints.KeepGenerations)
+        {
+            GiveUpAfterJob = config.Checkpoints.AgentGiveUp,
+            DaemonLostAfter = config.Checkpoints.AgentDaemonLost,
+            EndAfterDeadline = config.Cleanup.GcGracePeriod,
+        };
+        // A job that adopted this agent's training (re-attach) keeps it going to its own deadline.
+        DateTimeOffset? AdoptedUntil() => Reattach.ReadAllAdoptions(config.StateDir)
+            .Where(pair => pair.Adopted.JobId == jobId)
+            .Select(pair => (DateTimeOffset?)pair.Adopted.Deadline)
+            .Max();
         Directory.CreateDirectory(directories.Root);
         // Held while the agent commits: the run's next prepare waits on it before restoring.
         using (await HostLock.AcquireAsync(directories.AgentLock, cancellationToken))
         {
             log($"agent started for container {container}, run {run}");
-            await new CheckpointAgent(jobId, container, driver, repository, directories, timing, log, afterStep).RunAsync(cancellationToken);
-            log("agent done");
+            await new CheckpointAgent(jobId, container, driver, repository, directories, timing, log, afterStep, AdoptedUntil).RunAsync(cancellationToken);
         }
         // Outside the lock: the retry it makes is the run's next job, whose prepare takes the lock.
         await ContinueIfAskedAsync(jobId, repository, directories, cancellationToken);

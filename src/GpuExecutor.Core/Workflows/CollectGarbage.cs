@@ -96,6 +96,14 @@ public sealed class CollectGarbage(ExecutorConfig config, IContainerDriver drive
             removed++;
         }
 
+        // Agents that outlived their job (they end by themselves; this is the net under that).
+        foreach (var orphan in OrphanedAgents.Find(config.StateDir, config.Cleanup.GcGracePeriod, now))
+        {
+            OrphanedAgents.Stop(orphan);
+            stdout.WriteLine($"stopped the checkpoint agent of job {orphan.JobId} (run {orphan.RunKey}, pid {orphan.Pid}): {orphan.Why}");
+            removed++;
+        }
+
         stdout.WriteLine($"gc: removed {removed}, kept {liveJobIds.Count} live job(s).");
     }
 }

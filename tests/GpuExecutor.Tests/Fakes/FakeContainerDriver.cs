@@ -23,6 +23,9 @@ public sealed class FakeContainerDriver : IContainerDriver
     private readonly ConcurrentDictionary<string, FakeContainer> _containers = new();
     private int _sequence;
 
+    /// <summary>While set, every call fails as a stopped daemon's would.</summary>
+    public bool Unreachable { get; set; }
+
     /// <summary>What a stage script does here: its exit code and its output, from its text.</summary>
     public Func<string, (int ExitCode, string Output)> RunScript { get; set; } = _ => (0, "");
 
@@ -58,7 +61,7 @@ public sealed class FakeContainerDriver : IContainerDriver
     }
 
     public Task<IReadOnlyList<ContainerSummary>> FindAsync(IReadOnlyDictionary<string, string> labels, CancellationToken cancellationToken) =>
-        Task.FromResult<IReadOnlyList<ContainerSummary>>(_containers.Values
+        Unreachable ? throw DaemonDown() : Task.FromResult<IReadOnlyList<ContainerSummary>>(_containers.Values
             .Where(container => labels.All(label => container.Summary.Labels.TryGetValue(label.Key, out var value) && value == label.Value))
             .Select(container => container.Summary)
             .ToList());
@@ -75,7 +78,7 @@ public sealed class FakeContainerDriver : IContainerDriver
     }
 
     public Task<ContainerState?> InspectStateAsync(string idOrName, CancellationToken cancellationToken) =>
-        Task.FromResult(Find(idOrName) is { } found ? new ContainerState(found.Running, found.Running ? 0 : 137) : null);
+        Unreachable ? throw DaemonDown() : Task.FromResult(Find(idOrName) is { } found ? new ContainerState(found.Running, found.Running ? 0 : 137) : null);
 
     public async Task<int> WaitUntilStoppedAsync(string idOrName, CancellationToken cancellationToken)
     {
@@ -93,6 +96,9 @@ public sealed class FakeContainerDriver : IContainerDriver
     public void Dispose()
     {
     }
+
+    private static ContainerEngineException DaemonDown() =>
+        new("could not reach the Docker daemon: connect: no such file or directory (fake)");
 
     private FakeContainer? Find(string idOrName) =>
         _containers.TryGetValue(idOrName, out var byName) ? byName : _containers.Values.FirstOrDefault(container => container.Summary.Id == idOrName);
