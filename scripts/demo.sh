@@ -59,4 +59,7 @@ echo "== the next job of the same run resumes from the last checkpoint" >&2
 "$binary" --config "$work/config.toml" simulate examples/trainer/job.json || status=$?
 echo
 "$binary" --config "$work/config.toml" checkpoints list
+# The agents end once their jobs' containers are gone: wait for them before dockerd stops, and
+# leave no gpu-executor process behind.
+GPU_EXECUTOR_TESTBED_DIR="$GPU_EXECUTOR_TESTBED_DIR" scripts/testbed.sh leftovers "$binary" 60 || status=1
 exit "$status"

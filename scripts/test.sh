@@ -20,6 +20,13 @@ log="$(mktemp)"
 status=0
 dotnet test GpuExecutor.sln -c Release --nologo 2>&1 | tee "$log" || status=$?
 
+# Nothing the tests started may outlive them: checkpoint agents end once their containers are
+# gone, so wait for them before the daemon stops, and fail the run if any is still there.
+if ! scripts/testbed.sh leftovers "$GPU_EXECUTOR_BINARY" 90; then
+  echo "FAILED: gpu-executor processes outlived the tests (listed above)." >&2
+  status=1
+fi
+
 # One closing line in the plain 'N passed, N failed' form, summed over the test projects.
 awk '/(Passed|Failed)! +- +Failed:/ {
        gsub(",", ""); for (i = 1; i <= NF; i++) {

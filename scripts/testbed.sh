@@ -6,6 +6,13 @@
 #   scripts/testbed.sh start     install, start dockerd, build the test images; prints the env file path
 #   scripts/testbed.sh stop      stop dockerd and s3rver by their pids and unmount what dockerd left
 #   scripts/testbed.sh status    exit 0 when the daemon answers
+#   scripts/testbed.sh daemon-start | daemon-stop
+#                                just a dockerd and the test images in GPU_EXECUTOR_TESTBED_DIR: a
+#                                second "host" for tests that stop its daemon under a job
+#   scripts/testbed.sh leftovers BINARY [WAIT]
+#                                waits up to WAIT s (default 60) for every process of BINARY to end
+#                                (checkpoint agents end once their containers are gone); stops and
+#                                lists any left, and fails if there were any
 #
 # Why it is built this way is in docs/testbed.md: no registry is reachable, so images are
 # built from busybox-static and bash-static with `docker import`; systemd does not run, so the
@@ -186,6 +193,21 @@ stop_daemon() {
   done
 }
 
+# leftovers BINARY WAIT: no process of BINARY may outlive the scripts that started them.
+leftovers() {
+  local binary="$1" wait_tenths=$((${2:-60} * 10)) waited=0 pids
+  while pids="$(pgrep -f -- "^$binary " || true)" && [ -n "$pids" ] && [ "$waited" -lt "$wait_tenths" ]; do
+    sleep 0.1
+    waited=$((waited + 1))
+  done
+  [ -z "$pids" ] && return 0
+  log "processes of $binary still running after ${2:-60} s, stopped now:"
+  ps -o pid=,args= -p "$(echo "$pids" | paste -sd,)" >&2 || true
+  # shellcheck disable=SC2086
+  kill -9 $pids 2>/dev/null || true
+  return 1
+}
+
 case "${1:-}" in
   install) install_packages ;;
   start)
@@ -201,8 +223,14 @@ case "${1:-}" in
     stop_daemon
     ;;
   status) daemon_answers ;;
+  daemon-start)
+    start_daemon
+    build_images
+    ;;
+  daemon-stop) stop_daemon ;;
+  leftovers) leftovers "${2:?usage: $0 leftovers BINARY [WAIT]}" "${3:-60}" ;;
   *)
-    echo "usage: $0 install|start|stop|status" >&2
+    echo "usage: $0 install|start|stop|status|daemon-start|daemon-stop|leftovers BINARY [WAIT]" >&2
     exit 2
     ;;
 esac

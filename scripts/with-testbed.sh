@@ -7,6 +7,9 @@ export GPU_EXECUTOR_TESTBED_DIR="$1"
 export GPU_EXECUTOR_TESTBED_S3_PORT="$2"
 export DOTNET_CLI_TELEMETRY_OPTOUT=1 DOTNET_NOLOGO=1 DOTNET_SKIP_FIRST_TIME_EXPERIENCE=1
 scripts/testbed.sh install
-trap 'scripts/testbed.sh stop' EXIT
+# On the way out, pass or fail: first let the checkpoint agents the script's jobs started end
+# (they do once their containers are gone; any still there is stopped and listed), then stop the
+# daemons, so no gpu-executor process is left behind.
+trap 'scripts/testbed.sh leftovers "$PWD/artifacts/bin/gpu-executor" 60 || true; scripts/testbed.sh stop' EXIT
 # shellcheck disable=SC1090
 source "$(scripts/testbed.sh start)"

@@ -1,0 +1,215 @@
+using System.Text.RegularExpressions;
+
+namespace GpuExecutor.IntegrationTests;
+
+/// <summary>
+/// A checkpoint agent whose Docker daemon goes away (issue 19), on a second, private dockerd that
+/// the test stops under a running job: scripts/testbed.sh daemon-start and daemon-stop, as for the
+/// test bed's own. GPU_EXECUTOR_LONG_TESTS=1 runs the outage for 10 minutes instead of 20 s.
+/// </summary>
+public sealed partial class DaemonLossTests
+{
+    private static bool Long => Environment.GetEnvironmentVariable("GPU_EXECUTOR_LONG_TESTS") == "1";
+
+    /// <summary>A dockerd of its own in a directory of its own: a host whose daemon the test may stop.</summary>
+    private sealed class PrivateDaemon : IAsyncDisposable
+    {
+        private PrivateDaemon(string directory) => Directory = directory;
+
+        public string Directory { get; }
+        public string Endpoint => $"unix://{Directory}/docker.sock";
+
+        public static async Task<PrivateDaemon> StartAsync()
+        {
+            var daemon = new PrivateDaemon(System.IO.Directory.CreateTempSubdirectory("gpu-executor-host-").FullName);
+            await daemon.StartAgainAsync();
+            return daemon;
+        }
+
+        public Task StartAgainAsync() => TestbedScriptAsync("daemon-start");
+
+        /// <summary>dockerd and every container it ran are gone, as on a host that lost Docker.</summary>
+        public Task StopWithContainersAsync() => TestbedScriptAsync("daemon-stop");
+
+        /// <summary>Only dockerd stops: with live-restore its containers go on, as in a daemon restart.</summary>
+        public async Task StopDaemonOnlyAsync()
+        {
+            var pid = int.Parse((await File.ReadAllTextAsync(Path.Combine(Directory, "docker.pid"))).Trim());
+            using var dockerd = System.Diagnostics.Process.GetProcessById(pid);
+            await Testbed.RunAsync("kill", ["-TERM", pid.ToString()], null, null);
+            using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+            await dockerd.WaitForExitAsync(limit.Token);
+        }
+
+        public Task<string> DockerAsync(params string[] arguments) =>
+            Testbed.RunAsync("docker", ["--host", Endpoint, .. arguments], null, null).ContinueWith(task => task.Result.Stdout, TaskScheduler.Default);
+
+        private async Task TestbedScriptAsync(string verb)
+        {
+            var (exitCode, stdout, stderr) = await Testbed.RunAsync(
+                Path.Combine(Testbed.RepositoryRoot, "scripts", "testbed.sh"), [verb],
+                new Dictionary<string, string?> { ["GPU_EXECUTOR_TESTBED_DIR"] = Directory }, Testbed.RepositoryRoot, TimeSpan.FromMinutes(2));
+            Assert.True(exitCode == 0, $"testbed.sh {verb} failed: {stdout}{stderr}");
+        }
+
+        public async ValueTask DisposeAsync()
+        {
+            await StopWithContainersAsync();
+            try
+            {
+                System.IO.Directory.Delete(Directory, recursive: true);
+            }
+            catch (IOException)
+            {
+                // A mount the kernel lets go of lazily; the temp directory is all that stays.
+            }
+        }
+    }
+
+    private static object TrainerJob(long jobId, int totalSteps) => new
+    {
+        job_id = jobId,
+        name = "train",
+        image = Testbed.TestImage,
+        sources = "trainer",
+        variables = new Dictionary<string, string>
+        {
+            ["CHECKPOINTS"] = "on", ["TOTAL_STEPS"] = totalSteps.ToString(), ["STEP_SECONDS"] = "0.1", ["CHECKPOINT_EVERY_SECONDS"] = "1",
+        },
+        script = new[] { "./trainer.sh" },
+        timeout = 3600,
+    };
+
+    private static ExecutorWorkspace Workspace(PrivateDaemon daemon, int daemonLostSeconds)
+    {
+        var workspace = new ExecutorWorkspace(dockerEndpoint: daemon.Endpoint, extraConfig: $"[checkpoints]\nagent_daemon_lost_seconds = {daemonLostSeconds}");
+        var target = System.IO.Directory.CreateDirectory(Path.Combine(workspace.Root, "trainer")).FullName;
+        File.Copy(Path.Combine(Testbed.RepositoryRoot, "examples", "trainer", "trainer.sh"), Path.Combine(target, "trainer.sh"));
+        return workspace;
+    }
+
+    /// <summary>Starts the job and returns once its trainer has checkpointed at <paramref name="step"/> or later.</summary>
+    private static async Task<Task<ExecutorWorkspace.Simulation>> StartUntilCheckpointAsync(ExecutorWorkspace workspace, object job, int step)
+    {
+        var reached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var simulation = workspace.SimulateAsync(job, line =>
+        {
+            if (CheckpointLine().Match(line) is { Success: true } saved && int.Parse(saved.Groups[1].Value) >= step)
+                reached.TrySetResult();
+        }, "--graceful-kill-timeout", "30");
+        await Task.WhenAny(reached.Task, simulation, Task.Delay(TimeSpan.FromSeconds(90), TestContext.Current.CancellationToken));
+        Assert.True(reached.Task.IsCompleted, $"the trainer never checkpointed at step {step}");
+        return simulation;
+    }
+
+    private static string RunDirectory(ExecutorWorkspace workspace) =>
+        System.IO.Directory.GetDirectories(Path.Combine(workspace.Root, "state", "checkpoints")).Single();
+
+    private static int AgentPid(string runDirectory, long jobId) =>
+        System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(runDirectory, $"agent-{jobId}.json"))).RootElement.GetProperty("pid").GetInt32();
+
+    private static (int Descriptors, long RssKiB) Sample(int pid)
+    {
+        var descriptors = System.IO.Directory.GetFiles($"/proc/{pid}/fd").Length;
+        var rss = File.ReadLines($"/proc/{pid}/status").First(line => line.StartsWith("VmRSS:", StringComparison.Ordinal));
+        return (descriptors, long.Parse(rss.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]));
+    }
+
+    [Fact]
+    public async Task An_agent_whose_daemon_never_comes_back_commits_the_last_checkpoint_and_ends_within_the_bound_with_flat_descriptors_and_memory()
+    {
+        var bound = Long ? 600 : 20;
+        await using var daemon = await PrivateDaemon.StartAsync();
+        using var workspace = Workspace(daemon, bound);
+
+        var first = await StartUntilCheckpointAsync(workspace, TrainerJob(8801, 100_000), step: 20);
+        var runDirectory = RunDirectory(workspace);
+        var agent = AgentPid(runDirectory, 8801);
+        await daemon.StopWithContainersAsync();
+        var outage = System.Diagnostics.Stopwatch.StartNew();
+        await first;
+
+        var samples = new List<(int Descriptors, long RssKiB)>();
+        while (OrphanProbe.IsAlive(agent) && outage.Elapsed < TimeSpan.FromSeconds(bound + 60))
+        {
+            try
+            {
+                samples.Add(Sample(agent));
+            }
+            catch (Exception error) when (error is IOException or UnauthorizedAccessException or InvalidOperationException)
+            {
+                // It exited between the look and the read.
+            }
+            await Task.Delay(1000, TestContext.Current.CancellationToken);
+        }
+
+        var agentLog = await File.ReadAllTextAsync(Path.Combine(runDirectory, "agent-8801.log"), TestContext.Current.CancellationToken);
+        Assert.False(OrphanProbe.IsAlive(agent), $"the agent still runs {outage.Elapsed.TotalSeconds:0} s into the outage:\n{agentLog}");
+        Assert.True(outage.Elapsed < TimeSpan.FromSeconds(bound + 30), $"the agent took {outage.Elapsed.TotalSeconds:0} s to end, against a bound of {bound} s");
+        Assert.Contains("agent done: the Docker daemon has not answered for", agentLog);
+        Assert.True(samples.Count >= bound / 2, $"only {samples.Count} samples of the agent");
+        var (firstDescriptors, firstRss) = samples[0];
+        var report = $"agent during a {bound} s outage, {samples.Count} samples: descriptors {firstDescriptors} -> max {samples.Max(sample => sample.Descriptors)}, RSS {firstRss} KiB -> max {samples.Max(sample => sample.RssKiB)} KiB";
+        TestContext.Current.TestOutputHelper?.WriteLine(report);
+        Console.WriteLine(report);
+        Assert.True(samples.Max(sample => sample.Descriptors) - firstDescriptors <= 4, report);
+        Assert.True(samples.Max(sample => sample.RssKiB) - firstRss <= 16 * 1024, report);
+
+        // The host's daemon back (a fresh one: its containers are gone), the run's next job
+        // restores the agent's last commit at once: the agent's lock is free.
+        await daemon.StartAgainAsync();
+        var committed = LastCommitted().Matches(agentLog).Select(match => int.Parse(match.Groups[1].Value)).Last();
+        var next = await workspace.SimulateAsync(TrainerJob(8802, 1));
+        Assert.True(next.Result.Outcome == "success", next.Log);
+        Assert.Contains($"restored generation {committed} ", next.Log);
+        Assert.DoesNotContain("still committing; waiting", next.Log);
+    }
+
+    [Fact]
+    public async Task An_agent_whose_daemon_comes_back_within_the_bound_carries_on_committing()
+    {
+        await using var daemon = await PrivateDaemon.StartAsync();
+        using var workspace = Workspace(daemon, 120);
+
+        var job = await StartUntilCheckpointAsync(workspace, TrainerJob(8811, 100_000), step: 20);
+        var runDirectory = RunDirectory(workspace);
+        var agentLog = Path.Combine(runDirectory, "agent-8811.log");
+        await daemon.StopDaemonOnlyAsync();
+        // The job's run loses its attachment and the job fails; the training goes on in its
+        // container (live-restore), and so does the agent, which cannot reach the daemon.
+        await job;
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        while (!File.ReadAllText(agentLog).Contains("the Docker daemon does not answer", StringComparison.Ordinal) && waited.Elapsed < TimeSpan.FromSeconds(30))
+            await Task.Delay(200, TestContext.Current.CancellationToken);
+        Assert.Contains("the Docker daemon does not answer", File.ReadAllText(agentLog));
+
+        await daemon.StartAgainAsync();
+        var before = LastCommitted().Matches(File.ReadAllText(agentLog)).Count;
+        waited.Restart();
+        while (!(File.ReadAllText(agentLog).Contains("the Docker daemon answers again", StringComparison.Ordinal)
+                 && LastCommitted().Matches(File.ReadAllText(agentLog)).Count > before + 1) && waited.Elapsed < TimeSpan.FromSeconds(60))
+            await Task.Delay(200, TestContext.Current.CancellationToken);
+        var log = File.ReadAllText(agentLog);
+        Assert.Contains("the Docker daemon answers again", log);
+        Assert.True(LastCommitted().Matches(log).Count > before + 1, $"no commits after the daemon came back:\n{log}");
+        Assert.DoesNotContain("agent done", log);
+
+        // Its container removed at last (as cleanup or gc would), it ends.
+        await daemon.DockerAsync("rm", "-f", "gpu-executor-8811-job", "gpu-executor-8811-helper");
+        waited.Restart();
+        while (!File.ReadAllText(agentLog).Contains("agent done", StringComparison.Ordinal) && waited.Elapsed < TimeSpan.FromSeconds(30))
+            await Task.Delay(200, TestContext.Current.CancellationToken);
+        Assert.Contains("agent done: the job's container gpu-executor-8811-job is gone", File.ReadAllText(agentLog));
+    }
+
+    [GeneratedRegex(@"checkpoint at step (\d+)")]
+    private static partial Regex CheckpointLine();
+
+    [GeneratedRegex(@"committed generation (\d+)")]
+    private static partial Regex LastCommitted();
+}
+
+internal static class OrphanProbe
+{
+    public static bool IsAlive(int pid) => Directory.Exists($"/proc/{pid}") && !File.ReadAllText($"/proc/{pid}/stat").Contains(") Z ", StringComparison.Ordinal);
+}
