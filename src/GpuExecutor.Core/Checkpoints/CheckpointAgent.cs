@@ -52,6 +52,9 @@ public sealed class CheckpointAgent(
 
     private enum ContainerPresence { Running, Gone, DaemonUnreachable }
 
+    /// <summary>The container's labels (its deadline) are read once, on the first look that reaches the daemon.</summary>
+    private bool _labelsRead;
+
     public async Task RunAsync(CancellationToken cancellationToken)
     {
         Directory.CreateDirectory(directories.Snapshots);
@@ -210,8 +213,9 @@ public sealed class CheckpointAgent(
             var state = await driver.InspectStateAsync(container, cancellationToken);
             if (state is not { Running: true })
                 return ContainerPresence.Gone;
-            if (_status.Deadline is null && (await driver.FindAsync(JobLabels.SelectJob(jobId), cancellationToken)).FirstOrDefault(found => found.Name == container) is { } labelled)
+            if (!_labelsRead && (await driver.FindAsync(JobLabels.SelectJob(jobId), cancellationToken)).FirstOrDefault(found => found.Name == container) is { } labelled)
             {
+                _labelsRead = true;
                 _status = _status with { Deadline = JobLabels.ReadDeadline(labelled.Labels) };
                 WriteStatus();
             }
@@ -225,13 +229,17 @@ public sealed class CheckpointAgent(
         }
     }
 
-    /// <summary>The hard end: the latest of the job's deadline and an adopting job's, plus the grace; null while neither is known.</summary>
+    /// <summary>
+    /// The hard end: the job's deadline plus the grace, or an adopting job's, which may be later.
+    /// The adoptions are read only once the job's own end has come (or where it is unknown): most
+    /// agents never need to.
+    /// </summary>
     private DateTimeOffset? EndsAt()
     {
-        var deadline = _status.Deadline;
-        if (adoptedUntil?.Invoke() is { } adopted && (deadline is null || adopted > deadline))
-            deadline = adopted;
-        return deadline + timing.EndAfterDeadline;
+        var own = _status.Deadline + timing.EndAfterDeadline;
+        if (own is not null && DateTimeOffset.UtcNow < own)
+            return own;
+        return adoptedUntil?.Invoke() + timing.EndAfterDeadline is { } adopted && (own is null || adopted > own) ? adopted : own;
     }
 
     private long ReadFinalRequest()

@@ -23,15 +23,12 @@ public sealed partial record CheckpointRequest(string RunKey, bool Restore, long
     /// <summary>Null when the job did not turn checkpoints on.</summary>
     public static CheckpointRequest? FromJob(IReadOnlyDictionary<string, string> variables, JobIdentity job)
     {
-        var enabled = variables.TryGetValue(EnableVariable, out var enable) ? enable.Trim().ToLowerInvariant() : "";
-        switch (enabled)
+        switch (JobSwitch.Read(variables, EnableVariable, unset: false))
         {
-            case "" or "off" or "false" or "0":
+            case false:
                 return null;
-            case "on" or "true" or "1":
-                break;
-            default:
-                throw new BuildFailureException($"{EnableVariable}='{enable}' is not one of on, off (true, false, 1, 0).");
+            case null:
+                throw new BuildFailureException($"{EnableVariable}='{variables[EnableVariable]}' is not one of on, off (true, false, 1, 0).");
         }
 
         // The run key itself is the job identity's (the one place it is decided); a name it
@@ -40,13 +37,8 @@ public sealed partial record CheckpointRequest(string RunKey, bool Restore, long
         if (variables.TryGetValue(RunKeyVariable, out var named) && named.Length > 0 && !JobIdentity.IsRunName(named))
             throw new BuildFailureException($"{RunKeyVariable}='{named}' is not a run name: use 1 to 100 letters, digits, '.', '_' and '-', starting with a letter or digit.");
 
-        var continueText = variables.TryGetValue(ContinueVariable, out var continueValue) ? continueValue.Trim().ToLowerInvariant() : "";
-        var continues = continueText switch
-        {
-            "" or "on" or "true" or "1" => true,
-            "off" or "false" or "0" => false,
-            _ => throw new BuildFailureException($"{ContinueVariable}='{continueValue}' is not one of on, off (true, false, 1, 0)."),
-        };
+        var continues = JobSwitch.Read(variables, ContinueVariable, unset: true)
+            ?? throw new BuildFailureException($"{ContinueVariable}='{variables[ContinueVariable]}' is not one of on, off (true, false, 1, 0).");
 
         var restoreText = variables.TryGetValue(RestoreVariable, out var restore) ? restore.Trim() : "";
         var request = restoreText.ToLowerInvariant() switch

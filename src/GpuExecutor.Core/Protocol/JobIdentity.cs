@@ -61,8 +61,7 @@ public sealed partial record JobIdentity(
     /// </summary>
     private static string? ChosenRunKey(IReadOnlyDictionary<string, string> variables, long projectId)
     {
-        var enabled = variables.TryGetValue(CheckpointsVariable, out var enable) && enable.Trim().ToLowerInvariant() is "on" or "true" or "1";
-        return enabled && variables.TryGetValue(RunKeyVariable, out var named) && IsRunName(named)
+        return JobSwitch.Read(variables, CheckpointsVariable, unset: false) == true && variables.TryGetValue(RunKeyVariable, out var named) && IsRunName(named)
             ? $"p{projectId.ToString(System.Globalization.CultureInfo.InvariantCulture)}-{named}"
             : null;
     }
