@@ -72,6 +72,7 @@ public sealed class CheckpointAgent(
         DateTime? unreachableSince = null;
         string endReason = "";
         var hardEnd = false;
+        var polls = 0L;
         WriteStatus();
 
         while (true)
@@ -187,8 +188,27 @@ public sealed class CheckpointAgent(
                 WriteStatus();
                 return;
             }
+            if (++polls % CollectEveryPolls == 0)
+                CollectGarbage();
             await Task.Delay(timing.PollInterval, cancellationToken);
         }
+    }
+
+    /// <summary>How many polls between the agent's own garbage collections (about a minute at the default interval).</summary>
+    private const int CollectEveryPolls = 60;
+
+    /// <summary>
+    /// The GC sizes its first generation from the CPU's L3 cache: on hosts with hundreds of MiB of
+    /// it (300 MiB on the development VM; large EPYC GPU hosts alike) a process that allocates a
+    /// few dozen KiB a second, as the agent does, would not collect for hours, and its RSS would
+    /// climb by all that garbage (3 MiB a minute, measured). The agent lives as long as its
+    /// training, so it collects on a fixed beat: its memory stays flat. Its heap is small, so a
+    /// collection costs about a millisecond.
+    /// </summary>
+    private static void CollectGarbage()
+    {
+        GC.Collect();
+        GC.WaitForPendingFinalizers();
     }
 
     /// <summary>Why the final pass leaves the directory's changes since the last commit out.</summary>
