@@ -164,6 +164,12 @@ public sealed partial class DaemonLossTests
         Assert.True(next.Result.Outcome == "success", next.Log);
         Assert.Contains($"restored generation {committed} ", next.Log);
         Assert.DoesNotContain("still committing; waiting", next.Log);
+        // That job's agent ends with its container, before this host's daemon goes away for good.
+        var nextAgentLog = Path.Combine(runDirectory, "agent-8802.log");
+        var ended = System.Diagnostics.Stopwatch.StartNew();
+        while (!File.ReadAllText(nextAgentLog).Contains("agent done", StringComparison.Ordinal) && ended.Elapsed < TimeSpan.FromSeconds(30))
+            await Task.Delay(200, TestContext.Current.CancellationToken);
+        Assert.Contains("agent done: the job's container gpu-executor-8802-job is gone", File.ReadAllText(nextAgentLog));
     }
 
     [Fact]
