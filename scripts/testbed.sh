@@ -184,8 +184,14 @@ stop_daemon() {
     fi
     rm -f "$PIDFILE"
   fi
-  # With --live-restore the daemon leaves containers and their mounts behind on purpose;
-  # end the containers' shims and unmount so the next start and any rm -rf work.
+  # With --live-restore the daemon leaves containers and their mounts behind on purpose: end
+  # each container (its init is the shim's child; killing it ends the container's whole PID
+  # namespace), then the shims, and unmount, so no process outlives the test bed and the next
+  # start and any rm -rf work.
+  local shim
+  for shim in $(pgrep -f "containerd-shim.*$TESTBED_DIR" || true); do
+    pkill -9 -P "$shim" 2>/dev/null || true
+  done
   pkill -f "containerd-shim.*$TESTBED_DIR" 2>/dev/null || true
   local mountpoint
   for mountpoint in $(awk -v dir="$TESTBED_DIR" 'index($2, dir) == 1 { print $2 }' /proc/mounts | sort -r); do
