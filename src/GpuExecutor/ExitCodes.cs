@@ -13,6 +13,9 @@ public static class ExitCodes
 {
     public static int Success => 0;
 
+    /// <summary>An admin check that ran and found problems (`checkpoints verify`): distinct from 2, a check that could not run.</summary>
+    public const int FindingsExitCode = 3;
+
     public static int FromOutcome(Exception? error, IRunnerEnvironment environment, TextWriter log)
     {
         var buildFailure = environment.GetExitCode(RunnerVariables.BuildFailureExitCode, RunnerVariables.DefaultBuildFailureExitCode);
@@ -27,6 +30,10 @@ public static class ExitCodes
                     log.WriteLine($"ERROR: {build.Message}");
                 WriteBuildExitCode(environment, build.ScriptExitCode, log);
                 return buildFailure;
+            case FindingsException findings:
+                // Only admin verbs (checkpoints verify) find things; the runner never sees this code.
+                log.WriteLine($"ERROR: {findings.Message}");
+                return FindingsExitCode;
             case SystemFailureException system:
                 log.WriteLine($"ERROR: system failure: {system.Message}");
                 return systemFailure;

@@ -89,8 +89,13 @@ public sealed class CheckpointRepository(IObjectStore store, string bucket, stri
     }
 
     /// <summary>Opens a blob for restore; the caller verifies its hash.</summary>
-    public Task<Stream> OpenBlobAsync(string sha256, CancellationToken cancellationToken) =>
-        store.OpenReadAsync(bucket, BlobKey(sha256), 0, null, cancellationToken);
+    /// <summary>
+    /// A blob's bytes as the store holds them, by an explicit range: the SHA-256 the caller
+    /// computes is the check. Read whole, AWSSDK.S3 would check the bytes against the object's
+    /// MD5 itself and throw its own error on a mismatch, before anyone could say what came back.
+    /// </summary>
+    public Task<Stream> OpenBlobAsync(string sha256, long size, CancellationToken cancellationToken) =>
+        store.OpenReadAsync(bucket, BlobKey(sha256), 0, size > 0 ? size : null, cancellationToken);
 
     /// <summary>The blob's identity in the store, for fetchers that want its size and ETag.</summary>
     public (IObjectStore Store, string Bucket, string Key) BlobLocation(string sha256) => (store, bucket, BlobKey(sha256));
@@ -240,10 +245,10 @@ public sealed class CheckpointRepository(IObjectStore store, string bucket, stri
             }
             if (!deep)
                 continue;
-            await using var body = await OpenBlobAsync(file.Sha256, cancellationToken);
+            await using var body = await OpenBlobAsync(file.Sha256, file.Size, cancellationToken);
             var actual = Convert.ToHexStringLower(await System.Security.Cryptography.SHA256.HashDataAsync(body, cancellationToken));
             if (actual != file.Sha256)
-                problems.Add($"{file.Path}: blob {file.Sha256} hashes to {actual}");
+                problems.Add($"run {runKey} generation {generation}: {file.Path}: blob expected sha256 {file.Sha256}, actual sha256 {actual}");
         }
         return problems;
     }

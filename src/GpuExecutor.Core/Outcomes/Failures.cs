@@ -30,3 +30,9 @@ public sealed class ConfigurationException(string key, string problem)
 /// outcome at all, so it maps to a usage error rather than to the runner's codes.
 /// </summary>
 public sealed class UsageException(string message) : Exception(message);
+
+/// <summary>
+/// An admin check ran to its end and found problems (a corrupt or missing checkpoint blob, say),
+/// which it has listed: not a failure to run the check, so it has an exit code of its own.
+/// </summary>
+public sealed class FindingsException(string message) : Exception(message);

@@ -246,9 +246,34 @@ public sealed class S3ObjectStore : IObjectStore
         public override bool CanWrite => false;
         public override long Length => throw new NotSupportedException();
         public override long Position { get => throw new NotSupportedException(); set => throw new NotSupportedException(); }
-        public override int Read(byte[] buffer, int offset, int count) => _body.Read(buffer, offset, count);
-        public override ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default) => _body.ReadAsync(buffer, cancellationToken);
-        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) => _body.ReadAsync(buffer, offset, count, cancellationToken);
+        // The SDK's own errors while the body streams (a reset, its checksum check) leave as the
+        // project's ObjectStoreException, like every other error of this adapter.
+        public override int Read(byte[] buffer, int offset, int count)
+        {
+            try
+            {
+                return _body.Read(buffer, offset, count);
+            }
+            catch (AmazonClientException error)
+            {
+                throw new ObjectStoreException($"reading '{response.BucketName}/{response.Key}' failed: {error.Message}", error, transient: true);
+            }
+        }
+
+        public override async ValueTask<int> ReadAsync(Memory<byte> buffer, CancellationToken cancellationToken = default)
+        {
+            try
+            {
+                return await _body.ReadAsync(buffer, cancellationToken);
+            }
+            catch (AmazonClientException error)
+            {
+                throw new ObjectStoreException($"reading '{response.BucketName}/{response.Key}' failed: {error.Message}", error, transient: true);
+            }
+        }
+
+        public override Task<int> ReadAsync(byte[] buffer, int offset, int count, CancellationToken cancellationToken) =>
+            ReadAsync(buffer.AsMemory(offset, count), cancellationToken).AsTask();
         public override void Flush() { }
         public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
         public override void SetLength(long value) => throw new NotSupportedException();

@@ -59,7 +59,7 @@ public sealed class CheckpointAdmin(ExecutorConfig config, IObjectStoreOpener st
         stdout.WriteLine(Encoding.UTF8.GetString(manifest.ToJson()));
     }
 
-    /// <summary>Throws <see cref="SystemFailureException"/> when the generation has problems, after listing them.</summary>
+    /// <summary>Throws <see cref="FindingsException"/> when the generation has problems, after listing them.</summary>
     public async Task VerifyAsync(string run, long? pinned, bool deep)
     {
         var (store, repository) = Open(run);
@@ -72,7 +72,7 @@ public sealed class CheckpointAdmin(ExecutorConfig config, IObjectStoreOpener st
             stdout.WriteLine($"  {problem}");
         stdout.WriteLine(problems.Count == 0 ? $"generation {generation} of '{run}' is complete{(deep ? " and every blob hashes right" : "")}." : $"generation {generation} of '{run}' has {problems.Count} problems.");
         if (problems.Count > 0)
-            throw new SystemFailureException($"generation {generation} of run '{run}' failed verification.");
+            throw new FindingsException($"generation {generation} of run '{run}' failed verification.");
     }
 
     public async Task RetainAsync(string run, int? keep, bool orphans)
