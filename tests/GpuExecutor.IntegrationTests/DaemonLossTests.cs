@@ -106,7 +106,17 @@ public sealed partial class DaemonLossTests
         System.IO.Directory.GetDirectories(Path.Combine(workspace.Root, "state", "checkpoints")).Single();
 
     private static int AgentPid(string runDirectory, long jobId) =>
-        System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(runDirectory, $"agent-{jobId}.json"))).RootElement.GetProperty("pid").GetInt32();
+        GpuExecutor.Checkpoints.CheckpointAgent.ReadStatus(new GpuExecutor.Checkpoints.RunDirectories(runDirectory), jobId)?.Pid
+            ?? throw new Xunit.Sdk.XunitException($"job {jobId}'s agent wrote no status in {runDirectory}");
+
+    /// <summary>Waits, up to <paramref name="limit"/>, until the agent's log holds <paramref name="text"/>; returns the log.</summary>
+    private static async Task<string> WaitForAgentLogAsync(string agentLog, string text, TimeSpan limit)
+    {
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        while (!File.ReadAllText(agentLog).Contains(text, StringComparison.Ordinal) && waited.Elapsed < limit)
+            await Task.Delay(200, TestContext.Current.CancellationToken);
+        return File.ReadAllText(agentLog);
+    }
 
     private static (int Descriptors, long RssKiB) Sample(int pid)
     {
@@ -165,11 +175,8 @@ public sealed partial class DaemonLossTests
         Assert.Contains($"restored generation {committed} ", next.Log);
         Assert.DoesNotContain("still committing; waiting", next.Log);
         // That job's agent ends with its container, before this host's daemon goes away for good.
-        var nextAgentLog = Path.Combine(runDirectory, "agent-8802.log");
-        var ended = System.Diagnostics.Stopwatch.StartNew();
-        while (!File.ReadAllText(nextAgentLog).Contains("agent done", StringComparison.Ordinal) && ended.Elapsed < TimeSpan.FromSeconds(30))
-            await Task.Delay(200, TestContext.Current.CancellationToken);
-        Assert.Contains("agent done: the job's container gpu-executor-8802-job is gone", File.ReadAllText(nextAgentLog));
+        var nextAgentLog = await WaitForAgentLogAsync(Path.Combine(runDirectory, "agent-8802.log"), "agent done", TimeSpan.FromSeconds(30));
+        Assert.Contains("agent done: the job's container gpu-executor-8802-job is gone", nextAgentLog);
     }
 
     [Fact]
@@ -185,14 +192,11 @@ public sealed partial class DaemonLossTests
         // The job's run loses its attachment and the job fails; the training goes on in its
         // container (live-restore), and so does the agent, which cannot reach the daemon.
         await job;
-        var waited = System.Diagnostics.Stopwatch.StartNew();
-        while (!File.ReadAllText(agentLog).Contains("the Docker daemon does not answer", StringComparison.Ordinal) && waited.Elapsed < TimeSpan.FromSeconds(30))
-            await Task.Delay(200, TestContext.Current.CancellationToken);
-        Assert.Contains("the Docker daemon does not answer", File.ReadAllText(agentLog));
+        Assert.Contains("the Docker daemon does not answer", await WaitForAgentLogAsync(agentLog, "the Docker daemon does not answer", TimeSpan.FromSeconds(30)));
 
         await daemon.StartAgainAsync();
         var before = LastCommitted().Matches(File.ReadAllText(agentLog)).Count;
-        waited.Restart();
+        var waited = System.Diagnostics.Stopwatch.StartNew();
         while (!(File.ReadAllText(agentLog).Contains("the Docker daemon answers again", StringComparison.Ordinal)
                  && LastCommitted().Matches(File.ReadAllText(agentLog)).Count > before + 1) && waited.Elapsed < TimeSpan.FromSeconds(60))
             await Task.Delay(200, TestContext.Current.CancellationToken);
@@ -203,10 +207,7 @@ public sealed partial class DaemonLossTests
 
         // Its container removed at last (as cleanup or gc would), it ends.
         await daemon.DockerAsync("rm", "-f", "gpu-executor-8811-job", "gpu-executor-8811-helper");
-        waited.Restart();
-        while (!File.ReadAllText(agentLog).Contains("agent done", StringComparison.Ordinal) && waited.Elapsed < TimeSpan.FromSeconds(30))
-            await Task.Delay(200, TestContext.Current.CancellationToken);
-        Assert.Contains("agent done: the job's container gpu-executor-8811-job is gone", File.ReadAllText(agentLog));
+        Assert.Contains("agent done: the job's container gpu-executor-8811-job is gone", await WaitForAgentLogAsync(agentLog, "agent done", TimeSpan.FromSeconds(30)));
     }
 
     [GeneratedRegex(@"checkpoint at step (\d+)")]

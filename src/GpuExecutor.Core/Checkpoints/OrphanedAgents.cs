@@ -21,12 +21,9 @@ public static class OrphanedAgents
         foreach (var runDirectory in Directory.EnumerateDirectories(runs))
         {
             var directories = new RunDirectories(runDirectory);
-            foreach (var statusFile in Directory.EnumerateFiles(runDirectory, "agent-*.json"))
+            foreach (var jobId in directories.AgentJobIds())
             {
-                var name = Path.GetFileNameWithoutExtension(statusFile);
-                if (!long.TryParse(name.AsSpan("agent-".Length), NumberStyles.None, CultureInfo.InvariantCulture, out var jobId)
-                    || CheckpointAgent.ReadStatus(directories, jobId) is not { Pid: > 0 } status
-                    || !IsAgentOf(status.Pid, jobId))
+                if (CheckpointAgent.ReadStatus(directories, jobId) is not { Pid: > 0 } status || !IsAgentOf(status.Pid, jobId))
                     continue;
                 if (status.Exited)
                     orphans.Add(new Orphan(jobId, Path.GetFileName(runDirectory), status.Pid, "its status says it exited, yet it still runs"));

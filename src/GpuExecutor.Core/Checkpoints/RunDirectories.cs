@@ -29,6 +29,13 @@ public sealed record RunDirectories(string Root)
 
     public string AgentStatus(long jobId) => Path.Combine(Root, $"agent-{jobId.ToString(CultureInfo.InvariantCulture)}.json");
 
+    /// <summary>The jobs whose agents left a status here (<see cref="AgentStatus"/>).</summary>
+    public IEnumerable<long> AgentJobIds() =>
+        Directory.EnumerateFiles(Root, "agent-*.json")
+            .Select(path => Path.GetFileNameWithoutExtension(path)["agent-".Length..])
+            .Select(text => long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out var jobId) ? jobId : (long?)null)
+            .OfType<long>();
+
     /// <summary>Created by `run` when the main step has ended: the agent's cue for its final commit.</summary>
     public string FinalPassRequest(long jobId) => Path.Combine(Root, $"final-{jobId.ToString(CultureInfo.InvariantCulture)}.request");
 
