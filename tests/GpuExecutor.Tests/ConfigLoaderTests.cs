@@ -8,6 +8,7 @@ public sealed class ConfigLoaderTests
 {
     private const string FullConfig = """
         state_dir = "/srv/gpu-executor"
+        host_name = "gpu-host-3"
 
         [docker]
         endpoint = "unix:///run/docker.sock"
@@ -65,6 +66,7 @@ public sealed class ConfigLoaderTests
         var config = ConfigLoader.Parse(FullConfig, "test.toml");
 
         Assert.Equal("/srv/gpu-executor", config.StateDir);
+        Assert.Equal("gpu-host-3", config.HostName);
         Assert.Equal("unix:///run/docker.sock", config.Docker.Endpoint);
         Assert.Equal("nvcr.io/nvidia/pytorch:24.05-py3", config.Images.Default);
         Assert.Equal(["nvcr.io/nvidia/**", "pytorch/pytorch:*"], config.Images.Allowed);
@@ -100,6 +102,7 @@ public sealed class ConfigLoaderTests
         var config = ConfigLoader.Parse("", "empty.toml");
 
         Assert.Equal("/var/lib/gpu-executor", config.StateDir);
+        Assert.Equal(Environment.MachineName, config.HostName);
         Assert.Equal("unix:///var/run/docker.sock", config.Docker.Endpoint);
         Assert.Equal(PullPolicy.IfNotPresent, config.Images.PullPolicy);
         Assert.Empty(config.Images.Allowed);
@@ -128,6 +131,8 @@ public sealed class ConfigLoaderTests
     [InlineData("[run]\nstop_grace_seconds = -1", "run.stop_grace_seconds")]
     [InlineData("[cleanup]\nremove_builds_dir = \"yes\"", "cleanup.remove_builds_dir")]
     [InlineData("statedir = \"/x\"", "statedir")]
+    [InlineData("host_name = \"../other\"", "host_name")]
+    [InlineData("host_name = \"\"", "host_name")]
     [InlineData("[images]\npul_policy = \"never\"", "images.pul_policy")]
     [InlineData("docker = 3", "docker")]
     [InlineData("[gpus]\nmode = \"cuda\"", "gpus.mode")]

@@ -22,6 +22,7 @@ public sealed record CommitResult(long Generation, int UploadedFiles, long Uploa
 ///   PREFIX runs/RUN-KEY/blobs/SHA256            file contents, by hash
 ///   PREFIX runs/RUN-KEY/manifests/GENERATION.json  one per generation: path → sha256, size, mode
 ///   PREFIX runs/RUN-KEY/LATEST                   the newest committed generation's number
+///   PREFIX runs/RUN-KEY/bad-generations/GENERATION.json  a generation restore found corrupt
 /// A commit writes in that order, blobs first and LATEST last, so a crash anywhere leaves LATEST
 /// naming a generation whose manifest and blobs are all there. Nothing relies on server-side
 /// copy or conditional writes, which s3rver (and some S3 clones) get wrong.
@@ -38,6 +39,8 @@ public sealed class CheckpointRepository(IObjectStore store, string bucket, stri
     private string BlobsPrefix => RunPrefix + "blobs/";
     private string ManifestsPrefix => RunPrefix + "manifests/";
     private string LatestKey => RunPrefix + "LATEST";
+    private string BadGenerationsPrefix => RunPrefix + "bad-generations/";
+    private string BadGenerationKey(long generation) => BadGenerationsPrefix + generation.ToString("D12", CultureInfo.InvariantCulture) + ".json";
     private string BlobKey(string sha256) => BlobsPrefix + sha256;
     private string ManifestKey(long generation) => ManifestsPrefix + generation.ToString("D12", CultureInfo.InvariantCulture) + ".json";
 
@@ -112,11 +115,18 @@ public sealed class CheckpointRepository(IObjectStore store, string bucket, stri
         CancellationToken cancellationToken)
     {
         var stored = new HashSet<string>(StringComparer.Ordinal);
+        // A blob a restore found rotten is sent again whenever a snapshot has its content, which
+        // overwrites the bad bytes: the new generation must not lean on them.
+        var rotten = (await ReadBadGenerationsAsync(cancellationToken)).Values.SelectMany(bad => bad.BadBlobs).ToHashSet(StringComparer.Ordinal);
         var generations = await _retry.ExecuteAsync(async token =>
         {
             stored.Clear();
             await foreach (var item in store.ListAsync(bucket, BlobsPrefix, token))
-                stored.Add(item.Key[BlobsPrefix.Length..] + ":" + item.Size.ToString(CultureInfo.InvariantCulture));
+            {
+                var sha256 = item.Key[BlobsPrefix.Length..];
+                if (!rotten.Contains(sha256))
+                    stored.Add(sha256 + ":" + item.Size.ToString(CultureInfo.InvariantCulture));
+            }
             return await ListGenerationsAsync(token);
         }, cancellationToken);
         var latest = await _retry.ExecuteAsync(async token => await ReadLatestOrNullAsync(token), cancellationToken);
@@ -178,7 +188,8 @@ public sealed class CheckpointRepository(IObjectStore store, string bucket, stri
 
     /// <summary>
     /// Keeps the newest <paramref name="keep"/> committed generations (never the one LATEST names)
-    /// and deletes the blobs only deleted generations referenced. A blob no manifest ever referenced
+    /// and deletes the blobs only deleted generations referenced. Bad generations are neither
+    /// counted nor deleted: they stay, with their blobs, for an admin to inspect. A blob no manifest ever referenced
     /// may belong to a commit that is uploading right now, so only <paramref name="collectOrphans"/>
     /// (the admin's explicit choice, with no job of the run running) deletes those.
     /// </summary>
@@ -188,8 +199,9 @@ public sealed class CheckpointRepository(IObjectStore store, string bucket, stri
         if (latest is null)
             return new RetentionResult([], 0, 0);
         var generations = await ListGenerationsAsync(cancellationToken);
+        var bad = await ReadBadGenerationsAsync(cancellationToken);
         // Manifests past LATEST belong to a commit in flight (or a crashed one): not ours to judge.
-        var committed = generations.Where(generation => generation <= latest).ToList();
+        var committed = generations.Where(generation => generation <= latest && !bad.ContainsKey(generation)).ToList();
         var doomed = committed.Take(Math.Max(0, committed.Count - Math.Max(keep, 1))).Where(generation => generation != latest).ToList();
         if (doomed.Count == 0 && !collectOrphans)
             return new RetentionResult([], 0, 0);
@@ -197,6 +209,14 @@ public sealed class CheckpointRepository(IObjectStore store, string bucket, stri
         var kept = new HashSet<string>(StringComparer.Ordinal);
         foreach (var generation in generations.Except(doomed))
         {
+            if (bad.TryGetValue(generation, out var badGeneration))
+            {
+                kept.UnionWith(badGeneration.BadBlobs);
+                // Its manifest may be what is bad: then the record's blobs are all there is to keep.
+                if (await TryReadManifestAsync(generation, cancellationToken) is { } damaged)
+                    kept.UnionWith(damaged.Files.Select(file => file.Sha256));
+                continue;
+            }
             foreach (var file in (await ReadManifestAsync(generation, cancellationToken)).Files)
                 kept.Add(file.Sha256);
         }
@@ -251,6 +271,47 @@ public sealed class CheckpointRepository(IObjectStore store, string bucket, stri
                 problems.Add($"run {runKey} generation {generation}: {file.Path}: blob expected sha256 {file.Sha256}, actual sha256 {actual}");
         }
         return problems;
+    }
+
+    /// <summary>The run's bad generations by number, as restores recorded them.</summary>
+    public async Task<IReadOnlyDictionary<long, BadGeneration>> ReadBadGenerationsAsync(CancellationToken cancellationToken)
+    {
+        var keys = await _retry.ExecuteAsync(async token =>
+        {
+            var found = new List<(long Generation, string Key)>();
+            await foreach (var item in store.ListAsync(bucket, BadGenerationsPrefix, token))
+            {
+                var name = item.Key[BadGenerationsPrefix.Length..];
+                if (name.EndsWith(".json", StringComparison.Ordinal) && long.TryParse(name[..^5], NumberStyles.None, CultureInfo.InvariantCulture, out var generation))
+                    found.Add((generation, item.Key));
+            }
+            return found;
+        }, cancellationToken);
+        var bad = new SortedDictionary<long, BadGeneration>();
+        foreach (var (generation, key) in keys)
+        {
+            var bytes = await _retry.ExecuteAsync(async token => await ReadSmallAsync(key, BadGeneration.LargestRecord, token), cancellationToken);
+            // The key alone marks the generation bad; a damaged record only loses the story.
+            bad[generation] = (bytes is null ? null : BadGeneration.Parse(bytes)) is { Generation: var named } record && named == generation
+                ? record
+                : new BadGeneration(generation, "(its record is unreadable)", [], DateTimeOffset.MinValue, "?");
+        }
+        return bad;
+    }
+
+    public async Task RecordBadGenerationAsync(BadGeneration bad, CancellationToken cancellationToken) =>
+        await _retry.ExecuteAsync(async token => await store.PutBytesAsync(bucket, BadGenerationKey(bad.Generation), bad.ToJson(), token), cancellationToken);
+
+    private async Task<CheckpointManifest?> TryReadManifestAsync(long generation, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await ReadManifestAsync(generation, cancellationToken);
+        }
+        catch (BuildFailureException)
+        {
+            return null;
+        }
     }
 
     /// <summary>

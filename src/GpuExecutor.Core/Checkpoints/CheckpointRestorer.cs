@@ -6,8 +6,14 @@ using GpuExecutor.Storage;
 
 namespace GpuExecutor.Checkpoints;
 
-/// <summary>What a restore put in place.</summary>
-public sealed record RestoreResult(long Generation, long FromJobId, DateTimeOffset CommittedAt, int Files, long Bytes, long DownloadedBytes);
+/// <summary>What a restore put in place, and the newer generations it passed over as bad.</summary>
+public sealed record RestoreResult(long Generation, long FromJobId, DateTimeOffset CommittedAt, int Files, long Bytes, long DownloadedBytes)
+{
+    public IReadOnlyList<SkippedGeneration> Skipped { get; init; } = [];
+}
+
+/// <summary>A newer generation restore did not use: found bad now, or recorded bad before.</summary>
+public sealed record SkippedGeneration(long Generation, string Reason, bool FoundNow);
 
 /// <summary>
 /// Materialises one generation into the run's work directory. The generation is assembled in a
@@ -15,21 +21,76 @@ public sealed record RestoreResult(long Generation, long FromJobId, DateTimeOffs
 /// SHA-256, and only then swapped in for the old work directory: the job (which could have left
 /// symlinks in the old one) never gets a say in where restore writes, and a failed restore leaves
 /// the old directory as it was.
+///
+/// A generation that turns out corrupt (its manifest missing or refused, a blob missing, short or
+/// hashing wrong) is recorded as bad in the store, and restore falls back to the next older one:
+/// otherwise every retry of the run would fail the same way. <paramref name="foundBy"/> says who
+/// found it ("job 42 on gpu-host-3") in that record.
 /// </summary>
-public sealed class CheckpointRestorer(CheckpointRepository repository, RunDirectories directories, Action<string> log)
+public sealed class CheckpointRestorer(CheckpointRepository repository, RunDirectories directories, Action<string> log, string foundBy = "an admin's restore")
 {
     private const int ParallelFiles = 4;
+    private const int LargestBadBlobList = 500;
 
-    /// <summary>Restores <paramref name="pinned"/>, or LATEST when null. Null when the run has nothing committed (the work directory is then empty).</summary>
+    /// <summary>
+    /// Restores <paramref name="pinned"/> exactly (failing if it is bad), or else the newest
+    /// committed generation that is whole. Null when the run has nothing committed (the work
+    /// directory is then empty).
+    /// </summary>
     public async Task<RestoreResult?> RestoreAsync(long? pinned, CancellationToken cancellationToken)
     {
-        var generation = pinned ?? await repository.ReadLatestAsync(cancellationToken);
-        if (generation is not { } chosen)
+        if (pinned is { } exact)
+            return await RestoreGenerationAsync(exact, await repository.ReadManifestAsync(exact, cancellationToken), cancellationToken);
+        if (await repository.ReadLatestAsync(cancellationToken) is not { } latest)
         {
             ReplaceWork(null);
             return null;
         }
-        var manifest = await repository.ReadManifestAsync(chosen, cancellationToken);
+        var bad = await repository.ReadBadGenerationsAsync(cancellationToken);
+        // LATEST first, then older committed generations; manifests past LATEST were never committed.
+        var candidates = (await repository.ListGenerationsAsync(cancellationToken)).Where(generation => generation < latest).Reverse().Prepend(latest);
+        var skipped = new List<SkippedGeneration>();
+        foreach (var generation in candidates)
+        {
+            if (bad.TryGetValue(generation, out var known))
+            {
+                skipped.Add(new SkippedGeneration(generation, known.Reason, FoundNow: false));
+                continue;
+            }
+            try
+            {
+                var manifest = await ReadManifestOfCommittedAsync(generation, cancellationToken);
+                return await RestoreGenerationAsync(generation, manifest, cancellationToken) with { Skipped = skipped };
+            }
+            catch (CorruptGenerationException corrupt)
+            {
+                var badBlobs = corrupt.BadBlobs.Take(LargestBadBlobList).ToList();
+                await repository.RecordBadGenerationAsync(new BadGeneration(generation, corrupt.Reason, badBlobs, DateTimeOffset.UtcNow, foundBy), cancellationToken);
+                log($"checkpoint generation {generation} of run '{repository.RunKey}' is corrupt and is now recorded as bad: {corrupt.Reason}");
+                skipped.Add(new SkippedGeneration(generation, corrupt.Reason, FoundNow: true));
+            }
+        }
+        throw new BuildFailureException(
+            $"no committed generation of checkpoint run '{repository.RunKey}' can be restored: " +
+            string.Join("; ", skipped.Select(skip => $"generation {skip.Generation}: {skip.Reason}")) +
+            ". Set CHECKPOINT_RESTORE=off to start the run afresh, or repair the store (`gpu-executor checkpoints verify`).");
+    }
+
+    /// <summary>A committed generation's manifest; missing or refused, the generation is corrupt.</summary>
+    private async Task<CheckpointManifest> ReadManifestOfCommittedAsync(long generation, CancellationToken cancellationToken)
+    {
+        try
+        {
+            return await repository.ReadManifestAsync(generation, cancellationToken);
+        }
+        catch (BuildFailureException refused)
+        {
+            throw new CorruptGenerationException(generation, refused.Message, [], refused);
+        }
+    }
+
+    private async Task<RestoreResult> RestoreGenerationAsync(long chosen, CheckpointManifest manifest, CancellationToken cancellationToken)
+    {
 
         ResetDirectory(directories.RestoreStaging);
         long downloaded = 0;
@@ -42,7 +103,7 @@ public sealed class CheckpointRestorer(CheckpointRepository repository, RunDirec
             Directory.CreateDirectory(Path.GetDirectoryName(target)!);
             if (!CopyFromWork(file, target))
             {
-                await DownloadAsync(fetcher, file, target, token);
+                await DownloadAsync(fetcher, chosen, file, target, token);
                 Interlocked.Add(ref downloaded, file.Size);
             }
             File.SetUnixFileMode(target, (UnixFileMode)file.Mode | UnixFileMode.UserRead | UnixFileMode.UserWrite);
@@ -70,13 +131,13 @@ public sealed class CheckpointRestorer(CheckpointRepository repository, RunDirec
         return false;
     }
 
-    private async Task DownloadAsync(ObjectFetcher fetcher, CheckpointFile file, string target, CancellationToken cancellationToken)
+    private async Task DownloadAsync(ObjectFetcher fetcher, long generation, CheckpointFile file, string target, CancellationToken cancellationToken)
     {
         var (store, bucket, key) = repository.BlobLocation(file.Sha256);
         var blob = await store.HeadAsync(bucket, key, cancellationToken)
-            ?? throw new SystemFailureException($"checkpoint file '{file.Path}' cannot be restored: its blob {file.Sha256} is missing from the store.");
+            ?? throw new CorruptGenerationException(generation, $"file '{file.Path}': its blob {file.Sha256} is missing from the store", [file.Sha256]);
         if (blob.Size != file.Size)
-            throw new SystemFailureException($"checkpoint file '{file.Path}' cannot be restored: its blob {file.Sha256} has {blob.Size} bytes, the manifest says {file.Size}.");
+            throw new CorruptGenerationException(generation, $"file '{file.Path}': its blob {file.Sha256} has {blob.Size} bytes, the manifest says {file.Size}", [file.Sha256]);
         string actual;
         var local = store.OpenLocalFile(bucket, key);
         if (local is not null)
@@ -96,7 +157,7 @@ public sealed class CheckpointRestorer(CheckpointRepository repository, RunDirec
         if (actual != file.Sha256)
         {
             File.Delete(target);
-            throw new SystemFailureException($"checkpoint file '{file.Path}' arrived corrupt: it hashes to {actual}, the manifest says {file.Sha256}.");
+            throw new CorruptGenerationException(generation, $"file '{file.Path}': blob expected sha256 {file.Sha256}, actual sha256 {actual}", [file.Sha256]);
         }
     }
 

@@ -63,6 +63,7 @@ public static partial class ConfigLoader
         var config = new ExecutorConfig
         {
             StateDir = stateDir,
+            HostName = ReadHostName(top),
             Docker = ReadDocker(top.Table("docker")),
             Images = ReadImages(top.Table("images")),
             Builds = ReadMount(top.Table("builds"), defaults.Builds),
@@ -369,6 +370,21 @@ public static partial class ConfigLoader
         table.RejectUnknownKeys();
         return settings;
     }
+
+    /// <summary>
+    /// The name this host signs the shared store with. Hosts of one fleet must differ here, or a
+    /// run lease held by one looks like the other's own.
+    /// </summary>
+    private static string ReadHostName(TableReader top)
+    {
+        var name = top.String("host_name") ?? ExecutorConfig.DefaultHostName();
+        if (!HostName().IsMatch(name))
+            throw new ConfigurationException(top.KeyPath("host_name"), $"'{name}' is not a host name (letters, digits, '.', '_' and '-', at most 63 characters); set host_name to this host's name in the fleet.");
+        return name;
+    }
+
+    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
+    private static partial Regex HostName();
 
     [GeneratedRegex("^[a-z0-9][a-z0-9.-]{2,62}$")]
     private static partial Regex CheckpointBucket();

@@ -8,6 +8,14 @@ public sealed record ExecutorConfig
     /// <summary>Host directory for state that cannot live on container labels.</summary>
     public string StateDir { get; init; } = "/var/lib/gpu-executor";
 
+    /// <summary>
+    /// This host's name in what it writes to the shared store (run leases, bad-generation records,
+    /// the run's history), so that an admin reading the store knows which host did what.
+    /// </summary>
+    public string HostName { get; init; } = DefaultHostName();
+
+    public static string DefaultHostName() => Environment.MachineName;
+
     public DockerSettings Docker { get; init; } = new();
     public ImageSettings Images { get; init; } = new();
     public MountSettings Builds { get; init; } = new("/var/lib/gpu-executor/builds", "/builds");

@@ -34,11 +34,24 @@ public sealed class CheckpointAdmin(ExecutorConfig config, IObjectStoreOpener st
         using var _ = store;
         var latest = await repository.ReadLatestAsync(cancellationToken);
         stdout.WriteLine($"{"GENERATION",10} {"COMMITTED (UTC)",-20} {"JOB",10} {"FILES",6} {"SIZE (MiB)",12}");
-        foreach (var generation in await repository.ListGenerationsAsync(cancellationToken))
+        var bad = await repository.ReadBadGenerationsAsync(cancellationToken);
+        // A bad generation whose manifest is gone is still listed: its record is the story.
+        var generations = (await repository.ListGenerationsAsync(cancellationToken)).Union(bad.Keys).Order().ToList();
+        foreach (var generation in generations)
         {
-            var manifest = await repository.ReadManifestAsync(generation, cancellationToken);
             var note = generation == latest ? "  <- LATEST" : generation > latest ? "  (not committed: no LATEST names it)" : "";
-            stdout.WriteLine($"{generation,10} {manifest.CommittedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} {manifest.JobId,10} {manifest.Files.Count,6} {manifest.TotalBytes / 1048576.0,12:0.0}{note}");
+            if (bad.TryGetValue(generation, out var badGeneration))
+                note += $"  BAD (found by {badGeneration.FoundBy} at {badGeneration.FoundAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC): {badGeneration.Reason}";
+            CheckpointManifest? manifest = null;
+            try
+            {
+                manifest = await repository.ReadManifestAsync(generation, cancellationToken);
+            }
+            catch (BuildFailureException) when (badGeneration is not null)
+            {
+                // Its manifest is what is bad; the note says so.
+            }
+            stdout.WriteLine($"{generation,10} {manifest?.CommittedAt.UtcDateTime,-20:yyyy-MM-dd HH:mm:ss} {manifest?.JobId,10} {manifest?.Files.Count,6} {manifest?.TotalBytes / 1048576.0,12:0.0}{note}");
         }
         if (await repository.ReadContinuationAsync(cancellationToken) is { } chain)
         {

@@ -50,7 +50,7 @@ public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver 
             await WarnAboutAnotherLiveJobAsync(job, cancellationToken);
             await WaitForEarlierAgentAsync(directories, cancellationToken);
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            var restorer = new CheckpointRestorer(repository, directories, log.WriteLine);
+            var restorer = new CheckpointRestorer(repository, directories, log.WriteLine, $"job {job.JobId} on {config.HostName}");
             RestoreResult? restored = null;
             if (request.Restore)
                 restored = await restorer.RestoreAsync(request.PinnedGeneration, cancellationToken);
@@ -62,6 +62,14 @@ public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver 
                 log.WriteLine($"  run {request.RunKey} has no committed checkpoint yet: the job starts with an empty {containerDir}.");
             else
             {
+                foreach (var skipped in restored.Skipped)
+                {
+                    log.WriteLine(skipped.FoundNow
+                        ? $"  WARNING: GENERATION {skipped.Generation} OF RUN {request.RunKey} IS CORRUPT: {skipped.Reason}. It is now recorded as bad in the store: restores skip it, retention keeps it for inspection."
+                        : $"  WARNING: generation {skipped.Generation} of run {request.RunKey} is recorded as bad ({skipped.Reason}) and is skipped.");
+                }
+                if (restored.Skipped.Count > 0)
+                    log.WriteLine($"  WARNING: FELL BACK to generation {restored.Generation}, the newest that verifies; training resumes from there, not from generation {restored.Skipped[0].Generation}.");
                 log.WriteLine($"  restored generation {restored.Generation} (committed {restored.CommittedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC by job {restored.FromJobId}): " +
                               $"{Files(restored.Files)}, {Sizes.Describe(restored.Bytes)} ({Sizes.Describe(restored.DownloadedBytes)} downloaded, the rest already on this host) in {clock.Elapsed.TotalSeconds:0.0} s, every file checked against its SHA-256.");
                 environment["CHECKPOINT_RESTORED_GENERATION"] = restored.Generation.ToString(CultureInfo.InvariantCulture);
