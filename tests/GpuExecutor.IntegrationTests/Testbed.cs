@@ -116,13 +116,15 @@ public static class Testbed
 /// <summary>One test's private executor setup: a config, builds and cache dirs, all in a temp dir.</summary>
 public sealed class ExecutorWorkspace : IDisposable
 {
-    public ExecutorWorkspace(string? dockerEndpoint = null, bool removeBuildsDir = false, string allowed = "\"gpu-executor-test/*\"", int stopGraceSeconds = 3, string? gpus = null, string extraConfig = "")
+    /// <param name="hostName">The config's host_name, for tests that model several hosts sharing one store.</param>
+    public ExecutorWorkspace(string? dockerEndpoint = null, bool removeBuildsDir = false, string allowed = "\"gpu-executor-test/*\"", int stopGraceSeconds = 3, string? gpus = null, string extraConfig = "", string? hostName = null)
     {
         Testbed.Require();
         Root = Directory.CreateTempSubdirectory("gpu-executor-it").FullName;
         ConfigPath = Path.Combine(Root, "config.toml");
         File.WriteAllText(ConfigPath, $"""
             state_dir = "{Root}/state"
+            {(hostName is null ? "" : $"host_name = \"{hostName}\"")}
             [docker]
             endpoint = "{dockerEndpoint ?? Testbed.DockerHost}"
             [images]

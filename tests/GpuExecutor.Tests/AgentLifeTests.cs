@@ -48,7 +48,7 @@ public sealed class AgentLifeTests : IDisposable
         File.WriteAllText(Path.Combine(_directories.Work, CheckpointPaths.CompleteMarker), "");
     }
 
-    private Task RunAgentAsync(TimeSpan daemonLostAfter, CancellationToken cancellationToken)
+    private Task RunAgentAsync(TimeSpan daemonLostAfter, CancellationToken cancellationToken, TrainingLease? lease = null)
     {
         var timing = new AgentTiming(QuietPeriod: TimeSpan.Zero, PollInterval: TimeSpan.FromMilliseconds(50), KeepGenerations: 3)
         {
@@ -56,7 +56,7 @@ public sealed class AgentLifeTests : IDisposable
             EndAfterDeadline = TimeSpan.FromHours(1),
         };
         var repository = new CheckpointRepository(_store, "checkpoints", "", "run-agent", _ => { });
-        return new CheckpointAgent(JobId, Container, _driver, repository, _directories, timing, line => { lock (_log) _log.Add(line); })
+        return new CheckpointAgent(JobId, Container, _driver, repository, _directories, timing, line => { lock (_log) _log.Add(line); }, lease: lease)
             .RunAsync(cancellationToken);
     }
 
@@ -117,6 +117,53 @@ public sealed class AgentLifeTests : IDisposable
         await RunAgentAsync(TimeSpan.FromMinutes(10), limit.Token);
 
         Assert.Contains(_log, line => line.StartsWith("agent done: the job's deadline plus cleanup.gc_grace_seconds passed", StringComparison.Ordinal));
+    }
+
+    private TrainingLease Lease(string host) =>
+        new(new CheckpointRepository(_store, "checkpoints", "", "run-agent", _ => { }), host, TimeSpan.FromSeconds(8), TimeSpan.FromSeconds(30), _ => { });
+
+    [Fact]
+    public async Task An_agent_whose_lease_another_host_took_commits_nothing_more_stops_the_training_and_ends()
+    {
+        AddContainer(DateTimeOffset.UtcNow.AddHours(1));
+        using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var agent = RunAgentAsync(TimeSpan.FromMinutes(10), limit.Token, Lease("host-a"));
+        SaveCheckpoint("while holding the lease");
+        await WaitForAsync(() => CheckpointAgent.ReadStatus(_directories, JobId)?.CommittedGeneration == 1, "the first commit");
+        Assert.Equal(JobId, (await Lease("host-a").ReadAsync(TestContext.Current.CancellationToken))!.JobId);
+
+        // Host B's job found the lease expired (this host was cut off from the store) and took it.
+        var now = DateTimeOffset.UtcNow;
+        await new CheckpointRepository(_store, "checkpoints", "", "run-agent", _ => { }).WriteRunRecordAsync(
+            TrainingLease.RecordName,
+            System.Text.Json.JsonSerializer.SerializeToUtf8Bytes(new { host = "host-b", job_id = 99, container = "gpu-executor-99-job", acquired_at = now, renewed_at = now, expires_at = now.AddMinutes(2) }),
+            TestContext.Current.CancellationToken);
+        await agent;
+
+        Assert.Contains(_log, line => line.StartsWith("LEASE LOST: the run's lease was taken by job 99 on host host-b", StringComparison.Ordinal));
+        Assert.Contains(Container, _driver.Removed);
+        var status = CheckpointAgent.ReadStatus(_directories, JobId)!;
+        Assert.Equal("job 99 on host host-b", status.LeaseLostTo);
+        Assert.True(status.Exited);
+        Assert.Equal(1, await LatestAsync());
+        Assert.Equal(99, (await Lease("host-b").ReadAsync(TestContext.Current.CancellationToken))!.JobId);
+    }
+
+    [Fact]
+    public async Task An_agent_releases_its_lease_when_it_ends_with_its_container()
+    {
+        AddContainer(DateTimeOffset.UtcNow.AddHours(1));
+        using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var agent = RunAgentAsync(TimeSpan.FromMinutes(10), limit.Token, Lease("host-a"));
+        await WaitForAsync(() => File.Exists(_directories.AgentStatus(JobId)), "the agent to start");
+        await Task.Delay(300, TestContext.Current.CancellationToken);
+
+        await _driver.RemoveAsync(Container, TestContext.Current.CancellationToken);
+        await agent;
+
+        var lease = await Lease("host-a").ReadAsync(TestContext.Current.CancellationToken);
+        Assert.Equal(JobId, lease!.JobId);
+        Assert.NotNull(lease.ReleasedAt);
     }
 }
 

@@ -99,6 +99,45 @@ public sealed class WorkflowTests : IDisposable
     }
 
     [Fact]
+    public async Task Prepare_does_not_adopt_a_training_of_another_image_says_why_and_waits_for_its_lease()
+    {
+        LeaveTrainingOf(500, "p7-llm");
+        var definition = JobDefinition.Of("registry.example/train:0", new Gpus.GpuRequest(0, null, null), null, new CheckpointRequest("p7-llm", Restore: true, PinnedGeneration: null));
+        _driver.Add("gpu-executor-500-job", new Dictionary<string, string>(Labels(500, "p7-llm")).Concat(definition.ToLabels()).ToDictionary());
+        var config = Config with { Checkpoints = new CheckpointSettings { LeaseWait = TimeSpan.Zero } };
+        var (store, repository) = CheckpointStores.Open(new LocalStores(), config, "p7-llm", _ => { });
+        using (store)
+            await new TrainingLease(repository, config.HostName, config.Checkpoints.LeaseTimeToLive, config.Checkpoints.LeaseClockSkew, _ => { })
+                .AcquireAsync(500, "gpu-executor-500-job", _ => Task.FromResult(false), TimeSpan.Zero, TestContext.Current.CancellationToken);
+
+        var prepare = new PrepareJob(config, _driver, new FakeGpuInventory("a100-2.query.txt"), new LocalStores(), _agents, TextWriter.Synchronized(_log));
+        var waited = await Assert.ThrowsAsync<SystemFailureException>(() => prepare.RunAsync(Job(501, NamedRun), TestContext.Current.CancellationToken));
+
+        Assert.Contains("Re-attach refused", _log.ToString());
+        Assert.Contains("image: the training has registry.example/train:0, this job asks for registry.example/train:1", _log.ToString());
+        Assert.DoesNotContain("GPU request:", _log.ToString());
+        Assert.Contains($"is being trained by job 500 on host {config.HostName}", waited.Message);
+        Assert.Null(Reattach.ReadAdoption(Config.StateDir, 501));
+        Assert.Empty(_driver.Created);
+    }
+
+    [Fact]
+    public async Task Prepare_labels_the_job_container_with_its_definition_and_a_same_definition_retry_adopts()
+    {
+        await Prepare().RunAsync(Job(500, NamedRun), TestContext.Current.CancellationToken);
+        var labels = _driver.Created.Single().Labels;
+        Assert.Equal(Image, labels["io.gpu-executor.definition.image"]);
+        Assert.Equal("restore latest, continue on", labels["io.gpu-executor.definition.checkpoints"]);
+
+        var directories = RunDirectories.For(Config.StateDir, "p7-llm");
+        File.WriteAllText(directories.MainStageLock, "");
+        Reattach.WriteMainStage(directories, new MainStageRecord(500, "gpu-executor-500-job", "build_script", "00aa", DateTimeOffset.UtcNow));
+        _log.GetStringBuilder().Clear();
+        await Prepare().RunAsync(Job(501, NamedRun), TestContext.Current.CancellationToken);
+        Assert.Contains("This job adopts it", _log.ToString());
+    }
+
+    [Fact]
     public async Task Prepare_refuses_to_adopt_a_training_whose_container_is_gone()
     {
         LeaveTrainingOf(500, "p7-llm");

@@ -11,9 +11,10 @@ public static class Adoption
     /// The run's training, still running with no `run` following it: its job's runner died
     /// (`run` holds the main-stage lock while it follows, and the kernel frees the lock with the
     /// process). Null unless the record, the free lock, the running container and its run-key
-    /// label all agree.
+    /// label all agree. The verdict says whether this job may adopt it: only when it asks for the
+    /// same image, GPUs, datasets and checkpoint settings as the job that started it.
     /// </summary>
-    public static async Task<MainStageRecord?> FindTrainingToAdoptAsync(IContainerDriver driver, RunDirectories directories, JobIdentity job, CancellationToken cancellationToken)
+    public static async Task<AdoptionCandidate?> FindTrainingToAdoptAsync(IContainerDriver driver, RunDirectories directories, JobIdentity job, JobDefinition wanted, CancellationToken cancellationToken)
     {
         if (Reattach.ReadMainStage(directories) is not { } record || record.JobId == job.JobId)
             return null;
@@ -25,7 +26,9 @@ public static class Adoption
         if (!await IsRunningAsync(driver, record.Container, cancellationToken))
             return null;
         var owners = await driver.FindAsync(JobLabels.SelectJob(record.JobId), cancellationToken);
-        return owners.Any(found => found.Name == record.Container && found.Labels.GetValueOrDefault(JobLabels.RunKey) == job.RunKey) ? record : null;
+        return owners.FirstOrDefault(found => found.Name == record.Container && found.Labels.GetValueOrDefault(JobLabels.RunKey) == job.RunKey) is { } container
+            ? new AdoptionCandidate(record, wanted.DifferencesFrom(container.Labels))
+            : null;
     }
 
     /// <summary>Whether the container runs now; one removed since it was found runs nothing.</summary>
@@ -40,4 +43,10 @@ public static class Adoption
             return false;
         }
     }
+}
+
+/// <summary>Training no runner follows, and how this job's definition differs from it (empty: it may be adopted).</summary>
+public sealed record AdoptionCandidate(MainStageRecord Training, IReadOnlyList<string> Differences)
+{
+    public bool Adoptable => Differences.Count == 0;
 }

@@ -19,14 +19,14 @@ public sealed record BadGeneration(
 {
     public const int LargestRecord = 64 << 10;
 
-    public byte[] ToJson() => JsonSerializer.SerializeToUtf8Bytes(this, BadGenerationJsonContext.Default.BadGeneration);
+    public byte[] ToJson() => JsonSerializer.SerializeToUtf8Bytes(this, RunRecordJsonContext.Default.BadGeneration);
 
     /// <summary>The record, or null when it is damaged (the generation still counts as bad: its key says so).</summary>
     public static BadGeneration? Parse(byte[] json)
     {
         try
         {
-            return JsonSerializer.Deserialize(json, BadGenerationJsonContext.Default.BadGeneration);
+            return JsonSerializer.Deserialize(json, RunRecordJsonContext.Default.BadGeneration);
         }
         catch (JsonException)
         {
@@ -48,6 +48,8 @@ public sealed class CorruptGenerationException(long generation, string reason, I
     public IReadOnlyList<string> BadBlobs { get; } = badBlobs;
 }
 
-[JsonSourceGenerationOptions(WriteIndented = true)]
+/// <summary>The records kept beside a run in the store, for every host to read.</summary>
+[JsonSourceGenerationOptions(WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 [JsonSerializable(typeof(BadGeneration))]
-internal sealed partial class BadGenerationJsonContext : JsonSerializerContext;
+[JsonSerializable(typeof(TrainingLeaseRecord))]
+internal sealed partial class RunRecordJsonContext : JsonSerializerContext;

@@ -2,6 +2,7 @@ using GpuExecutor.Containers;
 using GpuExecutor.HostFiles;
 using GpuExecutor.Jobs;
 using GpuExecutor.Outcomes;
+using GpuExecutor.Storage;
 
 namespace GpuExecutor.Checkpoints;
 
@@ -46,7 +47,8 @@ public sealed class CheckpointAgent(
     AgentTiming timing,
     Action<string> log,
     Func<CommitStep, Task>? afterStep = null,
-    Func<DateTimeOffset?>? adoptedUntil = null)
+    Func<DateTimeOffset?>? adoptedUntil = null,
+    TrainingLease? lease = null)
 {
     private CheckpointAgentStatus _status = new(jobId, null, null, 0, 0, null, null, 0, false) { Pid = Environment.ProcessId };
 
@@ -73,10 +75,21 @@ public sealed class CheckpointAgent(
         string endReason = "";
         var hardEnd = false;
         var polls = 0L;
+        var renewLeaseAt = DateTime.MinValue;
         WriteStatus();
 
         while (true)
         {
+            if (lease is not null && DateTime.UtcNow >= renewLeaseAt)
+            {
+                renewLeaseAt = DateTime.UtcNow + lease.RenewEvery;
+                if (await LeaseLostAsync(lease, sameHostTakerWaits: goneAt is not null, cancellationToken) is { } taker)
+                {
+                    await StopTrainingForAsync(taker, pending, cancellationToken);
+                    return;
+                }
+            }
+
             if (goneAt is null)
             {
                 switch (await ContainerPresenceAsync(cancellationToken))
@@ -184,6 +197,7 @@ public sealed class CheckpointAgent(
             if (goneAt is not null && (pending is null || DateTime.UtcNow - goneAt > timing.GiveUpAfterJob || hardEnd))
             {
                 log($"agent done: {endReason}" + (pending is null ? "" : $"; the last complete checkpoint was NOT committed ({_status.LastError})"));
+                await ReleaseLeaseAsync(cancellationToken);
                 _status = _status with { Exited = true };
                 WriteStatus();
                 return;
@@ -191,6 +205,60 @@ public sealed class CheckpointAgent(
             if (++polls % CollectEveryPolls == 0)
                 CollectGarbage();
             await Task.Delay(timing.PollInterval, cancellationToken);
+        }
+    }
+
+    /// <summary>
+    /// Renews the run's lease; returns who holds it when this job no longer does. A taker on this
+    /// host once the container is gone waits for this agent's lock before it restores, so the
+    /// final commit may still go ahead: it is not a loss then.
+    /// </summary>
+    private async Task<TrainingLeaseRecord?> LeaseLostAsync(TrainingLease held, bool sameHostTakerWaits, CancellationToken cancellationToken)
+    {
+        var (outcome, holder) = await held.RenewAsync(jobId, container, cancellationToken);
+        if (outcome != LeaseRenewal.Lost)
+            return null;
+        if (sameHostTakerWaits && holder!.Host == held.Host)
+            return null;
+        return holder;
+    }
+
+    /// <summary>
+    /// Another job took the run (this host was cut off from the store past the lease's expiry, or
+    /// an admin moved it): committing on would let two trainers write one run. The pending
+    /// checkpoint is dropped and the job's container removed, training and all.
+    /// </summary>
+    private async Task StopTrainingForAsync(TrainingLeaseRecord taker, CheckpointSnapshot? pending, CancellationToken cancellationToken)
+    {
+        var reason = $"the run's lease was taken by {taker.Holder} at {taker.AcquiredAt.UtcDateTime:HH:mm:ss} UTC (this job's lease had expired unrenewed)";
+        log($"LEASE LOST: {reason}. This agent commits nothing more and stops the training in {container}, so that two trainers never write one run.");
+        _status = _status with { LeaseLostTo = taker.Holder, LastError = null, Exited = true };
+        if (pending is not null && Directory.Exists(pending.Directory))
+            Directory.Delete(pending.Directory, recursive: true);
+        try
+        {
+            await driver.RemoveAsync(container, cancellationToken);
+        }
+        catch (ContainerEngineException error)
+        {
+            log($"the training's container could not be removed ({error.Message}); gc removes it after its deadline");
+        }
+        log($"agent done: {reason}");
+        WriteStatus();
+    }
+
+    private async Task ReleaseLeaseAsync(CancellationToken cancellationToken)
+    {
+        if (lease is null)
+            return;
+        try
+        {
+            await lease.ReleaseAsync(jobId, cancellationToken);
+        }
+        catch (ObjectStoreException error)
+        {
+            // It expires by itself; the run's next job on another host waits for that.
+            log($"the run's lease could not be released: {error.Message}");
         }
     }
 

@@ -26,6 +26,10 @@ public sealed record CheckpointAgentStatus(
     [JsonPropertyName("deadline")]
     public DateTimeOffset? Deadline { get; init; }
 
+    /// <summary>Who took the run's lease from this job, once another job did; the agent then stopped the training.</summary>
+    [JsonPropertyName("lease_lost_to")]
+    public string? LeaseLostTo { get; init; }
+
     /// <summary>Why the final pass left changes uncommitted; null when it committed them or there were none.</summary>
     [JsonPropertyName("final_pass_note")]
     public string? FinalPassNote { get; init; }

@@ -26,6 +26,10 @@ public sealed record CheckpointManifest(
 {
     public const int CurrentFormat = 1;
 
+    /// <summary>The host whose agent committed it (config host_name); absent in manifests written before hosts were named.</summary>
+    [JsonPropertyName("host")]
+    public string? Host { get; init; }
+
     public long TotalBytes => Files.Sum(file => file.Size);
 
     public byte[] ToJson() => JsonSerializer.SerializeToUtf8Bytes(this, CheckpointJsonContext.Default.CheckpointManifest);

@@ -25,9 +25,10 @@ public sealed record CommitResult(long Generation, int UploadedFiles, long Uploa
 ///   PREFIX runs/RUN-KEY/bad-generations/GENERATION.json  a generation restore found corrupt
 /// A commit writes in that order, blobs first and LATEST last, so a crash anywhere leaves LATEST
 /// naming a generation whose manifest and blobs are all there. Nothing relies on server-side
-/// copy or conditional writes, which s3rver (and some S3 clones) get wrong.
+/// copy or conditional writes, which s3rver (and some S3 clones) get wrong. Manifests name the
+/// <paramref name="host"/> that committed them, for runs that move between hosts.
 /// </summary>
-public sealed class CheckpointRepository(IObjectStore store, string bucket, string prefix, string runKey, Action<string> log)
+public sealed class CheckpointRepository(IObjectStore store, string bucket, string prefix, string runKey, Action<string> log, string? host = null)
 {
     private const int ParallelUploads = 4;
     private const long LargestManifest = 64L << 20;
@@ -162,7 +163,10 @@ public sealed class CheckpointRepository(IObjectStore store, string bucket, stri
             generation,
             jobId,
             DateTimeOffset.UtcNow,
-            snapshot.Files.Select(file => new CheckpointFile(file.Path, file.Sha256, file.Size, file.Mode)).ToList());
+            snapshot.Files.Select(file => new CheckpointFile(file.Path, file.Sha256, file.Size, file.Mode)).ToList())
+        {
+            Host = host,
+        };
         await _retry.ExecuteAsync(async token => await store.PutBytesAsync(bucket, ManifestKey(generation), manifest.ToJson(), token), cancellationToken);
         await Step(afterStep, CommitStep.ManifestWritten);
 

@@ -9,6 +9,9 @@ namespace GpuExecutor.Checkpoints;
 /// <summary>What a restore put in place, and the newer generations it passed over as bad.</summary>
 public sealed record RestoreResult(long Generation, long FromJobId, DateTimeOffset CommittedAt, int Files, long Bytes, long DownloadedBytes)
 {
+    /// <summary>The host that committed the generation, where its manifest says.</summary>
+    public string? FromHost { get; init; }
+
     public IReadOnlyList<SkippedGeneration> Skipped { get; init; } = [];
 }
 
@@ -109,7 +112,7 @@ public sealed class CheckpointRestorer(CheckpointRepository repository, RunDirec
             File.SetUnixFileMode(target, (UnixFileMode)file.Mode | UnixFileMode.UserRead | UnixFileMode.UserWrite);
         });
         ReplaceWork(directories.RestoreStaging);
-        return new RestoreResult(chosen, manifest.JobId, manifest.CommittedAt, manifest.Files.Count, manifest.TotalBytes, downloaded);
+        return new RestoreResult(chosen, manifest.JobId, manifest.CommittedAt, manifest.Files.Count, manifest.TotalBytes, downloaded) { FromHost = manifest.Host };
     }
 
     /// <summary>

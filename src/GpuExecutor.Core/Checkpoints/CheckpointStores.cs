@@ -9,6 +9,6 @@ public static class CheckpointStores
     {
         var settings = config.Checkpoints;
         var store = stores.Open(settings.StoreOrLocal(config.StateDir));
-        return (store, new CheckpointRepository(store, settings.Bucket, settings.Prefix, runKey, log));
+        return (store, new CheckpointRepository(store, settings.Bucket, settings.Prefix, runKey, log, config.HostName));
     }
 }

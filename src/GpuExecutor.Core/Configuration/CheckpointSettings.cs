@@ -41,5 +41,21 @@ public sealed record CheckpointSettings
     /// </summary>
     public TimeSpan AgentDaemonLost { get; init; } = TimeSpan.FromMinutes(10);
 
+    /// <summary>
+    /// How long the run's lease lasts without a renewal: how long another host waits for a lost
+    /// host's run (plus the clock-skew tolerance). The agent renews it four times as often.
+    /// </summary>
+    public TimeSpan LeaseTimeToLive { get; init; } = TimeSpan.FromSeconds(120);
+
+    /// <summary>
+    /// How far apart two hosts' clocks may be: a lease counts as expired only this long after the
+    /// expiry its holder wrote. NTP keeps hosts within milliseconds; the default allows for a host
+    /// whose time sync has lapsed for days.
+    /// </summary>
+    public TimeSpan LeaseClockSkew { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long a job waits for another job's live lease on its run before it fails.</summary>
+    public TimeSpan LeaseWait { get; init; } = TimeSpan.FromSeconds(600);
+
     public StoreSettings StoreOrLocal(string stateDir) => Store ?? new StoreSettings { Name = LocalStoreName, Kind = StoreKind.File, Root = Path.Combine(stateDir, "checkpoint-store") };
 }

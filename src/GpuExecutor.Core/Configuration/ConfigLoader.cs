@@ -339,7 +339,13 @@ public static partial class ConfigLoader
             FinalCommitWait = table.Seconds("final_commit_wait_seconds", defaults.FinalCommitWait, maximum: 3600),
             AgentGiveUp = table.Seconds("agent_give_up_seconds", defaults.AgentGiveUp, maximum: 7 * 24 * 3600),
             AgentDaemonLost = table.Seconds("agent_daemon_lost_seconds", defaults.AgentDaemonLost, maximum: 7 * 24 * 3600),
+            LeaseTimeToLive = table.Seconds("lease_ttl_seconds", defaults.LeaseTimeToLive, maximum: 24 * 3600),
+            LeaseWait = table.Seconds("lease_wait_seconds", defaults.LeaseWait, maximum: 7 * 24 * 3600),
+            LeaseClockSkew = table.Seconds("lease_clock_skew_seconds", defaults.LeaseClockSkew, maximum: 3600),
         };
+        // The agent renews four times per lifetime, and must get a chance to between its polls.
+        if (settings.LeaseTimeToLive < TimeSpan.FromSeconds(8) || settings.LeaseTimeToLive < 4 * settings.PollInterval)
+            throw new ConfigurationException(table.KeyPath("lease_ttl_seconds"), $"{settings.LeaseTimeToLive.TotalSeconds:0} is too short: at least 8 s, and four agent polls.");
         table.RejectUnknownKeys();
         return settings;
     }

@@ -17,9 +17,12 @@ public static class JobContainerSpec
         string image,
         DateTimeOffset startedAt,
         IReadOnlyList<string> gpuUuids,
-        IReadOnlyDictionary<string, string> extraEnvironment)
+        IReadOnlyDictionary<string, string> extraEnvironment,
+        IReadOnlyDictionary<string, string>? extraLabels = null)
     {
         var labels = new Dictionary<string, string>(JobLabels.For(job, role, startedAt));
+        foreach (var (key, value) in extraLabels ?? new Dictionary<string, string>())
+            labels[key] = value;
         if (gpuUuids.Count > 0)
             labels[JobLabels.Gpus] = string.Join(',', gpuUuids);
         var environment = new Dictionary<string, string>

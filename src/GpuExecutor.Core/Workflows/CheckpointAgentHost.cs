@@ -41,7 +41,8 @@ public sealed class CheckpointAgentHost(
         using (await HostLock.AcquireAsync(directories.AgentLock, cancellationToken))
         {
             log($"agent started for container {container}, run {run}");
-            await new CheckpointAgent(jobId, container, driver, repository, directories, timing, log, afterStep, AdoptedUntil).RunAsync(cancellationToken);
+            var lease = new TrainingLease(repository, config.HostName, config.Checkpoints.LeaseTimeToLive, config.Checkpoints.LeaseClockSkew, log);
+            await new CheckpointAgent(jobId, container, driver, repository, directories, timing, log, afterStep, AdoptedUntil, lease).RunAsync(cancellationToken);
         }
         // Outside the lock: the retry it makes is the run's next job, whose prepare takes the lock.
         await ContinueIfAskedAsync(jobId, repository, directories, cancellationToken);

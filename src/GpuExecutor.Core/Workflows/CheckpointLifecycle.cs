@@ -47,6 +47,7 @@ public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver 
         {
             var (store, repository) = CheckpointStores.Open(stores, config, request.RunKey, log.WriteLine);
             using var _ = store;
+            await TakeLeaseAsync(job, repository, cancellationToken);
             await WarnAboutAnotherLiveJobAsync(job, cancellationToken);
             await WaitForEarlierAgentAsync(directories, cancellationToken);
             var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -70,7 +71,7 @@ public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver 
                 }
                 if (restored.Skipped.Count > 0)
                     log.WriteLine($"  WARNING: FELL BACK to generation {restored.Generation}, the newest that verifies; training resumes from there, not from generation {restored.Skipped[0].Generation}.");
-                log.WriteLine($"  restored generation {restored.Generation} (committed {restored.CommittedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC by job {restored.FromJobId}): " +
+                log.WriteLine($"  restored generation {restored.Generation} (committed {restored.CommittedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC by job {restored.FromJobId}{(restored.FromHost is { } host ? " on host " + host : "")}): " +
                               $"{Files(restored.Files)}, {Sizes.Describe(restored.Bytes)} ({Sizes.Describe(restored.DownloadedBytes)} downloaded, the rest already on this host) in {clock.Elapsed.TotalSeconds:0.0} s, every file checked against its SHA-256.");
                 environment["CHECKPOINT_RESTORED_GENERATION"] = restored.Generation.ToString(CultureInfo.InvariantCulture);
                 environment["CHECKPOINT_RESTORED_FROM_JOB"] = restored.FromJobId.ToString(CultureInfo.InvariantCulture);
@@ -82,6 +83,36 @@ public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver 
                 await PlaceInChainAsync(job, repository, directories, environment, cancellationToken);
         }
         return environment;
+    }
+
+    /// <summary>
+    /// One trainer per run, across hosts: takes the run's lease in the store for this job, waiting
+    /// while another job (here or on another host) holds it live, and says whose it was.
+    /// </summary>
+    private async Task TakeLeaseAsync(JobIdentity job, CheckpointRepository repository, CancellationToken cancellationToken)
+    {
+        var lease = new TrainingLease(repository, config.HostName, config.Checkpoints.LeaseTimeToLive, config.Checkpoints.LeaseClockSkew, line => log.WriteLine("  " + line));
+        var container = JobContainerNames.For(job.JobId, JobContainerNames.JobRole);
+        LeaseAcquisition taken;
+        try
+        {
+            taken = await lease.AcquireAsync(job.JobId, container, async holder => !await Adoption.IsRunningAsync(driver, holder.Container, cancellationToken), config.Checkpoints.LeaseWait, cancellationToken);
+        }
+        catch (ObjectStoreException error)
+        {
+            // Training does not wait for the store (commits are retried); the agent takes the
+            // lease once the store answers, unless another job took it meanwhile.
+            log.WriteLine($"  WARNING: the run's lease could not be taken: {error.Message}. The job goes on; its agent takes the lease once the store answers.");
+            return;
+        }
+        var previous = taken.Previous;
+        log.WriteLine(taken.How switch
+        {
+            LeaseTaken.Released => $"  run lease: taken for this job on {config.HostName}; {previous!.Holder} released it at {previous.ReleasedAt:HH:mm:ss} UTC.",
+            LeaseTaken.Expired => $"  WARNING: run lease taken over from {previous!.Holder}, whose lease expired at {previous.ExpiresAt.UtcDateTime:HH:mm:ss} UTC without being renewed (its host or agent is gone). Should that training come back, its agent stops it.",
+            LeaseTaken.HolderGoneHere => $"  run lease: taken for this job; {previous!.Holder}'s container {previous.Container} is gone from this host.",
+            _ => $"  run lease: taken for this job on {config.HostName}; the agent renews it every {lease.RenewEvery.TotalSeconds:0} s.",
+        });
     }
 
     /// <summary>Starts the run's agent for this job's container, detached, and says where its log is.</summary>
@@ -179,6 +210,11 @@ public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver 
                     shownGeneration = generation;
                     log.WriteLine($"Checkpoint generation {generation} committed: {Sizes.Describe(status.UploadedBytes)} of {Sizes.Describe(status.TotalBytes)} uploaded (the rest was unchanged).");
                 }
+                if (status.LeaseLostTo is { } taker)
+                {
+                    log.WriteLine($"WARNING: THIS JOB LOST THE RUN'S LEASE to {taker}: its lease expired while this host could not renew it, and that job now trains the run. The agent commits nothing more from this job and stops its training, so that two trainers never write one run.");
+                    return;
+                }
                 if (status.LastError is { } error && error != shownError)
                     log.WriteLine($"WARNING: checkpoint commit failing since {status.FailingSince:HH:mm:ss} UTC, training goes on and the agent retries: {error}");
                 shownError = status.LastError;
@@ -242,6 +278,8 @@ public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver 
     private static string FinalCommitLine(CheckpointAgentStatus? status, bool agentGone, long request, TimeSpan wait, RunDirectories directories)
     {
         var newest = status?.CommittedGeneration?.ToString(CultureInfo.InvariantCulture) ?? "(none)";
+        if (status?.LeaseLostTo is { } taker)
+            return $"Checkpoint: nothing more was committed from this job: {taker} holds the run's lease. Generation {newest} is the newest this job committed.";
         if (agentGone && status?.Exited != true)
             return $"WARNING: THE NEWEST CHECKPOINT MAY NOT BE SAFE: the checkpoint agent of this job is not running (see its log in {directories.Root}); generation {newest} is the newest it committed.";
         if (status is null || (status.FinalPassDone < request && !status.Exited))

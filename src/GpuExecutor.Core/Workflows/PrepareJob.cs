@@ -58,10 +58,21 @@ public sealed class PrepareJob(
             if (hasHelper)
                 await ImageAdmission.EnsureAsync(driver, config.Images.Helper, config.Images.PullPolicy, jobChoseIt: false, log, cancellationToken);
 
-            if (checkpoints is not null && await Adoption.FindTrainingToAdoptAsync(driver, lifecycle.DirectoriesOf(job.RunKey), job, cancellationToken) is { } orphan)
+            var definition = checkpoints is null ? null : JobDefinition.Of(image, gpuRequest, declared, checkpoints);
+            if (definition is not null && await Adoption.FindTrainingToAdoptAsync(driver, lifecycle.DirectoriesOf(job.RunKey), job, definition, cancellationToken) is { } orphan)
             {
-                await AdoptAsync(job, orphan, startedAt, hasHelper, cancellationToken);
-                return;
+                if (orphan.Adoptable)
+                {
+                    await AdoptAsync(job, orphan.Training, startedAt, hasHelper, cancellationToken);
+                    return;
+                }
+                using (JobLogSection.Start(log, "gpu_executor_reattach", "Re-attach refused", collapsed: false))
+                {
+                    log.WriteLine($"  job {orphan.Training.JobId}'s training is still running in {orphan.Training.Container}, and no runner follows it; but this job is not the same training, so it does not adopt it:");
+                    foreach (var difference in orphan.Differences)
+                        log.WriteLine($"    {difference}");
+                    log.WriteLine("  This job starts fresh under the run's lease: it waits for that training to end (checkpoints.lease_wait_seconds). Cancel the old job's container (`docker rm -f " + orphan.Training.Container + "`) to start at once.");
+                }
             }
 
             var workspace = JobWorkspace.For(config, job);
@@ -89,7 +100,7 @@ public sealed class PrepareJob(
             {
                 topology = links;
                 workspace = workspace with { DatasetMounts = await fetching };
-                jobContainer = await StartAsync(job, workspace, JobContainerNames.JobRole, image, startedAt, chosen.Select(gpu => gpu.Uuid).ToList(), environment, cancellationToken);
+                jobContainer = await StartAsync(job, workspace, JobContainerNames.JobRole, image, startedAt, chosen.Select(gpu => gpu.Uuid).ToList(), environment, cancellationToken, definition?.ToLabels());
             }, cancellationToken, fetching, earlyInventory);
             // Outside the GPU lock: the next job's choice need not wait for this handshake.
             await StageServerHandshake.CheckAsync(driver, JobContainerNames.For(job.JobId, JobContainerNames.JobRole), image, jobChoseImage: true, cancellationToken);
@@ -135,9 +146,9 @@ public sealed class PrepareJob(
     }
 
     /// <summary>Creates and starts one of the job's containers; returns "NAME (SHORT ID)" for the log.</summary>
-    private async Task<string> StartAsync(JobIdentity job, JobWorkspace workspace, string role, string image, DateTimeOffset startedAt, IReadOnlyList<string> gpuUuids, IReadOnlyDictionary<string, string> environment, CancellationToken cancellationToken)
+    private async Task<string> StartAsync(JobIdentity job, JobWorkspace workspace, string role, string image, DateTimeOffset startedAt, IReadOnlyList<string> gpuUuids, IReadOnlyDictionary<string, string> environment, CancellationToken cancellationToken, IReadOnlyDictionary<string, string>? definitionLabels = null)
     {
-        var spec = JobContainerSpec.Build(config, job, workspace.Mounts(config), role, image, startedAt, gpuUuids, environment);
+        var spec = JobContainerSpec.Build(config, job, workspace.Mounts(config), role, image, startedAt, gpuUuids, environment, definitionLabels);
         var id = await driver.CreateAndStartAsync(spec, cancellationToken);
         // The short id is also the container's hostname, which is what a job's log shows.
         return $"{spec.Name} ({id[..Math.Min(12, id.Length)]})";

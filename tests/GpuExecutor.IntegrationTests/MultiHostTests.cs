@@ -1,0 +1,119 @@
+using System.Text.RegularExpressions;
+
+namespace GpuExecutor.IntegrationTests;
+
+/// <summary>
+/// A fleet of two hosts on this machine (issue 13): two private dockerds, each with its own
+/// executor config, state directory and host_name, sharing the test bed's s3rver as their
+/// checkpoint store. One trainer per run across them, and a run that survives losing its host.
+/// </summary>
+public sealed partial class MultiHostTests
+{
+    private const string RunKey = "fleet-run";
+    private readonly string _bucket = "fleet-" + Guid.NewGuid().ToString("N")[..8];
+
+    public MultiHostTests()
+    {
+        using var client = S3Testbed.Client();
+        S3Testbed.CreateBucketAsync(client, _bucket).GetAwaiter().GetResult();
+    }
+
+    private ExecutorWorkspace Host(PrivateDaemon daemon, string name, int leaseWaitSeconds)
+    {
+        var workspace = new ExecutorWorkspace(dockerEndpoint: daemon.Endpoint, hostName: name, stopGraceSeconds: 10, extraConfig: $"""
+            {S3Testbed.StoreConfig("shared", S3Testbed.Endpoint, $"\"{_bucket}\"")}
+            [checkpoints]
+            store = "shared"
+            bucket = "{_bucket}"
+            lease_ttl_seconds = 8
+            lease_clock_skew_seconds = 2
+            lease_wait_seconds = {leaseWaitSeconds}
+            """);
+        var target = Directory.CreateDirectory(Path.Combine(workspace.Root, "trainer")).FullName;
+        File.Copy(Path.Combine(Testbed.RepositoryRoot, "examples", "trainer", "trainer.sh"), Path.Combine(target, "trainer.sh"));
+        return workspace;
+    }
+
+    private static void SetLeaseWait(ExecutorWorkspace host, int seconds) =>
+        File.WriteAllText(host.ConfigPath, LeaseWaitLine().Replace(File.ReadAllText(host.ConfigPath), $"lease_wait_seconds = {seconds}"));
+
+    private static object TrainerJob(long jobId, int totalSteps) => new
+    {
+        job_id = jobId,
+        name = "train",
+        image = Testbed.TestImage,
+        sources = "trainer",
+        variables = new Dictionary<string, string>
+        {
+            ["CHECKPOINTS"] = "on", ["CHECKPOINT_RUN_KEY"] = RunKey,
+            ["TOTAL_STEPS"] = totalSteps.ToString(), ["STEP_SECONDS"] = "0.1", ["CHECKPOINT_EVERY_SECONDS"] = "1",
+        },
+        script = new[] { "./trainer.sh" },
+        timeout = 3600,
+    };
+
+    /// <summary>Starts the job and returns once its trainer has checkpointed at <paramref name="step"/> or later.</summary>
+    private static async Task<Task<ExecutorWorkspace.Simulation>> StartUntilCheckpointAsync(ExecutorWorkspace host, object job, int step)
+    {
+        var reached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
+        var simulation = host.SimulateAsync(job, line =>
+        {
+            if (CheckpointLine().Match(line) is { Success: true } saved && int.Parse(saved.Groups[1].Value) >= step)
+                reached.TrySetResult();
+        }, "--graceful-kill-timeout", "30");
+        await Task.WhenAny(reached.Task, simulation, Task.Delay(TimeSpan.FromSeconds(90), TestContext.Current.CancellationToken));
+        Assert.True(reached.Task.IsCompleted, $"the trainer never checkpointed at step {step}");
+        return simulation;
+    }
+
+    private static string RunDirectory(ExecutorWorkspace host) => Directory.GetDirectories(Path.Combine(host.Root, "state", "checkpoints")).Single();
+
+    [Fact]
+    public async Task A_job_of_the_run_on_another_host_waits_for_the_live_lease_and_after_that_host_dies_takes_over_from_its_newest_commit()
+    {
+        await using var daemonA = await PrivateDaemon.StartAsync();
+        await using var daemonB = await PrivateDaemon.StartAsync();
+        using var hostA = Host(daemonA, "host-a", leaseWaitSeconds: 5);
+        using var hostB = Host(daemonB, "host-b", leaseWaitSeconds: 5);
+
+        var training = await StartUntilCheckpointAsync(hostA, TrainerJob(9101, 100_000), step: 20);
+
+        // While host A trains, host B's job of the run waits for A's lease, names it, and fails.
+        var refused = await hostB.SimulateAsync(TrainerJob(9102, 100_000));
+        Assert.True(refused.Result.Outcome == "system_failure", refused.Log);
+        Assert.Matches(@"run 'p\d+-fleet-run' is being trained by job 9101 on host host-a \(container gpu-executor-9101-job\)", refused.Log);
+        Assert.Contains("waited 5 s (checkpoints.lease_wait_seconds)", refused.Log);
+        Assert.DoesNotContain("resumed at step", refused.Log);
+
+        // Host A dies: its processes (the agent among them), its dockerd with every container,
+        // and its state directory.
+        var agentLog = File.ReadAllText(Path.Combine(RunDirectory(hostA), "agent-9101.log"));
+        var agent = GpuExecutor.Checkpoints.CheckpointAgent.ReadStatus(new GpuExecutor.Checkpoints.RunDirectories(RunDirectory(hostA)), 9101)!.Pid;
+        await Testbed.RunAsync("kill", ["-KILL", agent.ToString()], null, null);
+        await daemonA.StopWithContainersAsync();
+        var lost = await training;
+        Directory.Delete(Path.Combine(hostA.Root, "state"), recursive: true);
+        var savedOnA = CheckpointLine().Matches(lost.Log).Select(match => int.Parse(match.Groups[1].Value)).ToList();
+
+        // The retry on host B waits for A's lease to expire, takes the run over, and resumes from
+        // A's newest commit: at most one checkpoint interval of A's training is lost.
+        SetLeaseWait(hostB, 60);
+        var retry = await hostB.SimulateAsync(TrainerJob(9103, savedOnA[^1] + 20));
+        Assert.True(retry.Result.Outcome == "success", retry.Log);
+        Assert.Contains("run lease taken over from job 9101 on host host-a, whose lease expired", retry.Log);
+        Assert.Matches(@"restored generation \d+ \(committed [0-9: -]+ UTC by job 9101 on host host-a\)", retry.Log);
+        var resumedAt = int.Parse(ResumedLine().Match(retry.Log).Groups[1].Value);
+        Assert.Contains(resumedAt, savedOnA);
+        Assert.True(resumedAt >= savedOnA[Math.Max(0, savedOnA.Count - 3)], $"resumed at step {resumedAt}, but host A saved {string.Join(", ", savedOnA)}; its agent said:\n{agentLog}");
+        Assert.Contains("training complete", retry.Log);
+    }
+
+    [GeneratedRegex(@"checkpoint at step (\d+)")]
+    private static partial Regex CheckpointLine();
+
+    [GeneratedRegex(@"resumed at step (\d+)")]
+    private static partial Regex ResumedLine();
+
+    [GeneratedRegex(@"lease_wait_seconds = \d+")]
+    private static partial Regex LeaseWaitLine();
+}
