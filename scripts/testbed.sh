@@ -8,7 +8,8 @@
 #   scripts/testbed.sh status    exit 0 when the daemon answers
 #   scripts/testbed.sh daemon-start | daemon-stop
 #                                just a dockerd and the test images in GPU_EXECUTOR_TESTBED_DIR: a
-#                                second "host" for tests that stop its daemon under a job
+#                                second "host" for tests that stop its daemon under a job;
+#                                GPU_EXECUTOR_TESTBED_LIVE_RESTORE=0 starts it without live-restore
 #   scripts/testbed.sh leftovers BINARY [WAIT]
 #                                waits up to WAIT s (default 60) for every process of BINARY to end
 #                                (checkpoint agents end once their containers are gone); stops and
@@ -28,6 +29,7 @@ ENV_FILE="$TESTBED_DIR/env"
 # One tag per image recipe: bump it when the recipe changes so a cached image is rebuilt.
 S3_PIDFILE="$TESTBED_DIR/s3rver.pid"
 S3_PORT="${GPU_EXECUTOR_TESTBED_S3_PORT:-4568}"
+LIVE_RESTORE="${GPU_EXECUTOR_TESTBED_LIVE_RESTORE:-1}"
 S3RVER_VERSION="3.7.1"
 TEST_IMAGE="gpu-executor-test/bash:1"
 # The same without bash: what a job gets wrong when it picks an alpine-style image.
@@ -68,13 +70,15 @@ start_daemon() {
     return 0
   fi
   log "starting dockerd on $SOCKET"
+  local restore_flag=--live-restore
+  if [ "$LIVE_RESTORE" = 0 ]; then restore_flag=--live-restore=false; fi
   setsid dockerd \
     --host "unix://$SOCKET" \
     --data-root "$TESTBED_DIR/data" \
     --exec-root "$TESTBED_DIR/exec" \
     --pidfile "$PIDFILE" \
     --bridge=none --iptables=false --ip-masq=false \
-    --live-restore \
+    "$restore_flag" \
     </dev/null >"$TESTBED_DIR/dockerd.log" 2>&1 &
   wait_until_answers dockerd daemon_answers "$TESTBED_DIR/dockerd.log" 150
 }

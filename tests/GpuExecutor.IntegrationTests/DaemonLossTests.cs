@@ -27,7 +27,8 @@ public sealed partial class DaemonLossTests
 
     private static ExecutorWorkspace Workspace(PrivateDaemon daemon, int daemonLostSeconds)
     {
-        var workspace = new ExecutorWorkspace(dockerEndpoint: daemon.Endpoint, extraConfig: $"[checkpoints]\nagent_daemon_lost_seconds = {daemonLostSeconds}");
+        // `run` does not wait for the daemon here: these tests are about the agent, alone with it.
+        var workspace = new ExecutorWorkspace(dockerEndpoint: daemon.Endpoint, daemonReconnectSeconds: 0, extraConfig: $"[checkpoints]\nagent_daemon_lost_seconds = {daemonLostSeconds}");
         var target = System.IO.Directory.CreateDirectory(Path.Combine(workspace.Root, "trainer")).FullName;
         File.Copy(Path.Combine(Testbed.RepositoryRoot, "examples", "trainer", "trainer.sh"), Path.Combine(target, "trainer.sh"));
         return workspace;

@@ -6,14 +6,21 @@ namespace GpuExecutor.IntegrationTests;
 /// </summary>
 internal sealed class PrivateDaemon : IAsyncDisposable
 {
-    private PrivateDaemon(string directory) => Directory = directory;
+    private readonly bool _liveRestore;
+
+    private PrivateDaemon(string directory, bool liveRestore)
+    {
+        Directory = directory;
+        _liveRestore = liveRestore;
+    }
 
     public string Directory { get; }
     public string Endpoint => $"unix://{Directory}/docker.sock";
 
-    public static async Task<PrivateDaemon> StartAsync()
+    /// <param name="liveRestore">Off, a daemon restart stops every container, as on hosts that never turned it on.</param>
+    public static async Task<PrivateDaemon> StartAsync(bool liveRestore = true)
     {
-        var daemon = new PrivateDaemon(System.IO.Directory.CreateTempSubdirectory("gpu-executor-host-").FullName);
+        var daemon = new PrivateDaemon(System.IO.Directory.CreateTempSubdirectory("gpu-executor-host-").FullName, liveRestore);
         await daemon.StartAgainAsync();
         return daemon;
     }
@@ -23,7 +30,7 @@ internal sealed class PrivateDaemon : IAsyncDisposable
     /// <summary>dockerd and every container it ran are gone, as on a host that lost Docker.</summary>
     public Task StopWithContainersAsync() => TestbedScriptAsync("daemon-stop");
 
-    /// <summary>Only dockerd stops: with live-restore its containers go on, as in a daemon restart.</summary>
+    /// <summary>Only dockerd stops, as in a daemon restart: with live-restore its containers go on; without, it stops them first.</summary>
     public async Task StopDaemonOnlyAsync()
     {
         var pid = int.Parse((await File.ReadAllTextAsync(Path.Combine(Directory, "docker.pid"))).Trim());
@@ -40,7 +47,7 @@ internal sealed class PrivateDaemon : IAsyncDisposable
     {
         var (exitCode, stdout, stderr) = await Testbed.RunAsync(
             Path.Combine(Testbed.RepositoryRoot, "scripts", "testbed.sh"), [verb],
-            new Dictionary<string, string?> { ["GPU_EXECUTOR_TESTBED_DIR"] = Directory }, Testbed.RepositoryRoot, TimeSpan.FromMinutes(2));
+            new Dictionary<string, string?> { ["GPU_EXECUTOR_TESTBED_DIR"] = Directory, ["GPU_EXECUTOR_TESTBED_LIVE_RESTORE"] = _liveRestore ? "1" : "0" }, Testbed.RepositoryRoot, TimeSpan.FromMinutes(2));
         Assert.True(exitCode == 0, $"testbed.sh {verb} failed: {stdout}{stderr}");
     }
 

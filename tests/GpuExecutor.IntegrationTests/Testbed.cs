@@ -117,7 +117,7 @@ public static class Testbed
 public sealed class ExecutorWorkspace : IDisposable
 {
     /// <param name="hostName">The config's host_name, for tests that model several hosts sharing one store.</param>
-    public ExecutorWorkspace(string? dockerEndpoint = null, bool removeBuildsDir = false, string allowed = "\"gpu-executor-test/*\"", int stopGraceSeconds = 3, string? gpus = null, string extraConfig = "", string? hostName = null)
+    public ExecutorWorkspace(string? dockerEndpoint = null, bool removeBuildsDir = false, string allowed = "\"gpu-executor-test/*\"", int stopGraceSeconds = 3, string? gpus = null, string extraConfig = "", string? hostName = null, int? daemonReconnectSeconds = null)
     {
         Testbed.Require();
         Root = Directory.CreateTempSubdirectory("gpu-executor-it").FullName;
@@ -144,6 +144,7 @@ public sealed class ExecutorWorkspace : IDisposable
             nofile = "1024:4096"
             [run]
             stop_grace_seconds = {stopGraceSeconds}
+            {(daemonReconnectSeconds is { } reconnect ? $"daemon_reconnect_seconds = {reconnect}" : "")}
             [cleanup]
             remove_builds_dir = {(removeBuildsDir ? "true" : "false")}
             {extraConfig}

@@ -236,8 +236,9 @@ public static partial class ConfigLoader
         if (!StopSignals.Contains(signal))
             throw new ConfigurationException(table.KeyPath("stop_signal"), $"'{signal}' is not one of {string.Join(", ", StopSignals)}.");
         var gracefulKill = table.Seconds("runner_graceful_kill_timeout_seconds", defaults.RunnerGracefulKillTimeout, maximum: 24 * 3600);
+        var reconnect = table.Seconds("daemon_reconnect_seconds", defaults.DaemonReconnectWait, maximum: 24 * 3600);
         table.RejectUnknownKeys();
-        return new RunSettings { StopGracePeriod = grace, StopSignal = signal, RunnerGracefulKillTimeout = gracefulKill };
+        return new RunSettings { StopGracePeriod = grace, StopSignal = signal, RunnerGracefulKillTimeout = gracefulKill, DaemonReconnectWait = reconnect };
     }
 
     private static CleanupSettings ReadCleanup(TableReader table)

@@ -16,4 +16,10 @@ public sealed record RunSettings
     /// the executor cannot read: the stop grace period plus the final checkpoint commit must fit in it.
     /// </summary>
     public TimeSpan RunnerGracefulKillTimeout { get; init; } = TimeSpan.FromSeconds(600);
+
+    /// <summary>
+    /// When the Docker daemon stops answering while `run` follows a stage (a restart), how long
+    /// `run` waits for it to come back and follow the same stage again; zero fails at once.
+    /// </summary>
+    public TimeSpan DaemonReconnectWait { get; init; } = TimeSpan.FromSeconds(300);
 }

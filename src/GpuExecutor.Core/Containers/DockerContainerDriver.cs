@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Net;
 using System.Net.Sockets;
 using Docker.DotNet;
@@ -227,6 +228,31 @@ public sealed class DockerContainerDriver : IContainerDriver
         catch (Exception error) when (IsEngineFailure(error, cancellationToken))
         {
             throw Wrap(error, $"attach to container '{container}'");
+        }
+    }
+
+    public async Task<IContainerOutput> ReadLogAsync(string container, DateTimeOffset since, bool follow, CancellationToken cancellationToken)
+    {
+        await EnsureReachableAsync($"read the log of container '{container}'", cancellationToken);
+        try
+        {
+            // Seconds with nanoseconds, as the CLI sends it: whole seconds would repeat output.
+            var ticks = since.UtcTicks - DateTimeOffset.UnixEpoch.UtcTicks;
+            var sinceText = (ticks / TimeSpan.TicksPerSecond).ToString(CultureInfo.InvariantCulture) + "." + (ticks % TimeSpan.TicksPerSecond * 100).ToString("D9", CultureInfo.InvariantCulture);
+            var stream = await _client.Containers.GetContainerLogsAsync(
+                container,
+                tty: false,
+                new ContainerLogsParameters { ShowStdout = true, ShowStderr = true, Follow = follow, Since = sinceText },
+                cancellationToken);
+            return new DockerAttachment(stream, container, this);
+        }
+        catch (DockerContainerNotFoundException error)
+        {
+            throw new ContainerNotFoundException(container, error);
+        }
+        catch (Exception error) when (IsEngineFailure(error, cancellationToken))
+        {
+            throw Wrap(error, $"read the log of container '{container}'");
         }
     }
 

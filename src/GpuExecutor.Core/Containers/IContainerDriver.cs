@@ -34,15 +34,26 @@ public interface IContainerDriver : IImageStore, IDisposable
     /// on. Throws <see cref="ContainerNotFoundException"/> when there is no such container.
     /// </summary>
     Task<IContainerAttachment> AttachAsync(string container, CancellationToken cancellationToken);
+
+    /// <summary>
+    /// The container's output (stdout and stderr, as its log holds them) written since
+    /// <paramref name="since"/>, and then, with <paramref name="follow"/>, as it is written:
+    /// what a stage printed while no attachment could read it (the daemon was restarting).
+    /// </summary>
+    Task<IContainerOutput> ReadLogAsync(string container, DateTimeOffset since, bool follow, CancellationToken cancellationToken);
 }
 
-/// <summary>A live connection to a container's main process.</summary>
-public interface IContainerAttachment : IDisposable
+/// <summary>A container's output, one chunk at a time.</summary>
+public interface IContainerOutput : IDisposable
+{
+    /// <summary>The next piece of output; <see cref="AttachmentChunk.EndOfStream"/> when the stream closed.</summary>
+    Task<AttachmentChunk> ReadAsync(byte[] buffer, CancellationToken cancellationToken);
+}
+
+/// <summary>A live connection to a container's main process: its stdin, and its output from the attach on.</summary>
+public interface IContainerAttachment : IContainerOutput
 {
     Task WriteAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken);
-
-    /// <summary>The next piece of output; <see cref="AttachmentChunk.EndOfStream"/> when the container's streams closed.</summary>
-    Task<AttachmentChunk> ReadAsync(byte[] buffer, CancellationToken cancellationToken);
 }
 
 public readonly record struct AttachmentChunk(int Count, bool IsStderr, bool EndOfStream);

@@ -3,6 +3,9 @@ using System.Collections.Concurrent;
 using GpuExecutor.Configuration;
 using GpuExecutor.Containers;
 using GpuExecutor.Outcomes;
+using Polly;
+using Polly.Retry;
+using Polly.Timeout;
 
 namespace GpuExecutor.Stages;
 
@@ -36,15 +39,18 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
         string? nonce = null,
         bool follow = false)
     {
+        // The container's log from this moment on holds all that the attach below delivers: after
+        // a daemon restart, the stage's output is read from there, past what was already shown.
+        var since = DateTimeOffset.UtcNow;
         using var attachTimeout = new CancellationTokenSource(AttachTimeout);
-        using var attachment = await driver.AttachAsync(container, attachTimeout.Token);
+        using var session = new ServerSession(await driver.AttachAsync(container, attachTimeout.Token), container);
+        var reconnection = new DaemonReconnection(driver, container, since, settings.DaemonReconnectWait, log);
         // Docker accepts an attach to a stopped container and then sends nothing, ever. A wait
         // on the container, started after attaching, ends the stage instead: at once if the
         // container is already stopped, and whenever it stops.
         using var stopWatching = new CancellationTokenSource();
-        var containerStopped = WatchForStopAsync(container, stopWatching.Token);
+        var containerStopped = WatchForStopAsync(container, reconnection, stopWatching.Token);
 
-        var session = new ServerSession(attachment, container);
         var stageNonce = nonce ?? StageServer.NewNonce();
         // The stage has ended once its reply came on both streams: each stream is ordered, the
         // two are not, so stderr written just before the end may arrive after stdout's reply.
@@ -52,10 +58,10 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
         // Following a stage another `run` started (re-attach): it is running already, and only
         // its output from now on, and its reply, come this way.
         if (!follow)
-            await attachment.WriteAsync(StageServer.RunRequest(stageNonce, script.Span), attachTimeout.Token);
+            await session.WriteAsync(StageServer.RunRequest(stageNonce, script.Span), attachTimeout.Token);
 
         using var stopReading = new CancellationTokenSource();
-        var reading = session.ReadAsync(stdout, stderr, stopReading.Token);
+        var reading = session.ReadAsync(stdout, stderr, reconnection, stopReading.Token);
         if (follow)
             stage = FollowedAsync(session, stage);
         // Either of these ending first is the outcome: the stream failed, or the container stopped.
@@ -114,11 +120,126 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
         return await stdoutReply;
     }
 
-    /// <summary>Never completes successfully: it throws once the container is not running.</summary>
-    private async Task WatchForStopAsync(string container, CancellationToken cancellationToken)
+    /// <summary>
+    /// Never completes successfully: it throws once the container is not running. A wait cut off
+    /// by the daemon (a restart) is not a stop: it waits again once the daemon is back.
+    /// </summary>
+    private async Task WatchForStopAsync(string container, DaemonReconnection reconnection, CancellationToken cancellationToken)
     {
-        var exitCode = await driver.WaitUntilStoppedAsync(container, cancellationToken);
-        throw new ContainerEngineException($"container '{container}' is not running (its main process exited with {exitCode}), so the stage cannot run or finish.");
+        while (true)
+        {
+            ContainerEngineException stopped;
+            try
+            {
+                var exitCode = await driver.WaitUntilStoppedAsync(container, cancellationToken);
+                stopped = new ContainerEngineException($"container '{container}' is not running (its main process exited with {exitCode}{(exitCode == 0 ? ": it was stopped, by `docker stop` or a daemon shutting down" : "")}), so the stage cannot run or finish.");
+            }
+            catch (ContainerEngineException error) when (error is not ContainerNotFoundException)
+            {
+                stopped = error;
+            }
+            if (!reconnection.Enabled || cancellationToken.IsCancellationRequested)
+                throw stopped;
+            // A daemon going down without live-restore stops its containers first: the wait ends
+            // as for any stop, and only a look at the daemon tells the two apart.
+            await reconnection.EnsureStillRunningAsync(stopped, cancellationToken);
+        }
+    }
+
+    /// <summary>
+    /// A daemon restart under a running stage. With live-restore the container, and the stage in
+    /// it, go on; its output waits in the container's pipe and then in its log. So `run` waits,
+    /// with a bound, for the daemon to answer, attaches again for its requests, and reads the
+    /// stage's output from the log from the stage's start, past what it already passed on.
+    /// Without live-restore the container did not survive, and the job fails saying so.
+    /// </summary>
+    private sealed class DaemonReconnection(IContainerDriver driver, string container, DateTimeOffset since, TimeSpan wait, Action<string> log)
+    {
+        /// <summary>A daemon shutting down exits within a second of stopping its last container (measured: 50 ms).</summary>
+        private static readonly TimeSpan ShutdownProbeDelay = TimeSpan.FromSeconds(3);
+
+        private volatile bool _daemonWasDown;
+        private int _announced;
+
+        public bool Enabled => wait > TimeSpan.Zero;
+
+        /// <summary>Returns once the daemon answers and the container still runs; throws otherwise, or when the wait runs out.</summary>
+        public async Task EnsureStillRunningAsync(Exception cause, CancellationToken cancellationToken)
+        {
+            var state = await UntilTheDaemonAnswersAsync(token => driver.InspectStateAsync(container, token), cancellationToken);
+            if (state is { Running: true })
+                return;
+            if (!_daemonWasDown)
+            {
+                // Stopped while the daemon still answers: by hand, or by a daemon about to exit.
+                await Task.Delay(ShutdownProbeDelay, cancellationToken);
+                state = await UntilTheDaemonAnswersAsync(token => driver.InspectStateAsync(container, token), cancellationToken);
+            }
+            if (_daemonWasDown)
+                throw new SystemFailureException(
+                    $"the Docker daemon went away and came back, and container '{container}' did not survive it ({(state is null ? "it is gone" : $"its main process exited with {state.ExitCode}")}): " +
+                    "without live-restore a daemon restart stops every container. The job's retry resumes from the newest checkpoint.", cause);
+            // The daemon never left: the container stopped by itself, and the failure is as it came.
+            System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(cause);
+        }
+
+        /// <summary>Attaches again, and gives <paramref name="session"/> the container's log from the stage's start to read on from.</summary>
+        public async Task ResumeAsync(ServerSession session, Exception cause, CancellationToken cancellationToken)
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            await EnsureStillRunningAsync(cause, cancellationToken);
+            var (attachment, output) = await UntilTheDaemonAnswersAsync(async token =>
+            {
+                var attachment = await driver.AttachAsync(container, token);
+                try
+                {
+                    return (attachment, await driver.ReadLogAsync(container, since, follow: true, token));
+                }
+                catch
+                {
+                    attachment.Dispose();
+                    throw;
+                }
+            }, cancellationToken);
+            session.Resume(attachment, output);
+            log(_daemonWasDown
+                ? $"The Docker daemon answers again after {clock.Elapsed.TotalSeconds:0} s and {container} is still running (live-restore): following the stage again; what it printed meanwhile comes from the container's log."
+                : $"The connection to the Docker daemon broke ({cause.Message}); {container} is still running: following the stage again from the container's log.");
+            Interlocked.Exchange(ref _announced, 0);
+        }
+
+        /// <summary>Calls <paramref name="call"/> until the daemon answers it, with backoff, for at most the reconnect wait.</summary>
+        private async Task<T> UntilTheDaemonAnswersAsync<T>(Func<CancellationToken, Task<T>> call, CancellationToken cancellationToken)
+        {
+            var pipeline = new ResiliencePipelineBuilder()
+                .AddTimeout(wait)
+                .AddRetry(new RetryStrategyOptions
+                {
+                    ShouldHandle = new PredicateBuilder().Handle<ContainerEngineException>(error => error is not ContainerNotFoundException),
+                    MaxRetryAttempts = int.MaxValue,
+                    BackoffType = DelayBackoffType.Exponential,
+                    Delay = TimeSpan.FromMilliseconds(250),
+                    MaxDelay = TimeSpan.FromSeconds(5),
+                    OnRetry = arguments =>
+                    {
+                        _daemonWasDown = true;
+                        if (Interlocked.Exchange(ref _announced, 1) == 0)
+                            log($"The Docker daemon does not answer ({arguments.Outcome.Exception?.Message}); the stage goes on in {container} if the daemon keeps containers running (live-restore). Waiting up to {wait.TotalSeconds:0} s for the daemon to come back (run.daemon_reconnect_seconds)...");
+                        return ValueTask.CompletedTask;
+                    },
+                })
+                .Build();
+            try
+            {
+                return await pipeline.ExecuteAsync(async token => await call(token), cancellationToken);
+            }
+            catch (TimeoutRejectedException error)
+            {
+                throw new SystemFailureException(
+                    $"the Docker daemon did not answer for {wait.TotalSeconds:0} s (run.daemon_reconnect_seconds), so the stage in {container} could not be followed to its end. " +
+                    "If the container still runs once the daemon is back, the job's retry adopts its training; if not, it resumes from the newest checkpoint.", error);
+            }
+        }
     }
 
     /// <summary>The stage as the stop sequence sees it, through the stage server.</summary>
@@ -147,9 +268,19 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
         }
     }
 
-    /// <summary>One attachment's conversation with the stage server: requests out, output and replies in.</summary>
-    private sealed class ServerSession(IContainerAttachment attachment, string container)
+    /// <summary>
+    /// The conversation with the stage server: requests out through the attachment, output and
+    /// replies in, from the attachment, or after a daemon restart from the container's log.
+    /// </summary>
+    private sealed class ServerSession(IContainerAttachment attachment, string container) : IDisposable
     {
+        private IContainerAttachment _attachment = attachment;
+        private IContainerOutput _output = attachment;
+
+        /// <summary>Bytes of stdout [0] and stderr [1] passed on since the stage's start, and those a resumed log must drop first.</summary>
+        private readonly long[] _delivered = new long[2];
+        private readonly long[] _toSkip = new long[2];
+
         private readonly ConcurrentDictionary<string, TaskCompletionSource<int>> _pending = new();
         private readonly ConcurrentDictionary<string, TaskCompletionSource<int>> _pendingOnStderr = new();
         private readonly SignalNoticeFilter _stderrNotices = new();
@@ -168,12 +299,36 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
             return reply.Task;
         }
 
+        public Task WriteAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken) => Volatile.Read(ref _attachment).WriteAsync(data, cancellationToken);
+
+        /// <summary>
+        /// After a reconnect: requests go through <paramref name="attachment"/>, and output comes
+        /// from <paramref name="log"/>, which starts where the stage started: what was already
+        /// passed on is dropped from it, byte for byte, so nothing is shown twice.
+        /// </summary>
+        public void Resume(IContainerAttachment attachment, IContainerOutput log)
+        {
+            var oldAttachment = Interlocked.Exchange(ref _attachment, attachment);
+            var oldOutput = Interlocked.Exchange(ref _output, log);
+            Array.Copy(_delivered, _toSkip, 2);
+            oldAttachment.Dispose();
+            if (!ReferenceEquals(oldOutput, oldAttachment))
+                oldOutput.Dispose();
+        }
+
+        public void Dispose()
+        {
+            _attachment.Dispose();
+            if (!ReferenceEquals(_output, _attachment))
+                _output.Dispose();
+        }
+
         public async Task SendAsync(byte[] request, Action<string> log)
         {
             try
             {
                 using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(30));
-                await attachment.WriteAsync(request, timeout.Token);
+                await WriteAsync(request, timeout.Token);
             }
             catch (Exception error) when (error is ContainerEngineException or OperationCanceledException)
             {
@@ -209,8 +364,11 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
             return answered == reply ? await reply : int.MaxValue;
         }
 
-        /// <summary>Streams output until cancelled; ends with an error when the container's streams close.</summary>
-        public async Task ReadAsync(Stream stdout, Stream stderr, CancellationToken cancellationToken)
+        /// <summary>
+        /// Streams output until cancelled; ends with an error when the container's streams close
+        /// and <paramref name="reconnection"/> cannot bring them back.
+        /// </summary>
+        public async Task ReadAsync(Stream stdout, Stream stderr, DaemonReconnection reconnection, CancellationToken cancellationToken)
         {
             var stdoutScanner = new ServerReplyScanner(_pending.ContainsKey);
             var stderrScanner = new ServerReplyScanner(_pendingOnStderr.ContainsKey);
@@ -220,14 +378,29 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
             var replies = new List<ServerReply>();
             while (true)
             {
-                var chunk = await attachment.ReadAsync(buffer, cancellationToken);
-                if (chunk.EndOfStream)
-                    throw new ContainerEngineException($"container '{container}' closed its output before the stage ended (the container stopped or was removed).");
+                AttachmentChunk chunk;
+                try
+                {
+                    chunk = await Volatile.Read(ref _output).ReadAsync(buffer, cancellationToken);
+                    if (chunk.EndOfStream)
+                        throw new ContainerEngineException($"container '{container}' closed its output before the stage ended (the container stopped or was removed).");
+                }
+                catch (ContainerEngineException error) when (reconnection.Enabled && !cancellationToken.IsCancellationRequested)
+                {
+                    await reconnection.ResumeAsync(this, error, cancellationToken);
+                    continue;
+                }
 
+                var stream = chunk.IsStderr ? 1 : 0;
+                var skipped = (int)Math.Min(_toSkip[stream], chunk.Count);
+                _toSkip[stream] -= skipped;
+                if (skipped == chunk.Count)
+                    continue;
+                _delivered[stream] += chunk.Count - skipped;
                 var (scanner, output, pending) = chunk.IsStderr ? (stderrScanner, stderr, _pendingOnStderr) : (stdoutScanner, stdout, _pending);
                 passThrough.ResetWrittenCount();
                 replies.Clear();
-                scanner.Feed(buffer.AsSpan(0, chunk.Count), passThrough, replies);
+                scanner.Feed(buffer.AsSpan(skipped, chunk.Count - skipped), passThrough, replies);
                 if (chunk.IsStderr && passThrough.WrittenCount > 0)
                 {
                     filtered.ResetWrittenCount();

@@ -93,6 +93,10 @@ public sealed class FakeContainerDriver : IContainerDriver
             ? throw new ContainerNotFoundException(container)
             : Task.FromResult<IContainerAttachment>(new StageServerAttachment(this, container));
 
+    /// <summary>The fake daemon keeps no log and never restarts under a stage: the reconnect that reads it is tested against a real dockerd.</summary>
+    public Task<IContainerOutput> ReadLogAsync(string container, DateTimeOffset since, bool follow, CancellationToken cancellationToken) =>
+        throw new NotSupportedException("the fake daemon keeps no container log; see DaemonRestartTests for the reconnect against a real dockerd");
+
     public void Dispose()
     {
     }
