@@ -11,7 +11,9 @@ cd "$(dirname "$0")/.."
 source scripts/with-testbed.sh "${GPU_EXECUTOR_TESTBED_DIR:-/tmp/gpu-executor-testbed}" 4568
 
 echo "== publishing the NativeAOT binary" >&2
-export GPU_EXECUTOR_BINARY="$PWD/$(scripts/publish.sh)"
+# A separate assignment: `export X="$(...)"` would hide a failed publish from set -e.
+binary="$(scripts/publish.sh)"
+export GPU_EXECUTOR_BINARY="$PWD/$binary"
 # Under this script a missing test bed is a failure, never a silent skip.
 export GPU_EXECUTOR_REQUIRE_TESTBED=1
 

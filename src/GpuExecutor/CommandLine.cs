@@ -37,6 +37,8 @@ public static class CommandLine
                                     blobs no manifest names (only with no job of the run running)
           checkpoints push RUN DIR  commit DIR as the run's next generation (seed a run)
           checkpoints pull RUN [GEN]  restore a generation into the run's directory on this host
+          runs show RUN             the run's story: lease holder, segments (job, host, outcome, why),
+                                    generations and who committed them, fallbacks, training time
           simulate JOB [OPTIONS]    play GitLab Runner: drive a job file through all the stages
           version                   print the version
 
@@ -119,6 +121,7 @@ public static class CommandLine
                 "gpus" => GpusVerb.RunAsync(context, verbArgs, stdout),
                 "datasets" => DatasetsVerb.RunAsync(context, verbArgs, stdout),
                 "checkpoints" => CheckpointsVerb.RunAsync(context, verbArgs, stdout),
+                "runs" => RunsVerb.RunAsync(context, verbArgs, stdout),
                 _ => throw new SystemFailureException($"unknown verb '{verb}'.\n{Usage}"),
             });
             // A verb that returns has succeeded; every failure is an exception, mapped below.

@@ -26,7 +26,8 @@ public sealed partial class DaemonRestartTests
 
     private static ExecutorWorkspace Workspace(PrivateDaemon daemon)
     {
-        var workspace = new ExecutorWorkspace(dockerEndpoint: daemon.Endpoint, daemonReconnectSeconds: 90, stopGraceSeconds: 10);
+        // Once the test stops its daemon, the agents of its jobs end within 20 s: none outlives the suite.
+        var workspace = new ExecutorWorkspace(dockerEndpoint: daemon.Endpoint, daemonReconnectSeconds: 90, stopGraceSeconds: 10, extraConfig: "[checkpoints]\nagent_daemon_lost_seconds = 20");
         var target = Directory.CreateDirectory(Path.Combine(workspace.Root, "trainer")).FullName;
         File.Copy(Path.Combine(Testbed.RepositoryRoot, "examples", "trainer", "trainer.sh"), Path.Combine(target, "trainer.sh"));
         return workspace;

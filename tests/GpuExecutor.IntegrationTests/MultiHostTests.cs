@@ -28,6 +28,7 @@ public sealed partial class MultiHostTests
             lease_ttl_seconds = 8
             lease_clock_skew_seconds = 2
             lease_wait_seconds = {leaseWaitSeconds}
+            agent_daemon_lost_seconds = 20
             """);
         var target = Directory.CreateDirectory(Path.Combine(workspace.Root, "trainer")).FullName;
         File.Copy(Path.Combine(Testbed.RepositoryRoot, "examples", "trainer", "trainer.sh"), Path.Combine(target, "trainer.sh"));
@@ -52,12 +53,13 @@ public sealed partial class MultiHostTests
         timeout = 3600,
     };
 
-    /// <summary>Starts the job and returns once its trainer has checkpointed at <paramref name="step"/> or later.</summary>
-    private static async Task<Task<ExecutorWorkspace.Simulation>> StartUntilCheckpointAsync(ExecutorWorkspace host, object job, int step)
+    /// <summary>Starts the job and returns once its trainer has checkpointed at <paramref name="step"/> or later; its log lines go to <paramref name="lines"/>.</summary>
+    private static async Task<Task<ExecutorWorkspace.Simulation>> StartUntilCheckpointAsync(ExecutorWorkspace host, object job, int step, System.Collections.Concurrent.ConcurrentQueue<string> lines)
     {
         var reached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
         var simulation = host.SimulateAsync(job, line =>
         {
+            lines.Enqueue(line);
             if (CheckpointLine().Match(line) is { Success: true } saved && int.Parse(saved.Groups[1].Value) >= step)
                 reached.TrySetResult();
         }, "--graceful-kill-timeout", "30");
@@ -76,7 +78,8 @@ public sealed partial class MultiHostTests
         using var hostA = Host(daemonA, "host-a", leaseWaitSeconds: 5);
         using var hostB = Host(daemonB, "host-b", leaseWaitSeconds: 5);
 
-        var training = await StartUntilCheckpointAsync(hostA, TrainerJob(9101, 100_000), step: 20);
+        var linesOfA = new System.Collections.Concurrent.ConcurrentQueue<string>();
+        var training = await StartUntilCheckpointAsync(hostA, TrainerJob(9101, 100_000), step: 20, linesOfA);
 
         // While host A trains, host B's job of the run waits for A's lease, names it, and fails.
         var refused = await hostB.SimulateAsync(TrainerJob(9102, 100_000));
@@ -85,15 +88,14 @@ public sealed partial class MultiHostTests
         Assert.Contains("waited 5 s (checkpoints.lease_wait_seconds)", refused.Log);
         Assert.DoesNotContain("resumed at step", refused.Log);
 
-        // Host A dies: its processes (the agent among them), its dockerd with every container,
-        // and its state directory.
+        // Host A dies: every process of its executor (the runner's simulator, `run`, the agent),
+        // its dockerd with every container, and its state directory.
         var agentLog = File.ReadAllText(Path.Combine(RunDirectory(hostA), "agent-9101.log"));
-        var agent = GpuExecutor.Checkpoints.CheckpointAgent.ReadStatus(new GpuExecutor.Checkpoints.RunDirectories(RunDirectory(hostA)), 9101)!.Pid;
-        await Testbed.RunAsync("kill", ["-KILL", agent.ToString()], null, null);
+        await Testbed.RunAsync("pkill", ["-KILL", "-f", hostA.Root], null, null);
         await daemonA.StopWithContainersAsync();
-        var lost = await training;
+        await Assert.ThrowsAnyAsync<Exception>(() => training);
         Directory.Delete(Path.Combine(hostA.Root, "state"), recursive: true);
-        var savedOnA = CheckpointLine().Matches(lost.Log).Select(match => int.Parse(match.Groups[1].Value)).ToList();
+        var savedOnA = CheckpointLine().Matches(string.Join("\n", linesOfA)).Select(match => int.Parse(match.Groups[1].Value)).ToList();
 
         // The retry on host B waits for A's lease to expire, takes the run over, and resumes from
         // A's newest commit: at most one checkpoint interval of A's training is lost.
@@ -106,6 +108,19 @@ public sealed partial class MultiHostTests
         Assert.Contains(resumedAt, savedOnA);
         Assert.True(resumedAt >= savedOnA[Math.Max(0, savedOnA.Count - 3)], $"resumed at step {resumedAt}, but host A saved {string.Join(", ", savedOnA)}; its agent said:\n{agentLog}");
         Assert.Contains("training complete", retry.Log);
+
+        // The run's story, read from the store: both hosts' segments, and who committed what.
+        var story = await hostB.CallVerbAsync(new Dictionary<string, string?>(), "runs", "show", Path.GetFileName(RunDirectory(hostB)));
+        Assert.True(story.ExitCode == 0, story.Stdout + story.Stderr);
+        TestContext.Current.SendDiagnosticMessage(story.Stdout);
+        // Host A's job never said how it ended (it died with its host), and no agent outlived it.
+        Assert.Matches(@"9101 host-a +[0-9: -]+ +\(unknown\)", story.Stdout);
+        Assert.Matches(@"9103 host-b +[0-9: -]+ +[0-9: -]+ +success", story.Stdout);
+        Assert.Contains("lease taken over from job 9101 on host host-a, whose lease expired", story.Stdout);
+        Assert.Contains($"resumed from generation", story.Stdout);
+        // Host A's generations were retained out by B's commits (keep_generations = 3).
+        Assert.Matches(@"\d+ [0-9: -]+ +9103 host-b", story.Stdout);
+        Assert.Matches(@"training time so far: .+ in 2 segments", story.Stdout);
     }
 
     [GeneratedRegex(@"checkpoint at step (\d+)")]

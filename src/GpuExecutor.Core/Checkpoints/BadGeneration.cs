@@ -52,4 +52,5 @@ public sealed class CorruptGenerationException(long generation, string reason, I
 [JsonSourceGenerationOptions(WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 [JsonSerializable(typeof(BadGeneration))]
 [JsonSerializable(typeof(TrainingLeaseRecord))]
+[JsonSerializable(typeof(RunSegment))]
 internal sealed partial class RunRecordJsonContext : JsonSerializerContext;

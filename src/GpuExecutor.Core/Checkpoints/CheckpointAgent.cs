@@ -198,7 +198,7 @@ public sealed class CheckpointAgent(
             {
                 log($"agent done: {endReason}" + (pending is null ? "" : $"; the last complete checkpoint was NOT committed ({_status.LastError})"));
                 await ReleaseLeaseAsync(cancellationToken);
-                _status = _status with { Exited = true };
+                _status = _status with { Exited = true, EndReason = endReason };
                 WriteStatus();
                 return;
             }
@@ -232,7 +232,7 @@ public sealed class CheckpointAgent(
     {
         var reason = $"the run's lease was taken by {taker.Holder} at {taker.AcquiredAt.UtcDateTime:HH:mm:ss} UTC (this job's lease had expired unrenewed)";
         log($"LEASE LOST: {reason}. This agent commits nothing more and stops the training in {container}, so that two trainers never write one run.");
-        _status = _status with { LeaseLostTo = taker.Holder, LastError = null, Exited = true };
+        _status = _status with { LeaseLostTo = taker.Holder, LastError = null, Exited = true, EndReason = reason };
         if (pending is not null && Directory.Exists(pending.Directory))
             Directory.Delete(pending.Directory, recursive: true);
         try

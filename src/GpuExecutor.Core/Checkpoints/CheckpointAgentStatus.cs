@@ -30,6 +30,10 @@ public sealed record CheckpointAgentStatus(
     [JsonPropertyName("lease_lost_to")]
     public string? LeaseLostTo { get; init; }
 
+    /// <summary>Why the agent ended, once it has: its log's last line.</summary>
+    [JsonPropertyName("end_reason")]
+    public string? EndReason { get; init; }
+
     /// <summary>Why the final pass left changes uncommitted; null when it committed them or there were none.</summary>
     [JsonPropertyName("final_pass_note")]
     public string? FinalPassNote { get; init; }

@@ -23,6 +23,7 @@ public sealed record CommitResult(long Generation, int UploadedFiles, long Uploa
 ///   PREFIX runs/RUN-KEY/manifests/GENERATION.json  one per generation: path → sha256, size, mode
 ///   PREFIX runs/RUN-KEY/LATEST                   the newest committed generation's number
 ///   PREFIX runs/RUN-KEY/bad-generations/GENERATION.json  a generation restore found corrupt
+///   PREFIX runs/RUN-KEY/segments/JOB.json        the run's history, a record per job
 /// A commit writes in that order, blobs first and LATEST last, so a crash anywhere leaves LATEST
 /// naming a generation whose manifest and blobs are all there. Nothing relies on server-side
 /// copy or conditional writes, which s3rver (and some S3 clones) get wrong. Manifests name the
@@ -324,6 +325,16 @@ public sealed class CheckpointRepository(IObjectStore store, string bucket, stri
     /// </summary>
     public async Task<byte[]?> ReadRunRecordAsync(string name, int maximumBytes, CancellationToken cancellationToken) =>
         await _retry.ExecuteAsync(async token => await ReadSmallAsync(RunPrefix + name, maximumBytes, token), cancellationToken);
+
+    /// <summary>The names (as <see cref="ReadRunRecordAsync"/> takes them) of the run's records under <paramref name="folder"/> ("segments/").</summary>
+    public async Task<IReadOnlyList<string>> ListRunRecordsAsync(string folder, CancellationToken cancellationToken) =>
+        await _retry.ExecuteAsync(async token =>
+        {
+            var names = new List<string>();
+            await foreach (var item in store.ListAsync(bucket, RunPrefix + folder, token))
+                names.Add(item.Key[RunPrefix.Length..]);
+            return names;
+        }, cancellationToken);
 
     public async Task WriteRunRecordAsync(string name, byte[] content, CancellationToken cancellationToken) =>
         await _retry.ExecuteAsync(async token => await store.PutBytesAsync(bucket, RunPrefix + name, content, token), cancellationToken);

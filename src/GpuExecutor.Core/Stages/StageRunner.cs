@@ -188,12 +188,13 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
         {
             var clock = System.Diagnostics.Stopwatch.StartNew();
             await EnsureStillRunningAsync(cause, cancellationToken);
+            var (replayFrom, exact) = session.ReplayPoint(since);
             var (attachment, output) = await UntilTheDaemonAnswersAsync(async token =>
             {
                 var attachment = await driver.AttachAsync(container, token);
                 try
                 {
-                    return (attachment, await driver.ReadLogAsync(container, since, follow: true, token));
+                    return (attachment, await driver.ReadLogAsync(container, replayFrom, follow: true, token));
                 }
                 catch
                 {
@@ -201,7 +202,9 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
                     throw;
                 }
             }, cancellationToken);
-            session.Resume(attachment, output);
+            session.Resume(attachment, output, exact);
+            if (!exact)
+                log($"(The stage printed more than {ServerSession.ExactReplayLimit >> 20} MiB before the gap, more than the container's log surely keeps: output from the last {ServerSession.ReplayOverlap.TotalSeconds:0} s before the gap may show twice.)");
             log(_daemonWasDown
                 ? $"The Docker daemon answers again after {clock.Elapsed.TotalSeconds:0} s and {container} is still running (live-restore): following the stage again; what it printed meanwhile comes from the container's log."
                 : $"The connection to the Docker daemon broke ({cause.Message}); {container} is still running: following the stage again from the container's log.");
@@ -277,9 +280,25 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
         private IContainerAttachment _attachment = attachment;
         private IContainerOutput _output = attachment;
 
+        /// <summary>
+        /// Up to this much output since the stage's start, a resumed log is replayed from the
+        /// start and cut exactly where the attachment stopped. The container's log keeps 2 × 64
+        /// MiB (DockerSpecConverter): past this, its start may be gone, and counting from it
+        /// would drop new output instead.
+        /// </summary>
+        public const long ExactReplayLimit = 32L << 20;
+
+        /// <summary>Past the limit, the log is replayed from this long before the last output received: some lines may repeat, none is lost.</summary>
+        public static readonly TimeSpan ReplayOverlap = TimeSpan.FromSeconds(2);
+
         /// <summary>Bytes of stdout [0] and stderr [1] passed on since the stage's start, and those a resumed log must drop first.</summary>
         private readonly long[] _delivered = new long[2];
         private readonly long[] _toSkip = new long[2];
+        private DateTimeOffset _lastOutputAt = DateTimeOffset.UtcNow;
+
+        /// <summary>Where a resumed log starts, and whether what was passed on can be cut from it exactly.</summary>
+        public (DateTimeOffset Since, bool Exact) ReplayPoint(DateTimeOffset stageStart) =>
+            _delivered[0] + _delivered[1] <= ExactReplayLimit ? (stageStart, true) : (_lastOutputAt - ReplayOverlap, false);
 
         private readonly ConcurrentDictionary<string, TaskCompletionSource<int>> _pending = new();
         private readonly ConcurrentDictionary<string, TaskCompletionSource<int>> _pendingOnStderr = new();
@@ -306,11 +325,18 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
         /// from <paramref name="log"/>, which starts where the stage started: what was already
         /// passed on is dropped from it, byte for byte, so nothing is shown twice.
         /// </summary>
-        public void Resume(IContainerAttachment attachment, IContainerOutput log)
+        public void Resume(IContainerAttachment attachment, IContainerOutput log, bool exact)
         {
             var oldAttachment = Interlocked.Exchange(ref _attachment, attachment);
             var oldOutput = Interlocked.Exchange(ref _output, log);
-            Array.Copy(_delivered, _toSkip, 2);
+            if (exact)
+                Array.Copy(_delivered, _toSkip, 2);
+            else
+            {
+                // Counted from the stage's start no more: the replay begins mid-stream.
+                Array.Clear(_toSkip);
+                _delivered[0] = _delivered[1] = ExactReplayLimit + 1;
+            }
             oldAttachment.Dispose();
             if (!ReferenceEquals(oldOutput, oldAttachment))
                 oldOutput.Dispose();
@@ -391,6 +417,7 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
                     continue;
                 }
 
+                _lastOutputAt = DateTimeOffset.UtcNow;
                 var stream = chunk.IsStderr ? 1 : 0;
                 var skipped = (int)Math.Min(_toSkip[stream], chunk.Count);
                 _toSkip[stream] -= skipped;

@@ -32,8 +32,13 @@ public sealed class CheckpointAdmin(ExecutorConfig config, IObjectStoreOpener st
     {
         var (store, repository) = Open(run);
         using var _ = store;
+        await ListGenerationsAsync(repository);
+    }
+
+    private async Task ListGenerationsAsync(CheckpointRepository repository)
+    {
         var latest = await repository.ReadLatestAsync(cancellationToken);
-        stdout.WriteLine($"{"GENERATION",10} {"COMMITTED (UTC)",-20} {"JOB",10} {"FILES",6} {"SIZE (MiB)",12}");
+        stdout.WriteLine($"{"GENERATION",10} {"COMMITTED (UTC)",-20} {"JOB",10} {"HOST",-16} {"FILES",6} {"SIZE (MiB)",12}");
         var bad = await repository.ReadBadGenerationsAsync(cancellationToken);
         // A bad generation whose manifest is gone is still listed: its record is the story.
         var generations = (await repository.ListGenerationsAsync(cancellationToken)).Union(bad.Keys).Order().ToList();
@@ -51,7 +56,7 @@ public sealed class CheckpointAdmin(ExecutorConfig config, IObjectStoreOpener st
             {
                 // Its manifest is what is bad; the note says so.
             }
-            stdout.WriteLine($"{generation,10} {manifest?.CommittedAt.UtcDateTime,-20:yyyy-MM-dd HH:mm:ss} {manifest?.JobId,10} {manifest?.Files.Count,6} {manifest?.TotalBytes / 1048576.0,12:0.0}{note}");
+            stdout.WriteLine($"{generation,10} {manifest?.CommittedAt.UtcDateTime,-20:yyyy-MM-dd HH:mm:ss} {manifest?.JobId,10} {manifest?.Host ?? "",-16} {manifest?.Files.Count,6} {manifest?.TotalBytes / 1048576.0,12:0.0}{note}");
         }
         if (await repository.ReadContinuationAsync(cancellationToken) is { } chain)
         {
@@ -63,6 +68,74 @@ public sealed class CheckpointAdmin(ExecutorConfig config, IObjectStoreOpener st
             });
         }
     }
+
+    /// <summary>
+    /// `runs show RUN`: the whole run's story from the store, so it reads the same from any host:
+    /// who holds it now, its segments (job, host, when, how each ended and why), its generations
+    /// with who committed each, the bad ones restore passed over, and the training time so far.
+    /// </summary>
+    public async Task ShowRunAsync(string run)
+    {
+        var (store, repository) = Open(run);
+        using var _ = store;
+        var now = DateTimeOffset.UtcNow;
+        var lease = await new TrainingLease(repository, config.HostName, config.Checkpoints.LeaseTimeToLive, config.Checkpoints.LeaseClockSkew, _ => { }).ReadAsync(cancellationToken);
+        var segments = await repository.ReadSegmentsAsync(cancellationToken);
+        stdout.WriteLine($"run {run}");
+        stdout.WriteLine(lease switch
+        {
+            null => "lease: none (no job has taken this run)",
+            { ReleasedAt: { } released } => $"lease: free, released by {lease.Holder} at {released.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC",
+            _ when now > lease.ExpiresAt + config.Checkpoints.LeaseClockSkew => $"lease: expired, last held by {lease.Holder} (container {lease.Container}), unrenewed since {lease.RenewedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC",
+            _ => $"lease: held by {lease.Holder} (container {lease.Container}), renewed {lease.RenewedAt.UtcDateTime:HH:mm:ss} UTC, runs to {lease.ExpiresAt.UtcDateTime:HH:mm:ss} UTC",
+        });
+        // A segment still training counts up to now, while its job holds the lease; one that never
+        // said how it ended (its host died) up to the last generation it committed.
+        var live = lease is { ReleasedAt: null } && now <= lease.ExpiresAt + config.Checkpoints.LeaseClockSkew ? lease.JobId : (long?)null;
+        var lastCommits = new Dictionary<long, DateTimeOffset>();
+        foreach (var generation in await repository.ListGenerationsAsync(cancellationToken))
+        {
+            try
+            {
+                var manifest = await repository.ReadManifestAsync(generation, cancellationToken);
+                if (!lastCommits.TryGetValue(manifest.JobId, out var known) || manifest.CommittedAt > known)
+                    lastCommits[manifest.JobId] = manifest.CommittedAt;
+            }
+            catch (BuildFailureException)
+            {
+                // A refused manifest is listed as bad below; it tells nothing about time.
+            }
+        }
+        DateTimeOffset? EndOf(RunSegment segment) =>
+            segment.EndedAt ?? (segment.JobId == live ? now : lastCommits.TryGetValue(segment.JobId, out var last) ? last : null);
+        var trained = segments.Where(segment => segment.TrainingStartedAt is not null && EndOf(segment) is not null)
+            .Select(segment => EndOf(segment)!.Value - segment.TrainingStartedAt!.Value)
+            .Aggregate(TimeSpan.Zero, (sum, span) => sum + (span > TimeSpan.Zero ? span : TimeSpan.Zero));
+        stdout.WriteLine($"training time so far: {Duration(trained)} in {segments.Count(segment => segment.TrainingStartedAt is not null)} segments");
+
+        stdout.WriteLine();
+        stdout.WriteLine($"{"JOB",10} {"HOST",-16} {"TRAINING FROM (UTC)",-19}  {"TO (UTC)",-19}  {"OUTCOME",-14} WHY");
+        foreach (var segment in segments)
+        {
+            var ended = segment.EndedAt?.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture) ?? (segment.JobId == live ? "(training)" : "(unknown)");
+            var why = segment.EndedAt is null && segment.JobId != live && lastCommits.TryGetValue(segment.JobId, out var lastCommit)
+                ? $"it never said how it ended (its host or runner died); its last commit was at {lastCommit.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC"
+                : segment.Why;
+            stdout.WriteLine($"{segment.JobId,10} {segment.Host,-16} {segment.TrainingStartedAt?.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture) ?? "(not started)",-19}  {ended,-19}  {segment.Outcome ?? "",-14} {why}");
+            var start = segment.AdoptedJob is { } adopted
+                ? $"adopted job {adopted}'s running training"
+                : segment.RestoredGeneration is { } generation ? $"resumed from generation {generation} ({segment.RestoredFrom})" : "started with an empty checkpoint directory";
+            stdout.WriteLine($"{"",10} {start}; lease {segment.Lease}");
+            foreach (var fallback in segment.Fallbacks ?? [])
+                stdout.WriteLine($"{"",10} restore fell back past {fallback}");
+        }
+
+        stdout.WriteLine();
+        await ListGenerationsAsync(repository);
+    }
+
+    private static string Duration(TimeSpan span) =>
+        span.TotalHours >= 1 ? $"{(int)span.TotalHours} h {span.Minutes:00} min" : span.TotalMinutes >= 1 ? $"{(int)span.TotalMinutes} min {span.Seconds:00} s" : $"{span.TotalSeconds:0} s";
 
     public async Task ShowAsync(string run, long generation)
     {

@@ -44,8 +44,34 @@ public sealed class CheckpointAgentHost(
             var lease = new TrainingLease(repository, config.HostName, config.Checkpoints.LeaseTimeToLive, config.Checkpoints.LeaseClockSkew, log);
             await new CheckpointAgent(jobId, container, driver, repository, directories, timing, log, afterStep, AdoptedUntil, lease).RunAsync(cancellationToken);
         }
+        await RecordEndAsync(jobId, repository, directories, cancellationToken);
         // Outside the lock: the retry it makes is the run's next job, whose prepare takes the lock.
         await ContinueIfAskedAsync(jobId, repository, directories, cancellationToken);
+    }
+
+    /// <summary>
+    /// The job's end in the run's history, where its `run` could not write it (its runner died,
+    /// or the run's lease was taken): the agent is the last of the job to know.
+    /// </summary>
+    private async Task RecordEndAsync(long jobId, CheckpointRepository repository, RunDirectories directories, CancellationToken cancellationToken)
+    {
+        var status = CheckpointAgent.ReadStatus(directories, jobId);
+        var endedAt = DateTimeOffset.UtcNow;
+        try
+        {
+            await repository.UpdateSegmentAsync(jobId, segment => segment.EndedAt is not null && status?.LeaseLostTo is null
+                ? null
+                : segment with
+                {
+                    EndedAt = segment.EndedAt ?? endedAt,
+                    Outcome = status?.LeaseLostTo is not null ? "lease lost" : "ended unseen",
+                    Why = status?.EndReason ?? "its agent ended",
+                }, cancellationToken);
+        }
+        catch (ObjectStoreException error)
+        {
+            log($"the run's history could not be written: {error.Message}");
+        }
     }
 
     /// <summary>

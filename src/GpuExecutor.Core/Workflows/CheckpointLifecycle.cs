@@ -47,7 +47,7 @@ public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver 
         {
             var (store, repository) = CheckpointStores.Open(stores, config, request.RunKey, log.WriteLine);
             using var _ = store;
-            await TakeLeaseAsync(job, repository, cancellationToken);
+            var lease = await TakeLeaseAsync(job, repository, cancellationToken);
             await WarnAboutAnotherLiveJobAsync(job, cancellationToken);
             await WaitForEarlierAgentAsync(directories, cancellationToken);
             var clock = System.Diagnostics.Stopwatch.StartNew();
@@ -77,6 +77,13 @@ public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver 
                 environment["CHECKPOINT_RESTORED_FROM_JOB"] = restored.FromJobId.ToString(CultureInfo.InvariantCulture);
                 environment["CHECKPOINT_RESTORED_COMMITTED_AT"] = restored.CommittedAt.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture);
             }
+            await RecordAsync(repository, new RunSegment(job.JobId, config.HostName, DateTimeOffset.UtcNow)
+            {
+                RestoredGeneration = restored?.Generation,
+                RestoredFrom = restored is null ? null : $"job {restored.FromJobId}" + (restored.FromHost is { } from ? $" on host {from}" : ""),
+                Fallbacks = restored is { Skipped.Count: > 0 } ? restored.Skipped.Select(skip => $"generation {skip.Generation}: {skip.Reason}").ToList() : null,
+                Lease = lease,
+            }, cancellationToken);
             log.WriteLine($"  {containerDir} is committed to the store whenever {CheckpointPaths.CompleteMarker} appears in it" +
                           (config.Checkpoints.QuietPeriod > TimeSpan.Zero ? $" (or, until the first marker, after {config.Checkpoints.QuietPeriod.TotalSeconds:0} s without changes)." : "."));
             if (config.Continuation.Enabled && request.Continue)
@@ -89,7 +96,7 @@ public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver 
     /// One trainer per run, across hosts: takes the run's lease in the store for this job, waiting
     /// while another job (here or on another host) holds it live, and says whose it was.
     /// </summary>
-    private async Task TakeLeaseAsync(JobIdentity job, CheckpointRepository repository, CancellationToken cancellationToken)
+    private async Task<string> TakeLeaseAsync(JobIdentity job, CheckpointRepository repository, CancellationToken cancellationToken)
     {
         var lease = new TrainingLease(repository, config.HostName, config.Checkpoints.LeaseTimeToLive, config.Checkpoints.LeaseClockSkew, line => log.WriteLine("  " + line));
         var container = JobContainerNames.For(job.JobId, JobContainerNames.JobRole);
@@ -103,7 +110,7 @@ public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver 
             // Training does not wait for the store (commits are retried); the agent takes the
             // lease once the store answers, unless another job took it meanwhile.
             log.WriteLine($"  WARNING: the run's lease could not be taken: {error.Message}. The job goes on; its agent takes the lease once the store answers.");
-            return;
+            return "not taken (the store did not answer)";
         }
         var previous = taken.Previous;
         log.WriteLine(taken.How switch
@@ -113,6 +120,63 @@ public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver 
             LeaseTaken.HolderGoneHere => $"  run lease: taken for this job; {previous!.Holder}'s container {previous.Container} is gone from this host.",
             _ => $"  run lease: taken for this job on {config.HostName}; the agent renews it every {lease.RenewEvery.TotalSeconds:0} s.",
         });
+        return taken.How switch
+        {
+            LeaseTaken.Released => $"released by {previous!.Holder}",
+            LeaseTaken.Expired => $"taken over from {previous!.Holder}, whose lease expired at {previous.ExpiresAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC",
+            LeaseTaken.HolderGoneHere => $"taken from {previous!.Holder}, whose container was gone",
+            _ => "free",
+        };
+    }
+
+    /// <summary>
+    /// Writes this job's segment of the run's history. The history is for people: a store that
+    /// does not take it costs the job nothing but a line.
+    /// </summary>
+    private async Task RecordAsync(CheckpointRepository repository, RunSegment segment, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await repository.WriteSegmentAsync(segment, cancellationToken);
+        }
+        catch (ObjectStoreException error)
+        {
+            log.WriteLine($"  WARNING: the run's history could not be written: {error.Message}");
+        }
+    }
+
+    /// <summary>Re-attach, in the run's history: the adopted job's segment ends, this job's begins.</summary>
+    public async Task RecordAdoptionAsync(JobIdentity job, long adoptedJobId, CancellationToken cancellationToken)
+    {
+        var (store, repository) = CheckpointStores.Open(stores, config, job.RunKey, log.WriteLine);
+        using var _ = store;
+        try
+        {
+            var now = DateTimeOffset.UtcNow;
+            await repository.UpdateSegmentAsync(adoptedJobId, segment => segment.EndedAt is null
+                ? segment with { EndedAt = now, Outcome = "runner lost", Why = $"its runner died while the training went on; job {job.JobId} adopted the training" }
+                : null, cancellationToken);
+            await repository.WriteSegmentAsync(new RunSegment(job.JobId, config.HostName, now) { AdoptedJob = adoptedJobId, Lease = $"kept by job {adoptedJobId}'s agent" }, cancellationToken);
+        }
+        catch (ObjectStoreException error)
+        {
+            log.WriteLine($"  WARNING: the run's history could not be written: {error.Message}");
+        }
+    }
+
+    /// <summary>The main step started, or ended: its place in the run's history.</summary>
+    public async Task RecordTrainingAsync(JobIdentity job, Func<RunSegment, RunSegment?> change, CancellationToken cancellationToken)
+    {
+        var (store, repository) = CheckpointStores.Open(stores, config, job.RunKey, log.WriteLine);
+        using var _ = store;
+        try
+        {
+            await repository.UpdateSegmentAsync(job.JobId, change, cancellationToken);
+        }
+        catch (ObjectStoreException error)
+        {
+            log.WriteLine($"WARNING: the run's history could not be written: {error.Message}");
+        }
     }
 
     /// <summary>Starts the run's agent for this job's container, detached, and says where its log is.</summary>

@@ -64,6 +64,7 @@ public sealed class PrepareJob(
                 if (orphan.Adoptable)
                 {
                     await AdoptAsync(job, orphan.Training, startedAt, hasHelper, cancellationToken);
+                    await lifecycle.RecordAdoptionAsync(job, orphan.Training.JobId, cancellationToken);
                     return;
                 }
                 using (JobLogSection.Start(log, "gpu_executor_reattach", "Re-attach refused", collapsed: false))

@@ -69,13 +69,14 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
             return runner.RunAsync(container, script, stdout, stderr, stop, beforeDeadline.Token, nonce, following);
         }
 
+        var reachedDeadline = false;
         async Task<(StageResult Result, int? ContinuesAs)> CommitAsync(StageResult result)
         {
             // The training is over: nothing is left to adopt.
             if (directories is not null && followingLock is not null)
                 File.Delete(Reattach.MainStageFile(directories));
             // Read at once: the signal went out while the stage ran, so the run stopped at its deadline.
-            var reachedDeadline = beforeDeadline.IsCancellationRequested;
+            reachedDeadline = beforeDeadline.IsCancellationRequested;
             await stopReporting.CancelAsync();
             await reporting;
             var next = directories is not null && reachedDeadline ? lifecycle.RequestContinuation(payload, directories) : null;
@@ -84,7 +85,30 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
             return (result, next);
         }
 
-        var (outcome, continuesAs) = await StageLifecycle.RunAsync(config.StateDir, job.JobId, RunTheStageAsync, CommitAsync, stop);
+        if (checkpoints is not null)
+        {
+            var startedAt = DateTimeOffset.UtcNow;
+            await lifecycle.RecordTrainingAsync(job, segment => segment.TrainingStartedAt is null ? segment with { TrainingStartedAt = startedAt } : null, CancellationToken.None);
+        }
+        StageResult outcome;
+        int? continuesAs;
+        try
+        {
+            (outcome, continuesAs) = await StageLifecycle.RunAsync(config.StateDir, job.JobId, RunTheStageAsync, CommitAsync, stop);
+        }
+        catch (SystemFailureException error) when (checkpoints is not null)
+        {
+            await RecordEndAsync(lifecycle, job, "system failure", error.Message);
+            throw;
+        }
+        if (checkpoints is not null)
+        {
+            var (ending, why) = reachedDeadline ? ("deadline", continuesAs is { } next ? $"the job's timeout; continued as segment {next}" : "the job's timeout")
+                : outcome.Stopped ? ("stopped", "cancel, timeout or runner shutdown")
+                : outcome.ExitCode == 0 ? ("success", "the trainer exited 0")
+                : ("failed", $"the trainer exited {outcome.ExitCode}");
+            await RecordEndAsync(lifecycle, job, ending, why);
+        }
 
         // A continued job must not succeed, whatever the trainer's exit code: later stages of the
         // pipeline would start on an unfinished model. The retry replaces it in the pipeline.
@@ -96,6 +120,12 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
         // code is the script's own (an OOM-killed trainer's 137 included), never the host's.
         var exitCode = Math.Max(outcome.ExitCode, 1);
         throw new BuildFailureException(outcome.Stopped ? $"stage '{stageName}' was stopped (exit code {exitCode})." : "", exitCode);
+    }
+
+    private static Task RecordEndAsync(CheckpointLifecycle lifecycle, JobIdentity job, string ending, string why)
+    {
+        var endedAt = DateTimeOffset.UtcNow;
+        return lifecycle.RecordTrainingAsync(job, segment => segment with { EndedAt = endedAt, Outcome = ending, Why = why }, CancellationToken.None);
     }
 
     /// <summary>The job's deadline, from its container's label (prepare's start plus the job's timeout).</summary>
