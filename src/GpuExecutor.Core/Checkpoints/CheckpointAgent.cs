@@ -164,6 +164,7 @@ public sealed class CheckpointAgent(
                     {
                         var result = await repository.CommitAsync(pending, jobId, timing.KeepGenerations, afterStep, cancellationToken);
                         snapshotter.Committed(pending);
+                        LocalCommit.Of(result.Generation, pending).Write(directories);
                         committed = pendingFingerprint!;
                         log($"committed generation {result.Generation}: {pending.Files.Count} files, {result.UploadedBytes} of {result.TotalBytes} bytes uploaded");
                         _status = _status with { CommittedGeneration = result.Generation, CommittedAt = DateTimeOffset.UtcNow, UploadedBytes = result.UploadedBytes, TotalBytes = result.TotalBytes, FailingSince = null, LastError = null, CommittedFiles = pending.Files.Count, FinalPassNote = null };

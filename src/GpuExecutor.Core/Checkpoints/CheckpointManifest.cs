@@ -97,4 +97,5 @@ public sealed record CheckpointManifest(
 [JsonSourceGenerationOptions(WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull, UnmappedMemberHandling = JsonUnmappedMemberHandling.Disallow)]
 [JsonSerializable(typeof(CheckpointManifest))]
 [JsonSerializable(typeof(CheckpointAgentStatus))]
+[JsonSerializable(typeof(LocalCommit))]
 internal sealed partial class CheckpointJsonContext : JsonSerializerContext;

@@ -12,6 +12,9 @@ public sealed record RestoreResult(long Generation, long FromJobId, DateTimeOffs
     /// <summary>The host that committed the generation, where its manifest says.</summary>
     public string? FromHost { get; init; }
 
+    /// <summary>True when the work directory already held the generation, untouched since this host's agent committed it, and stayed as it was.</summary>
+    public bool KeptInPlace { get; init; }
+
     public IReadOnlyList<SkippedGeneration> Skipped { get; init; } = [];
 }
 
@@ -94,6 +97,9 @@ public sealed class CheckpointRestorer(CheckpointRepository repository, RunDirec
 
     private async Task<RestoreResult> RestoreGenerationAsync(long chosen, CheckpointManifest manifest, CancellationToken cancellationToken)
     {
+        // The warm hand-over: what the agent committed from this very directory is still there.
+        if (LocalCommit.Read(directories) is { } local && local.StillHolds(manifest, directories.Work))
+            return new RestoreResult(chosen, manifest.JobId, manifest.CommittedAt, manifest.Files.Count, manifest.TotalBytes, 0) { FromHost = manifest.Host, KeptInPlace = true };
 
         ResetDirectory(directories.RestoreStaging);
         long downloaded = 0;

@@ -4,7 +4,11 @@ using GpuExecutor.HostFiles;
 namespace GpuExecutor.Checkpoints;
 
 /// <summary>One file of a snapshot: its place in the checkpoint, its private copy, and what the copy hashes to.</summary>
-public sealed record SnapshotFile(string Path, string StagedPath, string Sha256, long Size, int Mode, ulong SourceInode, long SourceModifiedNanoseconds);
+public sealed record SnapshotFile(string Path, string StagedPath, string Sha256, long Size, int Mode, ulong SourceInode, long SourceModifiedNanoseconds)
+{
+    /// <summary>The source's ctime when it was copied: unchanged later, the source still holds these bytes.</summary>
+    public long SourceChangedNanoseconds { get; init; }
+}
 
 /// <summary>A frozen copy of the checkpoint directory, which the trainer can no longer change under the upload.</summary>
 public sealed record CheckpointSnapshot(string Directory, IReadOnlyList<SnapshotFile> Files)
@@ -81,7 +85,7 @@ public sealed class CheckpointSnapshotter(string checkpointDir, string snapshots
                 {
                     if (HardLinks.Create(before.StagedPath, staged) is not 0 and var errno)
                         throw new IOException($"could not link '{staged}' to the earlier snapshot's copy '{before.StagedPath}' (errno {errno}).");
-                    files.Add(before with { StagedPath = staged, Mode = file.Status.PermissionBits });
+                    files.Add(before with { StagedPath = staged, Mode = file.Status.PermissionBits, SourceChangedNanoseconds = file.Status.ChangedNanoseconds });
                     continue;
                 }
 
@@ -94,7 +98,7 @@ public sealed class CheckpointSnapshotter(string checkpointDir, string snapshots
                     Directory.Delete(directory, recursive: true);
                     return null;
                 }
-                files.Add(new SnapshotFile(path, staged, sha256, copied, file.Status.PermissionBits, file.Status.Inode, file.Status.ModifiedNanoseconds));
+                files.Add(new SnapshotFile(path, staged, sha256, copied, file.Status.PermissionBits, file.Status.Inode, file.Status.ModifiedNanoseconds) { SourceChangedNanoseconds = after.Value.ChangedNanoseconds });
             }
         }
         catch

@@ -27,6 +27,9 @@ public sealed record RunDirectories(string Root)
     /// <summary>Held by `run` while it follows the run's main stage: free with the stage still running means no runner follows it.</summary>
     public string MainStageLock => Path.Combine(Root, "main-stage.lock");
 
+    /// <summary>What the agent last committed from "work", file by file as it found them there (<see cref="LocalCommit"/>).</summary>
+    public string LocalCommitRecord => Path.Combine(Root, "committed.json");
+
     public string AgentStatus(long jobId) => Path.Combine(Root, $"agent-{jobId.ToString(CultureInfo.InvariantCulture)}.json");
 
     /// <summary>The jobs whose agents left a status here (<see cref="AgentStatus"/>).</summary>

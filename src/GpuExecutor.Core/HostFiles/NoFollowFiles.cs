@@ -4,7 +4,8 @@ using Microsoft.Win32.SafeHandles;
 namespace GpuExecutor.HostFiles;
 
 /// <summary>What lstat-style inspection says about a path, without following a final symlink.</summary>
-public readonly record struct FileStatus(bool IsRegularFile, bool IsDirectory, ulong Inode, long Size, long ModifiedNanoseconds, int PermissionBits);
+/// <param name="ChangedNanoseconds">The inode's change time (ctime), which no one but the kernel sets: any write, chmod or utime moves it.</param>
+public readonly record struct FileStatus(bool IsRegularFile, bool IsDirectory, ulong Inode, long Size, long ModifiedNanoseconds, int PermissionBits, long ChangedNanoseconds = 0);
 
 /// <summary>
 /// Reading files of a directory the job controls, as root, without being steered by it. The
@@ -170,13 +171,16 @@ public static partial class NoFollowFiles
         var type = mode & 0xF000;
         var modifiedSeconds = BitConverter.ToInt64(buffer[112..120]);
         var modifiedNanos = BitConverter.ToUInt32(buffer[120..124]);
+        var changedSeconds = BitConverter.ToInt64(buffer[96..104]);
+        var changedNanos = BitConverter.ToUInt32(buffer[104..108]);
         return new FileStatus(
             IsRegularFile: type == 0x8000,
             IsDirectory: type == 0x4000,
             Inode: BitConverter.ToUInt64(buffer[32..40]),
             Size: BitConverter.ToInt64(buffer[40..48]),
             ModifiedNanoseconds: modifiedSeconds * 1_000_000_000 + modifiedNanos,
-            PermissionBits: mode & 0x1FF);
+            PermissionBits: mode & 0x1FF,
+            ChangedNanoseconds: changedSeconds * 1_000_000_000 + changedNanos);
     }
 
     [StructLayout(LayoutKind.Sequential)]

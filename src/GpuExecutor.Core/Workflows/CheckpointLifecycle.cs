@@ -72,7 +72,10 @@ public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver 
                 if (restored.Skipped.Count > 0)
                     log.WriteLine($"  WARNING: FELL BACK to generation {restored.Generation}, the newest that verifies; training resumes from there, not from generation {restored.Skipped[0].Generation}.");
                 log.WriteLine($"  restored generation {restored.Generation} (committed {restored.CommittedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC by job {restored.FromJobId}{(restored.FromHost is { } host ? " on host " + host : "")}): " +
-                              $"{Files(restored.Files)}, {Sizes.Describe(restored.Bytes)} ({Sizes.Describe(restored.DownloadedBytes)} downloaded, the rest already on this host) in {clock.Elapsed.TotalSeconds:0.0} s, every file checked against its SHA-256.");
+                              $"{Files(restored.Files)}, {Sizes.Describe(restored.Bytes)} ({Sizes.Describe(restored.DownloadedBytes)} downloaded, the rest already on this host) in {clock.Elapsed.TotalSeconds:0.0} s, " +
+                              (restored.KeptInPlace
+                                  ? "kept in place: this host's agent committed it from this directory, and every file is the same inode, size, mtime and ctime as when it was hashed."
+                                  : "every file checked against its SHA-256."));
                 environment["CHECKPOINT_RESTORED_GENERATION"] = restored.Generation.ToString(CultureInfo.InvariantCulture);
                 environment["CHECKPOINT_RESTORED_FROM_JOB"] = restored.FromJobId.ToString(CultureInfo.InvariantCulture);
                 environment["CHECKPOINT_RESTORED_COMMITTED_AT"] = restored.CommittedAt.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture);
