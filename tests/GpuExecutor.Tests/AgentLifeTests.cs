@@ -54,6 +54,7 @@ public sealed class AgentLifeTests : IDisposable
         {
             DaemonLostAfter = daemonLostAfter,
             EndAfterDeadline = TimeSpan.FromHours(1),
+            StopGrace = TimeSpan.FromMilliseconds(200),
         };
         var repository = new CheckpointRepository(_store, "checkpoints", "", "run-agent", _ => { });
         return new CheckpointAgent(JobId, Container, _driver, repository, _directories, timing, line => { lock (_log) _log.Add(line); }, lease: lease)
@@ -141,6 +142,7 @@ public sealed class AgentLifeTests : IDisposable
         await agent;
 
         Assert.Contains(_log, line => line.StartsWith("LEASE LOST: the run's lease was taken by job 99 on host host-b", StringComparison.Ordinal));
+        Assert.Equal([(Container, "TERM")], _driver.Signals);
         Assert.Contains(Container, _driver.Removed);
         var status = CheckpointAgent.ReadStatus(_directories, JobId)!;
         Assert.Equal("job 99 on host host-b", status.LeaseLostTo);

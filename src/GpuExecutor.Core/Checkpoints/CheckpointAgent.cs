@@ -17,6 +17,11 @@ public sealed record AgentTiming(TimeSpan QuietPeriod, TimeSpan PollInterval, in
 
     /// <summary>Past the job's deadline by this much, the agent ends whatever it is doing (cleanup.gc_grace_seconds).</summary>
     public TimeSpan EndAfterDeadline { get; init; } = TimeSpan.FromHours(1);
+
+    /// <summary>When the run's lease was taken: the signal the training gets first (run.stop_signal), and how long before its container goes (run.stop_grace_seconds).</summary>
+    public string StopSignal { get; init; } = "TERM";
+
+    public TimeSpan StopGrace { get; init; } = TimeSpan.FromSeconds(30);
 }
 
 /// <summary>
@@ -227,7 +232,9 @@ public sealed class CheckpointAgent(
     /// <summary>
     /// Another job took the run (this host was cut off from the store past the lease's expiry, or
     /// an admin moved it): committing on would let two trainers write one run. The pending
-    /// checkpoint is dropped and the job's container removed, training and all.
+    /// checkpoint is dropped, the training is asked to stop (the stop signal, through the
+    /// container's stage server, as a stop from `run` would), and after the grace period the
+    /// job's container is removed, training and all.
     /// </summary>
     private async Task StopTrainingForAsync(TrainingLeaseRecord taker, CheckpointSnapshot? pending, CancellationToken cancellationToken)
     {
@@ -236,6 +243,22 @@ public sealed class CheckpointAgent(
         _status = _status with { LeaseLostTo = taker.Holder, LastError = null, Exited = true, EndReason = reason };
         if (pending is not null && Directory.Exists(pending.Directory))
             Directory.Delete(pending.Directory, recursive: true);
+        try
+        {
+            using (var attachTimeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
+            {
+                attachTimeout.CancelAfter(TimeSpan.FromSeconds(10));
+                using var attachment = await driver.AttachAsync(container, attachTimeout.Token);
+                // The stage server signals every process of the stage; a signal request takes no reply.
+                await attachment.WriteAsync(StageServer.SignalRequest(StageServer.NewNonce(), timing.StopSignal), attachTimeout.Token);
+            }
+            log($"sent SIG{timing.StopSignal} to the training's processes; its container goes in {timing.StopGrace.TotalSeconds:0} s");
+            await Task.Delay(timing.StopGrace, cancellationToken);
+        }
+        catch (Exception error) when (error is ContainerEngineException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
+        {
+            log($"the training could not be signalled ({error.Message}); its container goes now");
+        }
         try
         {
             await driver.RemoveAsync(container, cancellationToken);

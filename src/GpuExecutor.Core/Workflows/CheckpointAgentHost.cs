@@ -30,6 +30,8 @@ public sealed class CheckpointAgentHost(
             GiveUpAfterJob = config.Checkpoints.AgentGiveUp,
             DaemonLostAfter = config.Checkpoints.AgentDaemonLost,
             EndAfterDeadline = config.Cleanup.GcGracePeriod,
+            StopSignal = config.Run.StopSignal,
+            StopGrace = config.Run.StopGracePeriod,
         };
         // A job that adopted this agent's training (re-attach) keeps it going to its own deadline.
         DateTimeOffset? AdoptedUntil() => Reattach.ReadAllAdoptions(config.StateDir)

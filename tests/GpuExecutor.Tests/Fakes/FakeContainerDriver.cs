@@ -38,6 +38,9 @@ public sealed class FakeContainerDriver : IContainerDriver
     /// <summary>Every script run, as the stage server would run it.</summary>
     public ConcurrentQueue<(string Container, string Script)> Scripts { get; } = new();
 
+    /// <summary>Every signal request a stage server received, in order.</summary>
+    public ConcurrentQueue<(string Container, string Signal)> Signals { get; } = new();
+
     /// <summary>A container some other job (or an earlier attempt) left, with its labels.</summary>
     public void Add(string name, IReadOnlyDictionary<string, string> labels, bool running = true)
     {
@@ -145,6 +148,8 @@ public sealed class FakeContainerDriver : IContainerDriver
                     // count: no process of the stage is left; signal: nothing to answer.
                     if (request[0] == "count")
                         Reply(request[1], 0, alsoOnStderr: false);
+                    else if (request[0] == "signal" && request.Length == 3)
+                        driver.Signals.Enqueue((container, request[2]));
                 }
             }
         }
