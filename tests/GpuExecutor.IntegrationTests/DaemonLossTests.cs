@@ -11,42 +11,15 @@ public sealed partial class DaemonLossTests
 {
     private static bool Long => Environment.GetEnvironmentVariable("GPU_EXECUTOR_LONG_TESTS") == "1";
 
-    private static object TrainerJob(long jobId, int totalSteps) => new
-    {
-        job_id = jobId,
-        name = "train",
-        image = Testbed.TestImage,
-        sources = "trainer",
-        variables = new Dictionary<string, string>
-        {
-            ["CHECKPOINTS"] = "on", ["TOTAL_STEPS"] = totalSteps.ToString(), ["STEP_SECONDS"] = "0.1", ["CHECKPOINT_EVERY_SECONDS"] = "1",
-        },
-        script = new[] { "./trainer.sh" },
-        timeout = 3600,
-    };
-
-    private static ExecutorWorkspace Workspace(PrivateDaemon daemon, int daemonLostSeconds)
-    {
+    private static ExecutorWorkspace Workspace(PrivateDaemon daemon, int daemonLostSeconds) =>
         // `run` does not wait for the daemon here: these tests are about the agent, alone with it.
-        var workspace = new ExecutorWorkspace(dockerEndpoint: daemon.Endpoint, daemonReconnectSeconds: 0, extraConfig: $"[checkpoints]\nagent_daemon_lost_seconds = {daemonLostSeconds}");
-        var target = System.IO.Directory.CreateDirectory(Path.Combine(workspace.Root, "trainer")).FullName;
-        File.Copy(Path.Combine(Testbed.RepositoryRoot, "examples", "trainer", "trainer.sh"), Path.Combine(target, "trainer.sh"));
-        return workspace;
-    }
+        ReferenceTrainer.CopyInto(new ExecutorWorkspace(dockerEndpoint: daemon.Endpoint, daemonReconnectSeconds: 0, extraConfig: $"[checkpoints]\nagent_daemon_lost_seconds = {daemonLostSeconds}"));
+
+    private static object TrainerJob(long jobId, int totalSteps) => ReferenceTrainer.Job(jobId, totalSteps);
 
     /// <summary>Starts the job and returns once its trainer has checkpointed at <paramref name="step"/> or later.</summary>
-    private static async Task<Task<ExecutorWorkspace.Simulation>> StartUntilCheckpointAsync(ExecutorWorkspace workspace, object job, int step)
-    {
-        var reached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var simulation = workspace.SimulateAsync(job, line =>
-        {
-            if (CheckpointLine().Match(line) is { Success: true } saved && int.Parse(saved.Groups[1].Value) >= step)
-                reached.TrySetResult();
-        }, "--graceful-kill-timeout", "30");
-        await Task.WhenAny(reached.Task, simulation, Task.Delay(TimeSpan.FromSeconds(90), TestContext.Current.CancellationToken));
-        Assert.True(reached.Task.IsCompleted, $"the trainer never checkpointed at step {step}");
-        return simulation;
-    }
+    private static Task<Task<ExecutorWorkspace.Simulation>> StartUntilCheckpointAsync(ExecutorWorkspace workspace, object job, int step) =>
+        ReferenceTrainer.StartUntilAsync(workspace, job, ReferenceTrainer.CheckpointLine(), step);
 
     private static string RunDirectory(ExecutorWorkspace workspace) =>
         System.IO.Directory.GetDirectories(Path.Combine(workspace.Root, "state", "checkpoints")).Single();
@@ -155,9 +128,6 @@ public sealed partial class DaemonLossTests
         await daemon.DockerAsync("rm", "-f", "gpu-executor-8811-job", "gpu-executor-8811-helper");
         Assert.Contains("agent done: the job's container gpu-executor-8811-job is gone", await WaitForAgentLogAsync(agentLog, "agent done", TimeSpan.FromSeconds(30)));
     }
-
-    [GeneratedRegex(@"checkpoint at step (\d+)")]
-    private static partial Regex CheckpointLine();
 
     [GeneratedRegex(@"committed generation (\d+)")]
     private static partial Regex LastCommitted();

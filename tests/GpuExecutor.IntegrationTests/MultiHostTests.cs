@@ -30,43 +30,13 @@ public sealed partial class MultiHostTests
             lease_wait_seconds = {leaseWaitSeconds}
             agent_daemon_lost_seconds = 20
             """);
-        var target = Directory.CreateDirectory(Path.Combine(workspace.Root, "trainer")).FullName;
-        File.Copy(Path.Combine(Testbed.RepositoryRoot, "examples", "trainer", "trainer.sh"), Path.Combine(target, "trainer.sh"));
-        return workspace;
+        return ReferenceTrainer.CopyInto(workspace);
     }
 
     private static void SetLeaseWait(ExecutorWorkspace host, int seconds) =>
         File.WriteAllText(host.ConfigPath, LeaseWaitLine().Replace(File.ReadAllText(host.ConfigPath), $"lease_wait_seconds = {seconds}"));
 
-    private static object TrainerJob(long jobId, int totalSteps) => new
-    {
-        job_id = jobId,
-        name = "train",
-        image = Testbed.TestImage,
-        sources = "trainer",
-        variables = new Dictionary<string, string>
-        {
-            ["CHECKPOINTS"] = "on", ["CHECKPOINT_RUN_KEY"] = RunKey,
-            ["TOTAL_STEPS"] = totalSteps.ToString(), ["STEP_SECONDS"] = "0.1", ["CHECKPOINT_EVERY_SECONDS"] = "1",
-        },
-        script = new[] { "./trainer.sh" },
-        timeout = 3600,
-    };
-
-    /// <summary>Starts the job and returns once its trainer has checkpointed at <paramref name="step"/> or later; its log lines go to <paramref name="lines"/>.</summary>
-    private static async Task<Task<ExecutorWorkspace.Simulation>> StartUntilCheckpointAsync(ExecutorWorkspace host, object job, int step, System.Collections.Concurrent.ConcurrentQueue<string> lines)
-    {
-        var reached = new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously);
-        var simulation = host.SimulateAsync(job, line =>
-        {
-            lines.Enqueue(line);
-            if (CheckpointLine().Match(line) is { Success: true } saved && int.Parse(saved.Groups[1].Value) >= step)
-                reached.TrySetResult();
-        }, "--graceful-kill-timeout", "30");
-        await Task.WhenAny(reached.Task, simulation, Task.Delay(TimeSpan.FromSeconds(90), TestContext.Current.CancellationToken));
-        Assert.True(reached.Task.IsCompleted, $"the trainer never checkpointed at step {step}");
-        return simulation;
-    }
+    private static object TrainerJob(long jobId, int totalSteps) => ReferenceTrainer.Job(jobId, totalSteps, RunKey);
 
     private static string RunDirectory(ExecutorWorkspace host) => Directory.GetDirectories(Path.Combine(host.Root, "state", "checkpoints")).Single();
 
@@ -79,7 +49,7 @@ public sealed partial class MultiHostTests
         using var hostB = Host(daemonB, "host-b", leaseWaitSeconds: 5);
 
         var linesOfA = new System.Collections.Concurrent.ConcurrentQueue<string>();
-        var training = await StartUntilCheckpointAsync(hostA, TrainerJob(9101, 100_000), step: 20, linesOfA);
+        var training = await ReferenceTrainer.StartUntilAsync(hostA, TrainerJob(9101, 100_000), ReferenceTrainer.CheckpointLine(), 20, linesOfA);
 
         // While host A trains, host B's job of the run waits for A's lease, names it, and fails.
         var refused = await hostB.SimulateAsync(TrainerJob(9102, 100_000));
@@ -95,7 +65,7 @@ public sealed partial class MultiHostTests
         await daemonA.StopWithContainersAsync();
         await Assert.ThrowsAnyAsync<Exception>(() => training);
         Directory.Delete(Path.Combine(hostA.Root, "state"), recursive: true);
-        var savedOnA = CheckpointLine().Matches(string.Join("\n", linesOfA)).Select(match => int.Parse(match.Groups[1].Value)).ToList();
+        var savedOnA = ReferenceTrainer.Numbers(ReferenceTrainer.CheckpointLine(), string.Join("\n", linesOfA));
 
         // The retry on host B waits for A's lease to expire, takes the run over, and resumes from
         // A's newest commit: at most one checkpoint interval of A's training is lost.
@@ -104,7 +74,7 @@ public sealed partial class MultiHostTests
         Assert.True(retry.Result.Outcome == "success", retry.Log);
         Assert.Contains("run lease taken over from job 9101 on host host-a, whose lease expired", retry.Log);
         Assert.Matches(@"restored generation \d+ \(committed [0-9: -]+ UTC by job 9101 on host host-a\)", retry.Log);
-        var resumedAt = int.Parse(ResumedLine().Match(retry.Log).Groups[1].Value);
+        var resumedAt = int.Parse(ReferenceTrainer.ResumedLine().Match(retry.Log).Groups[1].Value);
         Assert.Contains(resumedAt, savedOnA);
         Assert.True(resumedAt >= savedOnA[Math.Max(0, savedOnA.Count - 3)], $"resumed at step {resumedAt}, but host A saved {string.Join(", ", savedOnA)}; its agent said:\n{agentLog}");
         Assert.Contains("training complete", retry.Log);
@@ -122,12 +92,6 @@ public sealed partial class MultiHostTests
         Assert.Matches(@"\d+ [0-9: -]+ +9103 host-b", story.Stdout);
         Assert.Matches(@"training time so far: .+ in 2 segments", story.Stdout);
     }
-
-    [GeneratedRegex(@"checkpoint at step (\d+)")]
-    private static partial Regex CheckpointLine();
-
-    [GeneratedRegex(@"resumed at step (\d+)")]
-    private static partial Regex ResumedLine();
 
     [GeneratedRegex(@"lease_wait_seconds = \d+")]
     private static partial Regex LeaseWaitLine();
