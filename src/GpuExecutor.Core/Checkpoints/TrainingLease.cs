@@ -1,6 +1,8 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
+using System.Text.RegularExpressions;
+using GpuExecutor.Containers;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Storage;
 
@@ -63,7 +65,7 @@ public enum LeaseRenewal { Held, Lost, StoreUnreachable }
 /// (<c>checkpoints.lease_clock_skew_seconds</c>), which is added to every expiry before another
 /// host takes over.
 /// </summary>
-public sealed class TrainingLease(CheckpointRepository repository, string host, TimeSpan timeToLive, TimeSpan clockSkew, Action<string> log)
+public sealed partial class TrainingLease(CheckpointRepository repository, string host, TimeSpan timeToLive, TimeSpan clockSkew, Action<string> log)
 {
     public const string RecordName = "LEASE.json";
     private const int LargestRecord = 4096;
@@ -84,15 +86,24 @@ public sealed class TrainingLease(CheckpointRepository repository, string host, 
     public async Task<TrainingLeaseRecord?> ReadAsync(CancellationToken cancellationToken)
     {
         var bytes = await repository.ReadRunRecordAsync(RecordName, LargestRecord, cancellationToken);
+        TrainingLeaseRecord? record;
         try
         {
-            return bytes is null ? null : JsonSerializer.Deserialize(bytes, RunRecordJsonContext.Default.TrainingLeaseRecord);
+            record = bytes is null ? null : JsonSerializer.Deserialize(bytes, RunRecordJsonContext.Default.TrainingLeaseRecord);
         }
         catch (JsonException)
+        {
+            record = null;
+            bytes = [];
+        }
+        // Its host and container reach logs and the Docker API: only a record this executor could
+        // have written counts; anything else is damage, and a damaged lease must not hold a run.
+        if (bytes is not null && (record is null || !HostNamePattern().IsMatch(record.Host ?? "") || record.Container != JobContainerNames.For(record.JobId, JobContainerNames.JobRole)))
         {
             log($"the lease record of run '{repository.RunKey}' is unreadable; it counts as free");
             return null;
         }
+        return record;
     }
 
     /// <summary>
@@ -180,4 +191,8 @@ public sealed class TrainingLease(CheckpointRepository repository, string host, 
 
     private Task WriteAsync(TrainingLeaseRecord record, CancellationToken cancellationToken) =>
         repository.WriteRunRecordAsync(RecordName, JsonSerializer.SerializeToUtf8Bytes(record, RunRecordJsonContext.Default.TrainingLeaseRecord), cancellationToken);
+
+    /// <summary>The shape config's host_name must have.</summary>
+    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
+    private static partial Regex HostNamePattern();
 }

@@ -3,6 +3,7 @@ using System.Text;
 using GpuExecutor.Checkpoints;
 using GpuExecutor.Configuration;
 using GpuExecutor.Continuation;
+using GpuExecutor.JobLog;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Storage;
 
@@ -46,7 +47,7 @@ public sealed class CheckpointAdmin(ExecutorConfig config, IObjectStoreOpener st
         {
             var note = generation == latest ? "  <- LATEST" : generation > latest ? "  (not committed: no LATEST names it)" : "";
             if (bad.TryGetValue(generation, out var badGeneration))
-                note += $"  BAD (found by {badGeneration.FoundBy} at {badGeneration.FoundAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC): {badGeneration.Reason}";
+                note += $"  BAD (found by {Printable.Of(badGeneration.FoundBy)} at {badGeneration.FoundAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC): {Printable.Of(badGeneration.Reason)}";
             CheckpointManifest? manifest = null;
             try
             {
@@ -56,7 +57,7 @@ public sealed class CheckpointAdmin(ExecutorConfig config, IObjectStoreOpener st
             {
                 // Its manifest is what is bad; the note says so.
             }
-            stdout.WriteLine($"{generation,10} {manifest?.CommittedAt.UtcDateTime,-20:yyyy-MM-dd HH:mm:ss} {manifest?.JobId,10} {manifest?.Host ?? "",-16} {manifest?.Files.Count,6} {manifest?.TotalBytes / 1048576.0,12:0.0}{note}");
+            stdout.WriteLine($"{generation,10} {manifest?.CommittedAt.UtcDateTime,-20:yyyy-MM-dd HH:mm:ss} {manifest?.JobId,10} {Printable.Of(manifest?.Host, 63),-16} {manifest?.Files.Count,6} {manifest?.TotalBytes / 1048576.0,12:0.0}{note}");
         }
         if (await repository.ReadContinuationAsync(cancellationToken) is { } chain)
         {
@@ -121,13 +122,13 @@ public sealed class CheckpointAdmin(ExecutorConfig config, IObjectStoreOpener st
             var why = segment.EndedAt is null && segment.JobId != live && lastCommits.TryGetValue(segment.JobId, out var lastCommit)
                 ? $"it never said how it ended (its host or runner died); its last commit was at {lastCommit.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC"
                 : segment.Why;
-            stdout.WriteLine($"{segment.JobId,10} {segment.Host,-16} {segment.TrainingStartedAt?.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture) ?? "(not started)",-19}  {ended,-19}  {segment.Outcome ?? "",-14} {why}");
+            stdout.WriteLine($"{segment.JobId,10} {Printable.Of(segment.Host, 63),-16} {segment.TrainingStartedAt?.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture) ?? "(not started)",-19}  {ended,-19}  {Printable.Of(segment.Outcome, 40),-14} {Printable.Of(why)}");
             var start = segment.AdoptedJob is { } adopted
                 ? $"adopted job {adopted}'s running training"
-                : segment.RestoredGeneration is { } generation ? $"resumed from generation {generation} ({segment.RestoredFrom})" : "started with an empty checkpoint directory";
-            stdout.WriteLine($"{"",10} {start}; lease {segment.Lease}");
+                : segment.RestoredGeneration is { } generation ? $"resumed from generation {generation} ({Printable.Of(segment.RestoredFrom)})" : "started with an empty checkpoint directory";
+            stdout.WriteLine($"{"",10} {start}; lease {Printable.Of(segment.Lease)}");
             foreach (var fallback in segment.Fallbacks ?? [])
-                stdout.WriteLine($"{"",10} restore fell back past {fallback}");
+                stdout.WriteLine($"{"",10} restore fell back past {Printable.Of(fallback)}");
         }
 
         stdout.WriteLine();

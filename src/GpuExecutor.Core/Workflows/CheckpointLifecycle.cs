@@ -67,11 +67,11 @@ public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver 
                 {
                     log.WriteLine(skipped.FoundNow
                         ? $"  WARNING: GENERATION {skipped.Generation} OF RUN {request.RunKey} IS CORRUPT: {skipped.Reason}. It is now recorded as bad in the store: restores skip it, retention keeps it for inspection."
-                        : $"  WARNING: generation {skipped.Generation} of run {request.RunKey} is recorded as bad ({skipped.Reason}) and is skipped.");
+                        : $"  WARNING: generation {skipped.Generation} of run {request.RunKey} is recorded as bad ({Printable.Of(skipped.Reason)}) and is skipped.");
                 }
                 if (restored.Skipped.Count > 0)
                     log.WriteLine($"  WARNING: FELL BACK to generation {restored.Generation}, the newest that verifies; training resumes from there, not from generation {restored.Skipped[0].Generation}.");
-                log.WriteLine($"  restored generation {restored.Generation} (committed {restored.CommittedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC by job {restored.FromJobId}{(restored.FromHost is { } host ? " on host " + host : "")}): " +
+                log.WriteLine($"  restored generation {restored.Generation} (committed {restored.CommittedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC by job {restored.FromJobId}{(restored.FromHost is { } host ? " on host " + Printable.Of(host, 63) : "")}): " +
                               $"{Files(restored.Files)}, {Sizes.Describe(restored.Bytes)} ({Sizes.Describe(restored.DownloadedBytes)} downloaded, the rest already on this host) in {clock.Elapsed.TotalSeconds:0.0} s, " +
                               (restored.KeptInPlace
                                   ? "kept in place: this host's agent committed it from this directory, and every file is the same inode, size, mtime and ctime as when it was hashed."
