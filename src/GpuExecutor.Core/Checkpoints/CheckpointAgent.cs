@@ -241,6 +241,8 @@ public sealed class CheckpointAgent(
         var reason = $"the run's lease was taken by {taker.Holder} at {taker.AcquiredAt.UtcDateTime:HH:mm:ss} UTC (this job's lease had expired unrenewed)";
         log($"LEASE LOST: {reason}. This agent commits nothing more and stops the training in {container}, so that two trainers never write one run.");
         _status = _status with { LeaseLostTo = taker.Holder, LastError = null, Exited = true, EndReason = reason };
+        // Now, so that a `run` still following the training says why before the container goes.
+        WriteStatus();
         if (pending is not null && Directory.Exists(pending.Directory))
             Directory.Delete(pending.Directory, recursive: true);
         try
