@@ -287,9 +287,9 @@ public sealed partial class CheckpointJobTests
     }
 
     [Fact]
-    public async Task A_job_whose_agent_was_killed_ends_without_waiting_out_the_final_commit_and_says_so()
+    public async Task An_agent_killed_while_the_training_goes_on_is_started_again_and_no_checkpoint_is_lost()
     {
-        using var workspace = new ExecutorWorkspace(extraConfig: "[checkpoints]\nfinal_commit_wait_seconds = 100");
+        using var workspace = new ExecutorWorkspace();
         CopyTrainer(workspace);
         var variables = new Dictionary<string, string> { ["TOTAL_STEPS"] = "60", ["STEP_SECONDS"] = "0.1", ["CHECKPOINT_EVERY_SECONDS"] = "1" };
         var killer = Task.Run(async () =>
@@ -301,8 +301,39 @@ public sealed partial class CheckpointJobTests
             await Testbed.RunAsync("pkill", ["-9", "-f", "checkpoints agent 8401 "], null, null);
         }, TestContext.Current.CancellationToken);
 
-        var clock = System.Diagnostics.Stopwatch.StartNew();
         var job = await workspace.SimulateAsync(TrainerJob(8401, variables));
+        await killer;
+        Assert.True(job.Result.Outcome == "success", job.Log);
+        Assert.Contains("WARNING: the checkpoint agent of this run died", job.Log);
+        Assert.Contains("is the newest in the store", job.Log);
+        Assert.DoesNotContain("MAY NOT BE SAFE", job.Log);
+
+        // Nothing was lost: the next job starts where the trainer ended.
+        variables["TOTAL_STEPS"] = "61";
+        var next = await workspace.SimulateAsync(TrainerJob(8402, variables));
+        Assert.Equal(60, ResumedAt(next.Log));
+    }
+
+    [Fact]
+    public async Task A_job_whose_agent_keeps_dying_ends_without_waiting_out_the_final_commit_and_says_so()
+    {
+        using var workspace = new ExecutorWorkspace(extraConfig: "[checkpoints]\nfinal_commit_wait_seconds = 100");
+        CopyTrainer(workspace);
+        var variables = new Dictionary<string, string> { ["TOTAL_STEPS"] = "60", ["STEP_SECONDS"] = "0.1", ["CHECKPOINT_EVERY_SECONDS"] = "1" };
+        using var jobDone = new CancellationTokenSource();
+        var killer = Task.Run(async () =>
+        {
+            // Every agent of the job dies as soon as it is there, as under a host's OOM killer.
+            while (!jobDone.IsCancellationRequested)
+            {
+                await Testbed.RunAsync("pkill", ["-9", "-f", "checkpoints agent 8411 "], null, null);
+                await Task.Delay(300, CancellationToken.None);
+            }
+        }, TestContext.Current.CancellationToken);
+
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        var job = await workspace.SimulateAsync(TrainerJob(8411, variables));
+        await jobDone.CancelAsync();
         await killer;
         Assert.True(job.Result.Outcome == "success", job.Log);
         Assert.Contains("THE NEWEST CHECKPOINT MAY NOT BE SAFE", job.Log);

@@ -66,8 +66,16 @@ public sealed class CheckpointAgent(
     {
         Directory.CreateDirectory(directories.Snapshots);
         var snapshotter = new CheckpointSnapshotter(directories.Work, directories.Snapshots);
-        // What restore put there is committed already.
+        // What restore put there is committed already; for an agent started again after this
+        // job's first one died, what that one last committed is, and the rest is not.
         var committed = snapshotter.Fingerprint();
+        if (ReadStatus(directories, jobId) is { Exited: false, CommittedGeneration: { } before } died)
+        {
+            _status = died with { Pid = Environment.ProcessId };
+            if (LocalCommit.Read(directories) is { } local && local.Generation == before)
+                committed = new DirectoryFingerprint(local.Files.OrderBy(file => file.Path, StringComparer.Ordinal).Select(file => (file.Path, file.Size, file.ModifiedNanoseconds)).ToList());
+            log($"started again after this job's agent died; generation {before} is the newest it committed");
+        }
         var seen = committed;
         var changedAt = DateTime.UtcNow;
         var markerMode = false;

@@ -260,11 +260,20 @@ public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver 
         }
     }
 
-    /// <summary>Shows the agent's commits, and its failures, in the job log as they happen, until cancelled.</summary>
-    public async Task ReportCommitsAsync(RunDirectories directories, long jobId, CancellationToken cancellationToken)
+    /// <summary>How many times one `run` starts a dead agent again: a crash that repeats is not cured by more.</summary>
+    private const int MostAgentRestarts = 3;
+
+    /// <summary>
+    /// Shows the agent's commits, and its failures, in the job log as they happen, until
+    /// cancelled. An agent that died while the training goes on (killed, out of memory) is
+    /// started again through <paramref name="restartAgent"/>: without it, every checkpoint the
+    /// trainer writes until the job ends would be lost with the host.
+    /// </summary>
+    public async Task ReportCommitsAsync(RunDirectories directories, long jobId, CancellationToken cancellationToken, Func<string>? restartAgent = null)
     {
         long? shownGeneration = null;
         string? shownError = null;
+        var restarts = 0;
         try
         {
             while (true)
@@ -272,6 +281,12 @@ public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver 
                 await Task.Delay(StatusPollInterval, cancellationToken);
                 if (CheckpointAgent.ReadStatus(directories, jobId) is not { } status)
                     continue;
+                if (restartAgent is not null && restarts < MostAgentRestarts && AgentDied(directories, jobId, status))
+                {
+                    restarts++;
+                    log.WriteLine($"WARNING: the checkpoint agent of this run died (pid {status.Pid}, without ending itself); starting it again, {restarts} of at most {MostAgentRestarts} times (its log: {restartAgent()}).");
+                    continue;
+                }
                 if (status.CommittedGeneration is { } generation && generation != shownGeneration)
                 {
                     shownGeneration = generation;
@@ -290,6 +305,18 @@ public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver 
         catch (OperationCanceledException)
         {
         }
+    }
+
+    /// <summary>
+    /// Dead, not done: its status says it has not ended, its process is gone, and nobody holds
+    /// the run's agent lock (a new agent takes it as it starts).
+    /// </summary>
+    private static bool AgentDied(RunDirectories directories, long jobId, CheckpointAgentStatus status)
+    {
+        if (status.Exited || status.Pid <= 0 || OrphanedAgents.IsAgentOf(status.Pid, jobId))
+            return false;
+        using var free = HostLock.TryAcquire(directories.AgentLock);
+        return free is not null;
     }
 
     /// <summary>

@@ -17,7 +17,7 @@ namespace GpuExecutor.Workflows;
 /// deadline. For a job that adopted a dead job's training: the stages that would change its
 /// worktree are skipped, and the main step follows that training to its end.
 /// </summary>
-public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IObjectStoreOpener stores, TextWriter log)
+public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IObjectStoreOpener stores, TextWriter log, ICheckpointAgentLauncher? agentLauncher = null)
 {
     /// <summary>Returns when the stage succeeded; throws <see cref="BuildFailureException"/> with the script's exit code when it did not.</summary>
     public async Task RunAsync(JobPayload payload, ReadOnlyMemory<byte> script, string stageName, Stream stdout, Stream stderr, CancellationToken stop)
@@ -48,7 +48,8 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
             beforeDeadline.CancelAfter(signalIn > TimeSpan.Zero ? signalIn : TimeSpan.Zero);
         }
         using var stopReporting = new CancellationTokenSource();
-        var reporting = directories is null ? Task.CompletedTask : lifecycle.ReportCommitsAsync(directories, agentJobId, stopReporting.Token);
+        Func<string>? restartAgent = agentLauncher is null ? null : () => agentLauncher.Start(agentJobId, job.RunKey, container);
+        var reporting = directories is null ? Task.CompletedTask : lifecycle.ReportCommitsAsync(directories, agentJobId, stopReporting.Token, restartAgent);
 
         // While it follows the run's training, `run` holds the run's main-stage lock and leaves a
         // record of the stage: a later job that finds the record with the lock free and the

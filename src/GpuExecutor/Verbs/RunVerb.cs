@@ -25,7 +25,7 @@ public static class RunVerb
         // memory stays flat however long the stage prints.
         await using var stdout = Console.OpenStandardOutput();
         await using var stderr = Console.OpenStandardError();
-        var workflow = new RunStage(context.Config, context.Adapters.Containers, context.Adapters.Stores, context.Log);
+        var workflow = new RunStage(context.Config, context.Adapters.Containers, context.Adapters.Stores, context.Log, context.Adapters.AgentLauncher);
         await workflow.RunAsync(payload, script, stageName, stdout, stderr, context.Stop);
     }
 }
