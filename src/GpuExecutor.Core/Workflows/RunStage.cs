@@ -86,11 +86,11 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
             return (result, next);
         }
 
-        if (checkpoints is not null)
-        {
-            var startedAt = DateTimeOffset.UtcNow;
-            await lifecycle.RecordTrainingAsync(job, segment => segment.TrainingStartedAt is null ? segment with { TrainingStartedAt = startedAt } : null, CancellationToken.None);
-        }
+        // Beside the stage, not before it: a slow store must not hold the training back.
+        var startedAt = DateTimeOffset.UtcNow;
+        var recordingStart = checkpoints is null
+            ? Task.CompletedTask
+            : lifecycle.RecordTrainingAsync(job, segment => segment.TrainingStartedAt is null ? segment with { TrainingStartedAt = startedAt } : null, CancellationToken.None);
         StageResult outcome;
         int? continuesAs;
         try
@@ -99,9 +99,11 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
         }
         catch (SystemFailureException error) when (checkpoints is not null)
         {
+            await recordingStart;
             await RecordEndAsync(lifecycle, job, "system failure", error.Message);
             throw;
         }
+        await recordingStart;
         if (checkpoints is not null)
         {
             var (ending, why) = reachedDeadline ? ("deadline", continuesAs is { } next ? $"the job's timeout; continued as segment {next}" : "the job's timeout")
