@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text.Json;
 using System.Text.Json.Serialization;
-using System.Text.RegularExpressions;
+using GpuExecutor.Configuration;
 using GpuExecutor.Containers;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Storage;
@@ -65,7 +65,7 @@ public enum LeaseRenewal { Held, Lost, StoreUnreachable }
 /// (<c>checkpoints.lease_clock_skew_seconds</c>), which is added to every expiry before another
 /// host takes over.
 /// </summary>
-public sealed partial class TrainingLease(CheckpointRepository repository, string host, TimeSpan timeToLive, TimeSpan clockSkew, Action<string> log)
+public sealed class TrainingLease(CheckpointRepository repository, string host, TimeSpan timeToLive, TimeSpan clockSkew, Action<string> log)
 {
     public const string RecordName = "LEASE.json";
     private const int LargestRecord = 4096;
@@ -74,6 +74,10 @@ public sealed partial class TrainingLease(CheckpointRepository repository, strin
     public static readonly TimeSpan SettleTime = TimeSpan.FromSeconds(1);
 
     private static readonly TimeSpan LongestPoll = TimeSpan.FromSeconds(5);
+
+    /// <summary>The run's lease as the config sets it: this host's name, the lease's lifetime and the clock-skew tolerance.</summary>
+    public static TrainingLease For(CheckpointRepository repository, ExecutorConfig config, Action<string> log) =>
+        new(repository, config.HostName, config.Checkpoints.LeaseTimeToLive, config.Checkpoints.LeaseClockSkew, log);
 
     public TimeSpan TimeToLive => timeToLive;
 
@@ -98,7 +102,7 @@ public sealed partial class TrainingLease(CheckpointRepository repository, strin
         }
         // Its host and container reach logs and the Docker API: only a record this executor could
         // have written counts; anything else is damage, and a damaged lease must not hold a run.
-        if (bytes is not null && (record is null || !HostNamePattern().IsMatch(record.Host ?? "") || record.Container != JobContainerNames.For(record.JobId, JobContainerNames.JobRole)))
+        if (bytes is not null && (record is null || !HostNames.IsValid(record.Host) || record.Container != JobContainerNames.For(record.JobId, JobContainerNames.JobRole)))
         {
             log($"the lease record of run '{repository.RunKey}' is unreadable; it counts as free");
             return null;
@@ -125,7 +129,7 @@ public sealed partial class TrainingLease(CheckpointRepository repository, strin
                 null => LeaseTaken.Free,
                 _ when IsHeldBy(current, jobId) => LeaseTaken.AlreadyOurs,
                 { ReleasedAt: not null } => LeaseTaken.Released,
-                _ when now > current.ExpiresAt + clockSkew => LeaseTaken.Expired,
+                _ when !IsLive(current, now) => LeaseTaken.Expired,
                 _ when current.Host == host && await goneFromThisHost(current) => LeaseTaken.HolderGoneHere,
                 _ => null,
             };
@@ -187,12 +191,14 @@ public sealed partial class TrainingLease(CheckpointRepository repository, strin
             await WriteAsync(current with { ReleasedAt = DateTimeOffset.UtcNow }, cancellationToken);
     }
 
+    /// <summary>
+    /// Whether the record still holds the run at <paramref name="now"/>: not released, and not
+    /// past its expiry plus the clock-skew tolerance.
+    /// </summary>
+    public bool IsLive(TrainingLeaseRecord record, DateTimeOffset now) => record.ReleasedAt is null && now <= record.ExpiresAt + clockSkew;
+
     private bool IsHeldBy(TrainingLeaseRecord record, long jobId) => record.Host == host && record.JobId == jobId;
 
     private Task WriteAsync(TrainingLeaseRecord record, CancellationToken cancellationToken) =>
         repository.WriteRunRecordAsync(RecordName, JsonSerializer.SerializeToUtf8Bytes(record, RunRecordJsonContext.Default.TrainingLeaseRecord), cancellationToken);
-
-    /// <summary>The shape config's host_name must have.</summary>
-    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
-    private static partial Regex HostNamePattern();
 }

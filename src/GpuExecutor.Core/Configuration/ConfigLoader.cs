@@ -385,13 +385,10 @@ public static partial class ConfigLoader
     private static string ReadHostName(TableReader top)
     {
         var name = top.String("host_name") ?? ExecutorConfig.DefaultHostName();
-        if (!HostName().IsMatch(name))
+        if (!HostNames.IsValid(name))
             throw new ConfigurationException(top.KeyPath("host_name"), $"'{name}' is not a host name (letters, digits, '.', '_' and '-', at most 63 characters); set host_name to this host's name in the fleet.");
         return name;
     }
-
-    [GeneratedRegex("^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
-    private static partial Regex HostName();
 
     [GeneratedRegex("^[a-z0-9][a-z0-9.-]{2,62}$")]
     private static partial Regex CheckpointBucket();

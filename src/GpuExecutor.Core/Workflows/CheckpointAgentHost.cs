@@ -43,7 +43,7 @@ public sealed class CheckpointAgentHost(
         using (await HostLock.AcquireAsync(directories.AgentLock, cancellationToken))
         {
             log($"agent started for container {container}, run {run}");
-            var lease = new TrainingLease(repository, config.HostName, config.Checkpoints.LeaseTimeToLive, config.Checkpoints.LeaseClockSkew, log);
+            var lease = TrainingLease.For(repository, config, log);
             await new CheckpointAgent(jobId, container, driver, repository, directories, timing, log, afterStep, AdoptedUntil, lease).RunAsync(cancellationToken);
         }
         await RecordEndAsync(jobId, repository, directories, cancellationToken);
