@@ -119,7 +119,8 @@ public sealed class CheckpointRepository(IObjectStore store, string bucket, stri
         var stored = new HashSet<string>(StringComparer.Ordinal);
         // A blob a restore found rotten is sent again whenever a snapshot has its content, which
         // overwrites the bad bytes: the new generation must not lean on them.
-        var rotten = (await ReadBadGenerationsAsync(cancellationToken)).Values.SelectMany(bad => bad.BadBlobs).ToHashSet(StringComparer.Ordinal);
+        var bad = await ReadBadGenerationsAsync(cancellationToken);
+        var rotten = bad.Values.SelectMany(generation => generation.BadBlobs).ToHashSet(StringComparer.Ordinal);
         var generations = await _retry.ExecuteAsync(async token =>
         {
             stored.Clear();
@@ -176,7 +177,7 @@ public sealed class CheckpointRepository(IObjectStore store, string bucket, stri
 
         try
         {
-            await ApplyRetentionAsync(keepGenerations, collectOrphans: false, cancellationToken);
+            await ApplyRetentionAsync(keepGenerations, collectOrphans: false, bad, cancellationToken);
         }
         catch (ObjectStoreException error)
         {
@@ -198,13 +199,16 @@ public sealed class CheckpointRepository(IObjectStore store, string bucket, stri
     /// may belong to a commit that is uploading right now, so only <paramref name="collectOrphans"/>
     /// (the admin's explicit choice, with no job of the run running) deletes those.
     /// </summary>
-    public async Task<RetentionResult> ApplyRetentionAsync(int keep, bool collectOrphans, CancellationToken cancellationToken)
+    public async Task<RetentionResult> ApplyRetentionAsync(int keep, bool collectOrphans, CancellationToken cancellationToken) =>
+        await ApplyRetentionAsync(keep, collectOrphans, await ReadBadGenerationsAsync(cancellationToken), cancellationToken);
+
+    /// <summary>Retention with the run's bad generations already read (a commit has just read them).</summary>
+    private async Task<RetentionResult> ApplyRetentionAsync(int keep, bool collectOrphans, IReadOnlyDictionary<long, BadGeneration> bad, CancellationToken cancellationToken)
     {
         var latest = await ReadLatestOrNullAsync(cancellationToken);
         if (latest is null)
             return new RetentionResult([], 0, 0);
         var generations = await ListGenerationsAsync(cancellationToken);
-        var bad = await ReadBadGenerationsAsync(cancellationToken);
         // Manifests past LATEST belong to a commit in flight (or a crashed one): not ours to judge.
         var committed = generations.Where(generation => generation <= latest && !bad.ContainsKey(generation)).ToList();
         var doomed = committed.Take(Math.Max(0, committed.Count - Math.Max(keep, 1))).Where(generation => generation != latest).ToList();
@@ -307,7 +311,8 @@ public sealed class CheckpointRepository(IObjectStore store, string bucket, stri
     public async Task RecordBadGenerationAsync(BadGeneration bad, CancellationToken cancellationToken) =>
         await _retry.ExecuteAsync(async token => await store.PutBytesAsync(bucket, BadGenerationKey(bad.Generation), bad.ToJson(), token), cancellationToken);
 
-    private async Task<CheckpointManifest?> TryReadManifestAsync(long generation, CancellationToken cancellationToken)
+    /// <summary>The generation's manifest, or null when it is missing or refused.</summary>
+    public async Task<CheckpointManifest?> TryReadManifestAsync(long generation, CancellationToken cancellationToken)
     {
         try
         {

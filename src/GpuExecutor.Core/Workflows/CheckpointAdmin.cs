@@ -33,30 +33,36 @@ public sealed class CheckpointAdmin(ExecutorConfig config, IObjectStoreOpener st
     {
         var (store, repository) = Open(run);
         using var _ = store;
-        await ListGenerationsAsync(repository);
+        var bad = await repository.ReadBadGenerationsAsync(cancellationToken);
+        await ListGenerationsAsync(repository, bad, await ReadGenerationsAsync(repository, bad));
     }
 
-    private async Task ListGenerationsAsync(CheckpointRepository repository)
+    /// <summary>
+    /// Every generation with a manifest or recorded bad (a bad one whose manifest is gone is still
+    /// there: its record is the story), each with its manifest, null where the manifest is what is
+    /// bad. A refused manifest of a generation not recorded bad fails the command, as it should.
+    /// </summary>
+    private async Task<SortedDictionary<long, CheckpointManifest?>> ReadGenerationsAsync(CheckpointRepository repository, IReadOnlyDictionary<long, BadGeneration> bad)
+    {
+        var manifests = new SortedDictionary<long, CheckpointManifest?>();
+        foreach (var generation in (await repository.ListGenerationsAsync(cancellationToken)).Union(bad.Keys))
+        {
+            manifests[generation] = bad.ContainsKey(generation)
+                ? await repository.TryReadManifestAsync(generation, cancellationToken)
+                : await repository.ReadManifestAsync(generation, cancellationToken);
+        }
+        return manifests;
+    }
+
+    private async Task ListGenerationsAsync(CheckpointRepository repository, IReadOnlyDictionary<long, BadGeneration> bad, SortedDictionary<long, CheckpointManifest?> manifests)
     {
         var latest = await repository.ReadLatestAsync(cancellationToken);
         stdout.WriteLine($"{"GENERATION",10} {"COMMITTED (UTC)",-20} {"JOB",10} {"HOST",-16} {"FILES",6} {"SIZE (MiB)",12}");
-        var bad = await repository.ReadBadGenerationsAsync(cancellationToken);
-        // A bad generation whose manifest is gone is still listed: its record is the story.
-        var generations = (await repository.ListGenerationsAsync(cancellationToken)).Union(bad.Keys).Order().ToList();
-        foreach (var generation in generations)
+        foreach (var (generation, manifest) in manifests)
         {
             var note = generation == latest ? "  <- LATEST" : generation > latest ? "  (not committed: no LATEST names it)" : "";
             if (bad.TryGetValue(generation, out var badGeneration))
                 note += $"  BAD (found by {Printable.Of(badGeneration.FoundBy)} at {badGeneration.FoundAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC): {Printable.Of(badGeneration.Reason)}";
-            CheckpointManifest? manifest = null;
-            try
-            {
-                manifest = await repository.ReadManifestAsync(generation, cancellationToken);
-            }
-            catch (BuildFailureException) when (badGeneration is not null)
-            {
-                // Its manifest is what is bad; the note says so.
-            }
             stdout.WriteLine($"{generation,10} {manifest?.CommittedAt.UtcDateTime,-20:yyyy-MM-dd HH:mm:ss} {manifest?.JobId,10} {Printable.Of(manifest?.Host, 63),-16} {manifest?.Files.Count,6} {manifest?.TotalBytes / 1048576.0,12:0.0}{note}");
         }
         if (await repository.ReadContinuationAsync(cancellationToken) is { } chain)
@@ -80,33 +86,25 @@ public sealed class CheckpointAdmin(ExecutorConfig config, IObjectStoreOpener st
         var (store, repository) = Open(run);
         using var _ = store;
         var now = DateTimeOffset.UtcNow;
-        var lease = await new TrainingLease(repository, config.HostName, config.Checkpoints.LeaseTimeToLive, config.Checkpoints.LeaseClockSkew, _ => { }).ReadAsync(cancellationToken);
+        var leases = TrainingLease.For(repository, config, _ => { });
+        var lease = await leases.ReadAsync(cancellationToken);
         var segments = await repository.ReadSegmentsAsync(cancellationToken);
+        var bad = await repository.ReadBadGenerationsAsync(cancellationToken);
+        var manifests = await ReadGenerationsAsync(repository, bad);
         stdout.WriteLine($"run {run}");
         stdout.WriteLine(lease switch
         {
             null => "lease: none (no job has taken this run)",
             { ReleasedAt: { } released } => $"lease: free, released by {lease.Holder} at {released.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC",
-            _ when now > lease.ExpiresAt + config.Checkpoints.LeaseClockSkew => $"lease: expired, last held by {lease.Holder} (container {lease.Container}), unrenewed since {lease.RenewedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC",
+            _ when !leases.IsLive(lease, now) => $"lease: expired, last held by {lease.Holder} (container {lease.Container}), unrenewed since {lease.RenewedAt.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC",
             _ => $"lease: held by {lease.Holder} (container {lease.Container}), renewed {lease.RenewedAt.UtcDateTime:HH:mm:ss} UTC, runs to {lease.ExpiresAt.UtcDateTime:HH:mm:ss} UTC",
         });
         // A segment still training counts up to now, while its job holds the lease; one that never
         // said how it ended (its host died) up to the last generation it committed.
-        var live = lease is { ReleasedAt: null } && now <= lease.ExpiresAt + config.Checkpoints.LeaseClockSkew ? lease.JobId : (long?)null;
-        var lastCommits = new Dictionary<long, DateTimeOffset>();
-        foreach (var generation in await repository.ListGenerationsAsync(cancellationToken))
-        {
-            try
-            {
-                var manifest = await repository.ReadManifestAsync(generation, cancellationToken);
-                if (!lastCommits.TryGetValue(manifest.JobId, out var known) || manifest.CommittedAt > known)
-                    lastCommits[manifest.JobId] = manifest.CommittedAt;
-            }
-            catch (BuildFailureException)
-            {
-                // A refused manifest is listed as bad below; it tells nothing about time.
-            }
-        }
+        var live = lease is not null && leases.IsLive(lease, now) ? lease.JobId : (long?)null;
+        var lastCommits = manifests.Values.OfType<CheckpointManifest>()
+            .GroupBy(manifest => manifest.JobId)
+            .ToDictionary(job => job.Key, job => job.Max(manifest => manifest.CommittedAt));
         DateTimeOffset? EndOf(RunSegment segment) =>
             segment.EndedAt ?? (segment.JobId == live ? now : lastCommits.TryGetValue(segment.JobId, out var last) ? last : null);
         var trained = segments.Where(segment => segment.TrainingStartedAt is not null && EndOf(segment) is not null)
@@ -132,7 +130,7 @@ public sealed class CheckpointAdmin(ExecutorConfig config, IObjectStoreOpener st
         }
 
         stdout.WriteLine();
-        await ListGenerationsAsync(repository);
+        await ListGenerationsAsync(repository, bad, manifests);
     }
 
     private static string Duration(TimeSpan span) =>
