@@ -80,13 +80,14 @@ public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver 
                 environment["CHECKPOINT_RESTORED_FROM_JOB"] = restored.FromJobId.ToString(CultureInfo.InvariantCulture);
                 environment["CHECKPOINT_RESTORED_COMMITTED_AT"] = restored.CommittedAt.UtcDateTime.ToString("yyyy-MM-ddTHH:mm:ssZ", CultureInfo.InvariantCulture);
             }
-            await RecordAsync(repository, new RunSegment(job.JobId, config.HostName, DateTimeOffset.UtcNow)
+            var segment = new RunSegment(job.JobId, config.HostName, DateTimeOffset.UtcNow)
             {
                 RestoredGeneration = restored?.Generation,
                 RestoredFrom = restored is null ? null : $"job {restored.FromJobId}" + (restored.FromHost is { } from ? $" on host {from}" : ""),
                 Fallbacks = restored is { Skipped.Count: > 0 } ? restored.Skipped.Select(skip => $"generation {skip.Generation}: {skip.Reason}").ToList() : null,
                 Lease = lease,
-            }, cancellationToken);
+            };
+            await WriteHistoryAsync(request.RunKey, open => open.WriteSegmentAsync(segment, cancellationToken), repository);
             log.WriteLine($"  {containerDir} is committed to the store whenever {CheckpointPaths.CompleteMarker} appears in it" +
                           (config.Checkpoints.QuietPeriod > TimeSpan.Zero ? $" (or, until the first marker, after {config.Checkpoints.QuietPeriod.TotalSeconds:0} s without changes)." : "."));
             if (config.Continuation.Enabled && request.Continue)
@@ -101,7 +102,7 @@ public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver 
     /// </summary>
     private async Task<string> TakeLeaseAsync(JobIdentity job, CheckpointRepository repository, CancellationToken cancellationToken)
     {
-        var lease = new TrainingLease(repository, config.HostName, config.Checkpoints.LeaseTimeToLive, config.Checkpoints.LeaseClockSkew, line => log.WriteLine("  " + line));
+        var lease = TrainingLease.For(repository, config, line => log.WriteLine("  " + line));
         var container = JobContainerNames.For(job.JobId, JobContainerNames.JobRole);
         LeaseAcquisition taken;
         try
@@ -133,54 +134,42 @@ public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver 
     }
 
     /// <summary>
-    /// Writes this job's segment of the run's history. The history is for people: a store that
-    /// does not take it costs the job nothing but a line.
+    /// Writes to the run's history. The history is for people: a store that does not take it
+    /// costs the job nothing but a line. <paramref name="repository"/> is the run's, if open.
     /// </summary>
-    private async Task RecordAsync(CheckpointRepository repository, RunSegment segment, CancellationToken cancellationToken)
+    private async Task WriteHistoryAsync(string runKey, Func<CheckpointRepository, Task> write, CheckpointRepository? repository = null)
     {
+        IObjectStore? opened = null;
         try
         {
-            await repository.WriteSegmentAsync(segment, cancellationToken);
+            if (repository is null)
+                (opened, repository) = CheckpointStores.Open(stores, config, runKey, log.WriteLine);
+            await write(repository);
         }
         catch (ObjectStoreException error)
         {
-            log.WriteLine($"  WARNING: the run's history could not be written: {error.Message}");
+            log.WriteLine($"WARNING: the run's history could not be written: {error.Message}");
+        }
+        finally
+        {
+            opened?.Dispose();
         }
     }
 
     /// <summary>Re-attach, in the run's history: the adopted job's segment ends, this job's begins.</summary>
-    public async Task RecordAdoptionAsync(JobIdentity job, long adoptedJobId, CancellationToken cancellationToken)
-    {
-        var (store, repository) = CheckpointStores.Open(stores, config, job.RunKey, log.WriteLine);
-        using var _ = store;
-        try
+    public Task RecordAdoptionAsync(JobIdentity job, long adoptedJobId, CancellationToken cancellationToken) =>
+        WriteHistoryAsync(job.RunKey, async repository =>
         {
             var now = DateTimeOffset.UtcNow;
             await repository.UpdateSegmentAsync(adoptedJobId, segment => segment.EndedAt is null
                 ? segment with { EndedAt = now, Outcome = "runner lost", Why = $"its runner died while the training went on; job {job.JobId} adopted the training" }
                 : null, cancellationToken);
             await repository.WriteSegmentAsync(new RunSegment(job.JobId, config.HostName, now) { AdoptedJob = adoptedJobId, Lease = $"kept by job {adoptedJobId}'s agent" }, cancellationToken);
-        }
-        catch (ObjectStoreException error)
-        {
-            log.WriteLine($"  WARNING: the run's history could not be written: {error.Message}");
-        }
-    }
+        });
 
     /// <summary>The main step started, or ended: its place in the run's history.</summary>
-    public async Task RecordTrainingAsync(JobIdentity job, Func<RunSegment, RunSegment?> change, CancellationToken cancellationToken)
-    {
-        var (store, repository) = CheckpointStores.Open(stores, config, job.RunKey, log.WriteLine);
-        using var _ = store;
-        try
-        {
-            await repository.UpdateSegmentAsync(job.JobId, change, cancellationToken);
-        }
-        catch (ObjectStoreException error)
-        {
-            log.WriteLine($"WARNING: the run's history could not be written: {error.Message}");
-        }
-    }
+    public Task RecordTrainingAsync(JobIdentity job, Func<RunSegment, RunSegment?> change, CancellationToken cancellationToken) =>
+        WriteHistoryAsync(job.RunKey, repository => repository.UpdateSegmentAsync(job.JobId, change, cancellationToken));
 
     /// <summary>Starts the run's agent for this job's container, detached, and says where its log is.</summary>
     public void StartAgent(ICheckpointAgentLauncher launcher, JobIdentity job, string runKey)
