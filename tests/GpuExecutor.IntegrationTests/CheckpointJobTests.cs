@@ -1,12 +1,10 @@
-using System.Text.RegularExpressions;
-
 namespace GpuExecutor.IntegrationTests;
 
 /// <summary>
 /// Checkpoints end to end: the reference trainer (examples/trainer) in jobs driven by the runner
 /// simulator, on the real daemon, with the built-in local store.
 /// </summary>
-public sealed partial class CheckpointJobTests
+public sealed class CheckpointJobTests
 {
     private static object TrainerJob(long jobId, Dictionary<string, string> variables, int timeoutSeconds = 600) => new
     {
@@ -19,15 +17,11 @@ public sealed partial class CheckpointJobTests
         timeout = timeoutSeconds,
     };
 
-    private static void CopyTrainer(ExecutorWorkspace workspace)
-    {
-        var target = Directory.CreateDirectory(Path.Combine(workspace.Root, "trainer")).FullName;
-        File.Copy(Path.Combine(Testbed.RepositoryRoot, "examples", "trainer", "trainer.sh"), Path.Combine(target, "trainer.sh"));
-    }
+    private static void CopyTrainer(ExecutorWorkspace workspace) => ReferenceTrainer.CopyInto(workspace);
 
-    private static int ResumedAt(string log) => int.Parse(ResumedLine().Match(log) is { Success: true } match ? match.Groups[1].Value : throw new Xunit.Sdk.XunitException($"no 'resumed at' line in:\n{log}"));
+    private static int ResumedAt(string log) => int.Parse(ReferenceTrainer.ResumedLine().Match(log) is { Success: true } match ? match.Groups[1].Value : throw new Xunit.Sdk.XunitException($"no 'resumed at' line in:\n{log}"));
 
-    private static int LastCheckpoint(string log) => CheckpointLine().Matches(log).Select(match => int.Parse(match.Groups[1].Value)).DefaultIfEmpty(-1).Last();
+    private static int LastCheckpoint(string log) => ReferenceTrainer.CheckpointLine().Matches(log).Select(match => int.Parse(match.Groups[1].Value)).DefaultIfEmpty(-1).Last();
 
     [Fact]
     public async Task A_cancelled_run_resumes_in_the_next_job_from_the_checkpoint_saved_on_the_signal()
@@ -162,7 +156,7 @@ public sealed partial class CheckpointJobTests
             {
                 lock (log)
                     log.AppendLine(line);
-                if (StepLine().Match(line) is { Success: true } step && int.Parse(step.Groups[1].Value) >= atStep)
+                if (ReferenceTrainer.StepLine().Match(line) is { Success: true } step && int.Parse(step.Groups[1].Value) >= atStep)
                     return int.Parse(step.Groups[1].Value);
             }
             throw new Xunit.Sdk.XunitException($"the job never reached step {atStep}:\n{log}");
@@ -193,7 +187,7 @@ public sealed partial class CheckpointJobTests
         // The same training went on: no restart, no restore, and it ran to the end.
         Assert.DoesNotContain("resumed at step", retry.Log);
         Assert.Contains("training complete at step 120", retry.Log);
-        var followedFrom = StepLine().Matches(retry.Log).Select(match => int.Parse(match.Groups[1].Value)).First();
+        var followedFrom = ReferenceTrainer.StepLine().Matches(retry.Log).Select(match => int.Parse(match.Groups[1].Value)).First();
         Assert.True(followedFrom > diedAt, $"the retry's log starts at step {followedFrom}, not after step {diedAt}");
         Assert.Contains("is the newest in the store", retry.Log);
         // Its cleanup removed what the dead job left.
@@ -339,13 +333,4 @@ public sealed partial class CheckpointJobTests
         Assert.Contains("THE NEWEST CHECKPOINT MAY NOT BE SAFE", job.Log);
         Assert.True(clock.Elapsed < TimeSpan.FromSeconds(60), $"the job waited {clock.Elapsed.TotalSeconds:0} s for a dead agent");
     }
-
-    [GeneratedRegex(@"resumed at step (\d+)")]
-    private static partial Regex ResumedLine();
-
-    [GeneratedRegex(@"checkpoint at step (\d+)")]
-    private static partial Regex CheckpointLine();
-
-    [GeneratedRegex(@"^step (\d+) ", RegexOptions.Multiline)]
-    private static partial Regex StepLine();
 }
