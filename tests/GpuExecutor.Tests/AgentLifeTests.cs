@@ -48,16 +48,17 @@ public sealed class AgentLifeTests : IDisposable
         File.WriteAllText(Path.Combine(_directories.Work, CheckpointPaths.CompleteMarker), "");
     }
 
-    private Task RunAgentAsync(TimeSpan daemonLostAfter, CancellationToken cancellationToken, TrainingLease? lease = null)
+    private Task RunAgentAsync(TimeSpan daemonLostAfter, CancellationToken cancellationToken, TrainingLease? lease = null, Func<bool>? nobodyFollows = null, TimeSpan? stopGrace = null)
     {
         var timing = new AgentTiming(QuietPeriod: TimeSpan.Zero, PollInterval: TimeSpan.FromMilliseconds(50), KeepGenerations: 3)
         {
             DaemonLostAfter = daemonLostAfter,
             EndAfterDeadline = TimeSpan.FromHours(1),
-            StopGrace = TimeSpan.FromMilliseconds(200),
+            StopGrace = stopGrace ?? TimeSpan.FromMilliseconds(200),
+            StopBeforeDeadline = TimeSpan.FromMinutes(5),
         };
         var repository = new CheckpointRepository(_store, "checkpoints", "", "run-agent", _ => { });
-        return new CheckpointAgent(JobId, Container, _driver, repository, _directories, timing, line => { lock (_log) _log.Add(line); }, lease: lease)
+        return new CheckpointAgent(JobId, Container, _driver, repository, _directories, timing, line => { lock (_log) _log.Add(line); }, lease: lease, nobodyFollows: nobodyFollows)
             .RunAsync(cancellationToken);
     }
 
@@ -118,6 +119,41 @@ public sealed class AgentLifeTests : IDisposable
         await RunAgentAsync(TimeSpan.FromMinutes(10), limit.Token);
 
         Assert.Contains(_log, line => line.StartsWith("agent done: the job's deadline plus cleanup.gc_grace_seconds passed", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public async Task A_training_no_runner_follows_is_stopped_before_its_jobs_deadline_and_what_it_saves_on_the_signal_is_committed()
+    {
+        // Four minutes to the deadline, within the five-minute margin; its runner died.
+        AddContainer(DateTimeOffset.UtcNow.AddMinutes(4));
+        using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var agent = RunAgentAsync(TimeSpan.FromMinutes(10), limit.Token, nobodyFollows: () => true, stopGrace: TimeSpan.FromSeconds(2));
+
+        // The trainer saves on the signal, as on any stop.
+        await WaitForAsync(() => !_driver.Signals.IsEmpty, "the stop signal");
+        SaveCheckpoint("saved on the signal");
+        await agent;
+
+        Assert.Equal([(Container, "TERM")], _driver.Signals);
+        Assert.Contains(_log, line => line.StartsWith($"no runner follows the training in {Container}", StringComparison.Ordinal));
+        Assert.Equal(1, await LatestAsync());
+        Assert.Contains(Container, _driver.Removed);
+        Assert.Equal("no runner followed the training at its job's deadline; it was stopped after its save", CheckpointAgent.ReadStatus(_directories, JobId)!.EndReason);
+    }
+
+    [Fact]
+    public async Task A_training_its_runner_follows_is_left_to_that_runner_at_the_deadline()
+    {
+        AddContainer(DateTimeOffset.UtcNow.AddMinutes(4));
+        using var limit = new CancellationTokenSource(TimeSpan.FromSeconds(30));
+        var agent = RunAgentAsync(TimeSpan.FromMinutes(10), limit.Token, nobodyFollows: () => false);
+        await WaitForAsync(() => CheckpointAgent.ReadStatus(_directories, JobId)?.Deadline is not null, "the agent to read the container's labels");
+        await Task.Delay(300, TestContext.Current.CancellationToken);
+
+        Assert.Empty(_driver.Signals);
+        Assert.False(agent.IsCompleted);
+        await _driver.RemoveAsync(Container, TestContext.Current.CancellationToken);
+        await agent;
     }
 
     private TrainingLease Lease(string host) =>

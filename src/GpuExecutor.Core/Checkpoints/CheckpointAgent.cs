@@ -22,6 +22,9 @@ public sealed record AgentTiming(TimeSpan QuietPeriod, TimeSpan PollInterval, in
     public string StopSignal { get; init; } = "TERM";
 
     public TimeSpan StopGrace { get; init; } = TimeSpan.FromSeconds(30);
+
+    /// <summary>How long before the job's deadline a training that no runner follows any more is asked to stop (checkpoints.deadline_margin_seconds).</summary>
+    public TimeSpan StopBeforeDeadline { get; init; } = TimeSpan.FromMinutes(5);
 }
 
 /// <summary>
@@ -33,6 +36,12 @@ public sealed record AgentTiming(TimeSpan QuietPeriod, TimeSpan PollInterval, in
 /// and the job's deadline (from the container's labels, or a later one where another job adopted
 /// the training) plus <see cref="AgentTiming.EndAfterDeadline"/> is a hard end. Its log says why
 /// it ended.
+///
+/// A training whose runner died (no `run` follows it, and no job adopted it) would otherwise train
+/// on past its job's deadline, holding the run's lease while the job's retry on another host
+/// waits: the agent stops it as `run` would have, with the stop signal
+/// <see cref="AgentTiming.StopBeforeDeadline"/> before the deadline, commits what it saves, and
+/// removes its container after the stop grace.
 ///
 /// A checkpoint is complete when the trainer creates the marker file, or, for a trainer that
 /// never does, when the directory has been quiet for the quiet period. Once a marker has been
@@ -53,7 +62,8 @@ public sealed class CheckpointAgent(
     Action<string> log,
     Func<CommitStep, Task>? afterStep = null,
     Func<DateTimeOffset?>? adoptedUntil = null,
-    TrainingLease? lease = null)
+    TrainingLease? lease = null,
+    Func<bool>? nobodyFollows = null)
 {
     private CheckpointAgentStatus _status = new(jobId, null, null, 0, 0, null, null, 0, false) { Pid = Environment.ProcessId };
 
@@ -89,6 +99,7 @@ public sealed class CheckpointAgent(
         var hardEnd = false;
         var polls = 0L;
         var renewLeaseAt = DateTime.MinValue;
+        DateTime? unfollowedStopAt = null;
         WriteStatus();
 
         while (true)
@@ -125,6 +136,19 @@ public sealed class CheckpointAgent(
                         if (unreachableSince is not null)
                             log($"the Docker daemon answers again after {(DateTime.UtcNow - unreachableSince.Value).TotalSeconds:0} s; the container is still running");
                         unreachableSince = null;
+                        if (unfollowedStopAt is null && UnfollowedPastStopTime())
+                        {
+                            log($"no runner follows the training in {container} and its job's deadline is {timing.StopBeforeDeadline.TotalSeconds:0} s away or less: it is asked to stop, as `run` would have (checkpoints.deadline_margin_seconds), so that it saves and the run's next job can take over");
+                            unfollowedStopAt = DateTime.UtcNow + (await SignalTrainingAsync(cancellationToken) ? timing.StopGrace : TimeSpan.Zero);
+                            endReason = "no runner followed the training at its job's deadline; it was stopped after its save";
+                        }
+                        else if (unfollowedStopAt is { } stopAt && DateTime.UtcNow >= stopAt)
+                        {
+                            // Commits go on until here: what the training saved on the signal is taken like any checkpoint.
+                            NoteWriterKilled(directories, jobId);
+                            await RemoveContainerAsync(cancellationToken);
+                            goneAt = DateTime.UtcNow;
+                        }
                         break;
                 }
             }
@@ -253,22 +277,35 @@ public sealed class CheckpointAgent(
         WriteStatus();
         if (pending is not null && Directory.Exists(pending.Directory))
             Directory.Delete(pending.Directory, recursive: true);
+        if (await SignalTrainingAsync(cancellationToken))
+            await Task.Delay(timing.StopGrace, cancellationToken);
+        await RemoveContainerAsync(cancellationToken);
+        log($"agent done: {reason}");
+        WriteStatus();
+    }
+
+    /// <summary>The stop signal to every process of the training's stage, through the container's stage server, as `run`'s stop sends it; false when it could not be sent.</summary>
+    private async Task<bool> SignalTrainingAsync(CancellationToken cancellationToken)
+    {
         try
         {
-            using (var attachTimeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken))
-            {
-                attachTimeout.CancelAfter(TimeSpan.FromSeconds(10));
-                using var attachment = await driver.AttachAsync(container, attachTimeout.Token);
-                // The stage server signals every process of the stage; a signal request takes no reply.
-                await attachment.WriteAsync(StageServer.SignalRequest(StageServer.NewNonce(), timing.StopSignal), attachTimeout.Token);
-            }
+            using var attachTimeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+            attachTimeout.CancelAfter(TimeSpan.FromSeconds(10));
+            using var attachment = await driver.AttachAsync(container, attachTimeout.Token);
+            // The stage server signals every process of the stage; a signal request takes no reply.
+            await attachment.WriteAsync(StageServer.SignalRequest(StageServer.NewNonce(), timing.StopSignal), attachTimeout.Token);
             log($"sent SIG{timing.StopSignal} to the training's processes; its container goes in {timing.StopGrace.TotalSeconds:0} s");
-            await Task.Delay(timing.StopGrace, cancellationToken);
+            return true;
         }
         catch (Exception error) when (error is ContainerEngineException or OperationCanceledException && !cancellationToken.IsCancellationRequested)
         {
             log($"the training could not be signalled ({error.Message}); its container goes now");
+            return false;
         }
+    }
+
+    private async Task RemoveContainerAsync(CancellationToken cancellationToken)
+    {
         try
         {
             await driver.RemoveAsync(container, cancellationToken);
@@ -277,8 +314,19 @@ public sealed class CheckpointAgent(
         {
             log($"the training's container could not be removed ({error.Message}); gc removes it after its deadline");
         }
-        log($"agent done: {reason}");
-        WriteStatus();
+    }
+
+    /// <summary>
+    /// The job's deadline (or a later adopting job's) is within the stop margin, and the training
+    /// is one that a `run` started and no longer follows. Adoptions are read only near the
+    /// deadline: most agents never need to.
+    /// </summary>
+    private bool UnfollowedPastStopTime()
+    {
+        if (nobodyFollows is null || _status.Deadline is not { } own || DateTimeOffset.UtcNow < own - timing.StopBeforeDeadline)
+            return false;
+        var deadline = adoptedUntil?.Invoke() is { } adopted && adopted > own ? adopted : own;
+        return DateTimeOffset.UtcNow >= deadline - timing.StopBeforeDeadline && nobodyFollows();
     }
 
     private async Task ReleaseLeaseAsync(CancellationToken cancellationToken)

@@ -32,19 +32,29 @@ public sealed class CheckpointAgentHost(
             EndAfterDeadline = config.Cleanup.GcGracePeriod,
             StopSignal = config.Run.StopSignal,
             StopGrace = config.Run.StopGracePeriod,
+            StopBeforeDeadline = config.Checkpoints.DeadlineMargin,
         };
         // A job that adopted this agent's training (re-attach) keeps it going to its own deadline.
         DateTimeOffset? AdoptedUntil() => Reattach.ReadAllAdoptions(config.StateDir)
             .Where(pair => pair.Adopted.JobId == jobId)
             .Select(pair => (DateTimeOffset?)pair.Adopted.Deadline)
             .Max();
+        // A `run` started the training's stage (its record names this container) and no longer holds
+        // the lock it follows the stage under: its runner died, and no job adopted the training.
+        bool NobodyFollows()
+        {
+            if (Reattach.ReadMainStage(directories) is not { } stage || stage.Container != container)
+                return false;
+            using var free = HostLock.TryAcquire(directories.MainStageLock);
+            return free is not null;
+        }
         Directory.CreateDirectory(directories.Root);
         // Held while the agent commits: the run's next prepare waits on it before restoring.
         using (await HostLock.AcquireAsync(directories.AgentLock, cancellationToken))
         {
             log($"agent started for container {container}, run {run}");
             var lease = TrainingLease.For(repository, config, log);
-            await new CheckpointAgent(jobId, container, driver, repository, directories, timing, log, afterStep, AdoptedUntil, lease).RunAsync(cancellationToken);
+            await new CheckpointAgent(jobId, container, driver, repository, directories, timing, log, afterStep, AdoptedUntil, lease, NobodyFollows).RunAsync(cancellationToken);
         }
         await RecordEndAsync(jobId, repository, directories, cancellationToken);
         // Outside the lock: the retry it makes is the run's next job, whose prepare takes the lock.
