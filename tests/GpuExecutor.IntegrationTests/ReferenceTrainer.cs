@@ -58,6 +58,9 @@ internal static partial class ReferenceTrainer
     [GeneratedRegex(@"checkpoint at step (\d+)")]
     public static partial Regex CheckpointLine();
 
+    [GeneratedRegex(@"signalled: checkpoint saved at step (\d+)")]
+    public static partial Regex SavedOnSignalLine();
+
     [GeneratedRegex(@"resumed at step (\d+)")]
     public static partial Regex ResumedLine();
 }

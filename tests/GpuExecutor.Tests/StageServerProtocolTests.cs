@@ -53,7 +53,7 @@ public sealed class StageServerProtocolTests
         scanner.Feed("x\u001egpu-executor:aa:3\ny\u001egpu-executor:bb:0\nz"u8, output, replies);
 
         Assert.Equal("xyz", Encoding.UTF8.GetString(output.WrittenSpan));
-        Assert.Equal([new ServerReply("aa", 3), new ServerReply("bb", 0)], replies);
+        Assert.Equal([new ServerReply("aa", 3) { OutputOffset = 1 }, new ServerReply("bb", 0) { OutputOffset = 2 }], replies);
     }
 
     [Theory]

@@ -27,6 +27,7 @@ public static class DockerSpecConverter
             AttachStdout = false,
             AttachStderr = false,
             Tty = false,
+            StopTimeout = spec.StopTimeout,
             HostConfig = new HostConfig
             {
                 // Docker's init (tini) as PID 1 reaps the orphans that stages leave behind.

@@ -73,6 +73,9 @@ public sealed record ContainerSpec(
 {
     /// <summary>GPU UUIDs for an NVIDIA device request; empty sends none (no GPUs, or gpus.mode = "none").</summary>
     public IReadOnlyList<string> GpuDeviceIds { get; init; } = [];
+
+    /// <summary>How long a stop of the container itself (the daemon's shutdown, say) waits for its processes before SIGKILL; null leaves Docker's default.</summary>
+    public TimeSpan? StopTimeout { get; init; }
 }
 
 /// <param name="ExitCode">The main process's exit code, once it has exited.</param>

@@ -45,6 +45,8 @@ public static class JobContainerSpec
             WorkingDir: null)
         {
             GpuDeviceIds = config.Gpus.Mode == GpuMode.Nvidia ? gpuUuids : [],
+            // A daemon shutting down without live-restore gives the training what a stop from `run` gives it.
+            StopTimeout = config.Run.StopGracePeriod,
         };
     }
 }

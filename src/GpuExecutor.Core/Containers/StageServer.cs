@@ -30,14 +30,28 @@ namespace GpuExecutor.Containers;
 /// silences its redirection error (the 2>/dev/null comes first: redirections apply left to right).
 ///
 /// Docker's --init (tini) is PID 1 and reaps orphans, which the server, blocked in read, would not.
+/// A stop of the container itself (`docker stop`, or a daemon without live-restore shutting down,
+/// as on a host's reboot) reaches the server through tini as SIGTERM: it passes the signal on to
+/// the stage and waits for it, so a trainer saves its checkpoint as on any stop, within the
+/// container's stop timeout (run.stop_grace_seconds), instead of dying with PID 1.
 /// If stdin ever closes, the server falls back to idling so the container stays up for cleanup.
 /// A fixed string: nothing from the job reaches it except through the stage script itself.
 /// </summary>
 public static class StageServer
 {
     private const string Script = """
-        trap 'exit 0' TERM
         wrappers=" "
+        stopping_nonce=0000
+        stop_stages() {
+          printf '\036gpu-executor:%s:%d\n' "$stopping_nonce" 15 >&2
+          for entry in /proc/[0-9]*; do
+            pid="${entry#/proc/}"
+            [[ $pid == 1 || $pid == "$$" || $wrappers == *" $pid "* ]] || kill -s TERM "$pid" 2>/dev/null
+          done
+          wait
+          exit 0
+        }
+        trap stop_stages TERM
         while :; do
           IFS=' ' read -r verb nonce argument || break
           case "$verb" in
@@ -66,6 +80,13 @@ public static class StageServer
         """;
 
     public static readonly IReadOnlyList<string> Command = ["bash", "-c", Script, "gpu-executor-stage-server"];
+
+    /// <summary>
+    /// What the server says on the container's stderr, in the place of a nonce, when the container
+    /// itself is being stopped: whoever reads the stage's output learns that its signal notices
+    /// that follow are the stop's echo.
+    /// </summary>
+    public const string ContainerStopNonce = "0000";
 
     /// <summary>Every reply line starts with this, then "NONCE:NUMBER\n".</summary>
     public static ReadOnlySpan<byte> ReplyPrefix => "\u001egpu-executor:"u8;

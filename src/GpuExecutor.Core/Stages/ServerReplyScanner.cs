@@ -5,8 +5,14 @@ using GpuExecutor.Containers;
 
 namespace GpuExecutor.Stages;
 
-/// <summary>A reply of the stage server: the nonce of the request and its number (exit code, process count).</summary>
-public readonly record struct ServerReply(string Nonce, int Value);
+/// <summary>
+/// A reply of the stage server: the nonce of the request and its number (exit code, process
+/// count), and how many output bytes of the chunk it came in went out before it.
+/// </summary>
+public readonly record struct ServerReply(string Nonce, int Value)
+{
+    public int OutputOffset { get; init; }
+}
 
 /// <summary>
 /// Passes the container's stdout through byte for byte, taking out the stage server's replies
@@ -93,7 +99,7 @@ public sealed class ServerReplyScanner(Func<string, bool> isOurs)
             Release(output);
             return true;
         }
-        replies.Add(new ServerReply(nonce, int.Parse(Encoding.ASCII.GetString(held[_digitsStart..]), NumberStyles.None, CultureInfo.InvariantCulture)));
+        replies.Add(new ServerReply(nonce, int.Parse(Encoding.ASCII.GetString(held[_digitsStart..]), NumberStyles.None, CultureInfo.InvariantCulture)) { OutputOffset = output.WrittenCount });
         Reset();
         return true;
     }

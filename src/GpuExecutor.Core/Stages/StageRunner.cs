@@ -43,7 +43,8 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
         // a daemon restart, the stage's output is read from there, past what was already shown.
         var since = DateTimeOffset.UtcNow;
         using var attachTimeout = new CancellationTokenSource(AttachTimeout);
-        using var session = new ServerSession(await driver.AttachAsync(container, attachTimeout.Token), container);
+        using var session = new ServerSession(await driver.AttachAsync(container, attachTimeout.Token), container, () =>
+            log($"The container {container} itself is being stopped (docker stop, or a Docker daemon without live-restore shutting down): its stage got SIGTERM, so the trainer can save; SIGKILL in {settings.StopGracePeriod.TotalSeconds:0} s if any is left."));
         var reconnection = new DaemonReconnection(driver, container, since, settings.DaemonReconnectWait, log);
         // Docker accepts an attach to a stopped container and then sends nothing, ever. A wait
         // on the container, started after attaching, ends the stage instead: at once if the
@@ -275,7 +276,8 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
     /// The conversation with the stage server: requests out through the attachment, output and
     /// replies in, from the attachment, or after a daemon restart from the container's log.
     /// </summary>
-    private sealed class ServerSession(IContainerAttachment attachment, string container) : IDisposable
+    /// <param name="containerStopping">Called when the stage server says the container itself is being stopped.</param>
+    private sealed class ServerSession(IContainerAttachment attachment, string container, Action containerStopping) : IDisposable
     {
         private IContainerAttachment _attachment = attachment;
         private IContainerOutput _output = attachment;
@@ -397,7 +399,7 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
         public async Task ReadAsync(Stream stdout, Stream stderr, DaemonReconnection reconnection, CancellationToken cancellationToken)
         {
             var stdoutScanner = new ServerReplyScanner(_pending.ContainsKey);
-            var stderrScanner = new ServerReplyScanner(_pendingOnStderr.ContainsKey);
+            var stderrScanner = new ServerReplyScanner(nonce => nonce == StageServer.ContainerStopNonce || _pendingOnStderr.ContainsKey(nonce));
             var buffer = new byte[81920];
             var passThrough = new ArrayBufferWriter<byte>(buffer.Length);
             var filtered = new ArrayBufferWriter<byte>(buffer.Length);
@@ -432,7 +434,16 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
                 {
                     filtered.ResetWrittenCount();
                     lock (_stderrLock)
-                        _stderrNotices.Feed(passThrough.WrittenSpan, filtered);
+                    {
+                        // What came after the server's word that the container is stopping is the stop's echo.
+                        var stopsAt = replies.FirstOrDefault(reply => reply.Nonce == StageServer.ContainerStopNonce) is { Nonce: not null } stopping ? stopping.OutputOffset : passThrough.WrittenCount;
+                        _stderrNotices.Feed(passThrough.WrittenSpan[..stopsAt], filtered);
+                        if (stopsAt < passThrough.WrittenCount)
+                        {
+                            _stderrNotices.Arm();
+                            _stderrNotices.Feed(passThrough.WrittenSpan[stopsAt..], filtered);
+                        }
+                    }
                     if (filtered.WrittenCount > 0)
                         await output.WriteAsync(filtered.WrittenMemory, cancellationToken);
                 }
@@ -440,7 +451,13 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
                     await output.WriteAsync(passThrough.WrittenMemory, cancellationToken);
                 foreach (var reply in replies)
                 {
-                    if (pending.TryGetValue(reply.Nonce, out var waiting))
+                    if (chunk.IsStderr && reply.Nonce == StageServer.ContainerStopNonce)
+                    {
+                        lock (_stderrLock)
+                            _stderrNotices.Arm();
+                        containerStopping();
+                    }
+                    else if (pending.TryGetValue(reply.Nonce, out var waiting))
                         waiting.TrySetResult(reply.Value);
                 }
             }
