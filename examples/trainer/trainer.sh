@@ -7,6 +7,8 @@
 #   - it resumes from the restored checkpoint, and fails (exit 3) if that checkpoint is corrupt;
 #   - CHECKPOINT_WEIGHTS_MB adds a weights file of that size to each checkpoint, rewritten in
 #     place every time, as torch.save does with "last.pt".
+#   - STEP_TIMELINE, a file name, gets one "N TIME" line per step as well: a record of when this
+#     trainer ran that outlives its container and its job log (the long-run test reads it).
 # It prints "resumed at step N" and "step N" lines that the tests read. Bash only, so it runs in
 # the tiny local test image.
 set -uo pipefail
@@ -18,6 +20,7 @@ step_seconds="${STEP_SECONDS:-0.1}"
 every="${CHECKPOINT_EVERY_SECONDS:-2}"
 only_on_signal="${CHECKPOINT_ONLY_ON_SIGNAL:-0}"
 weights_mb="${CHECKPOINT_WEIGHTS_MB:-0}"
+timeline="${STEP_TIMELINE:-}"
 
 # A checkpoint is "step=N check=C" with C derived from N: a torn or edited file is detected.
 check_of() { echo $(( ($1 * 2654435761 + 12345) % 4294967296 )); }
@@ -52,6 +55,7 @@ while ((step < total_steps)); do
   step=$((step + 1))
   # bash's own clock: busybox date (the test image's) has no %N.
   echo "step $step ${EPOCHREALTIME:-$SECONDS}"
+  [[ -n $timeline ]] && echo "$step ${EPOCHREALTIME:-$SECONDS}" >> "$timeline"
   if ((stop)); then
     save
     echo "signalled: checkpoint saved at step $step, exiting"

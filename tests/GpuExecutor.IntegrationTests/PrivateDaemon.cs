@@ -30,6 +30,14 @@ internal sealed class PrivateDaemon : IAsyncDisposable
     /// <summary>dockerd and every container it ran are gone, as on a host that lost Docker.</summary>
     public Task StopWithContainersAsync() => TestbedScriptAsync("daemon-stop");
 
+    /// <summary>The host dies: dockerd is SIGKILLed, then every container it ran, with no chance to stop gracefully.</summary>
+    public async Task LoseAsync()
+    {
+        var pid = (await File.ReadAllTextAsync(Path.Combine(Directory, "docker.pid"))).Trim();
+        await Testbed.RunAsync("kill", ["-KILL", pid], null, null);
+        await StopWithContainersAsync();
+    }
+
     /// <summary>Only dockerd stops, as in a daemon restart: with live-restore its containers go on; without, it stops them first.</summary>
     public async Task StopDaemonOnlyAsync()
     {

@@ -90,9 +90,24 @@ public sealed class CountingProxy : IDisposable
     /// <summary>Bytes of PUT bodies forwarded to the store.</summary>
     public long BytesReceived => Interlocked.Read(ref _bytesReceived);
 
+    /// <summary>While true, every request is answered 503: the store is down.</summary>
+    public bool Down
+    {
+        get => _down;
+        set => _down = value;
+    }
+
+    private volatile bool _down;
+
     private async Task ForwardAsync(HttpListenerContext context)
     {
         var incoming = context.Request;
+        if (Down)
+        {
+            context.Response.StatusCode = 503;
+            context.Response.Close();
+            return;
+        }
         try
         {
             using var request = new HttpRequestMessage(new HttpMethod(incoming.HttpMethod), _target + incoming.RawUrl);

@@ -13,7 +13,8 @@ namespace GpuExecutor.Stages;
 /// <param name="ExitCode">The script's own exit code, as bash reported it.</param>
 /// <param name="Stopped">True when a stop (cancel, timeout, shutdown, or the deadline's signal) ended it.</param>
 /// <param name="Killed">True when the stop had to SIGKILL processes that outlived the grace period.</param>
-public sealed record StageResult(int ExitCode, bool Stopped, bool Killed = false);
+/// <param name="StoppedFromOutside">The container itself was being stopped while the stage ran (docker stop, a daemon without live-restore shutting down): the exit code is the stop's, not the job's.</param>
+public sealed record StageResult(int ExitCode, bool Stopped, bool Killed = false, bool StoppedFromOutside = false);
 
 /// <summary>
 /// Runs one stage script in a job container through its <see cref="StageServer"/>, streams the
@@ -78,7 +79,7 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
                 await Task.WhenAny(stage, failure, stop.Task);
             }
             if (stage.IsCompleted && !stop.Task.IsCompleted)
-                return new StageResult(await stage, Stopped: false);
+                return new StageResult(await stage, Stopped: false, StoppedFromOutside: session.ContainerStopAnnounced);
             if (failure.IsCompleted)
                 await failure;
 
@@ -89,7 +90,7 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
             session.ArmNoticeFilter();
             var sequence = new StopSequence(settings.StopSignal, settings.StopGracePeriod, log, beforeKill);
             var outcome = await sequence.RunAsync(new StageProcesses(session, stageNonce, stage, failure, log));
-            return new StageResult(outcome.ExitCode, Stopped: true, outcome.Killed);
+            return new StageResult(outcome.ExitCode, Stopped: true, outcome.Killed, session.ContainerStopAnnounced);
         }
         finally
         {
@@ -309,6 +310,11 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
 
         public string Container => container;
 
+        /// <summary>The stage server said the container itself is being stopped.</summary>
+        public bool ContainerStopAnnounced => Volatile.Read(ref _containerStopAnnounced);
+
+        private bool _containerStopAnnounced;
+
         public Task<int> Expect(string nonce) => Register(_pending, nonce);
 
         public Task<int> ExpectOnStderr(string nonce) => Register(_pendingOnStderr, nonce);
@@ -455,6 +461,7 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
                     {
                         lock (_stderrLock)
                             _stderrNotices.Arm();
+                        Volatile.Write(ref _containerStopAnnounced, true);
                         containerStopping();
                     }
                     else if (pending.TryGetValue(reply.Nonce, out var waiting))

@@ -104,6 +104,16 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
             throw;
         }
         await recordingStart;
+        if (outcome.StoppedFromOutside)
+        {
+            // The training was signalled and may have saved, but it did not end by itself: the
+            // host's infrastructure ended it, and GitLab's retry on a system failure resumes it.
+            var message = $"the job's container was stopped from outside while stage '{stageName}' ran (docker stop, or a Docker daemon without live-restore shutting down, as on a host's reboot); the stage's exit code {outcome.ExitCode} is the stop's, not the job's."
+                + (checkpoints is null ? "" : " The job's retry resumes from the newest checkpoint.");
+            if (checkpoints is not null)
+                await RecordEndAsync(lifecycle, job, "system failure", message);
+            throw new SystemFailureException(message);
+        }
         if (checkpoints is not null)
         {
             var (ending, why) = reachedDeadline ? ("deadline", continuesAs is { } next ? $"the job's timeout; continued as segment {next}" : "the job's timeout")
