@@ -210,6 +210,39 @@ public sealed class WorkflowTests : IDisposable
     }
 
     [Fact]
+    public async Task A_stage_whose_container_is_stopped_from_outside_is_a_system_failure_and_the_stops_echo_stays_out_of_the_log()
+    {
+        await Prepare().RunAsync(Job(420), TestContext.Current.CancellationToken);
+        // The stage server's word that the container itself is stopping, the trainer's own last
+        // line, and bash's notice of its child killed by the signal, in one chunk; then exit 143.
+        _driver.RunScript = script => script.Contains("train", StringComparison.Ordinal) ? (143, "") : (0, "");
+        _driver.ScriptStderr = script => script.Contains("train", StringComparison.Ordinal)
+            ? $"before the stop\n\u001egpu-executor:{StageServer.ContainerStopNonce}:15\nsaved on the signal\nTerminated\n"
+            : "";
+        var stderr = new MemoryStream();
+
+        var error = await Assert.ThrowsAsync<SystemFailureException>(() => Run().RunAsync(Job(420), "echo train\n"u8.ToArray(), "build_script", Stream.Null, stderr, TestContext.Current.CancellationToken));
+
+        Assert.Contains("the job's container was stopped from outside while stage 'build_script' ran", error.Message);
+        Assert.Contains("exit code 143 is the stop's, not the job's", error.Message);
+        Assert.Equal("before the stop\nsaved on the signal\n", System.Text.Encoding.UTF8.GetString(stderr.ToArray()));
+        Assert.Contains("The container gpu-executor-420-job itself is being stopped", _log.ToString());
+    }
+
+    [Fact]
+    public async Task A_Terminated_line_before_any_stop_is_the_jobs_own_news_and_stays_in_the_log()
+    {
+        await Prepare().RunAsync(Job(421), TestContext.Current.CancellationToken);
+        _driver.RunScript = script => script.Contains("train", StringComparison.Ordinal) ? (1, "") : (0, "");
+        _driver.ScriptStderr = script => script.Contains("train", StringComparison.Ordinal) ? "Terminated\n" : "";
+        var stderr = new MemoryStream();
+
+        await Assert.ThrowsAsync<BuildFailureException>(() => Run().RunAsync(Job(421), "echo train\n"u8.ToArray(), "build_script", Stream.Null, stderr, TestContext.Current.CancellationToken));
+
+        Assert.Equal("Terminated\n", System.Text.Encoding.UTF8.GetString(stderr.ToArray()));
+    }
+
+    [Fact]
     public async Task Run_of_a_job_that_adopted_a_training_skips_the_stages_that_would_change_its_worktree()
     {
         LeaveTrainingOf(500, "p7-llm");
