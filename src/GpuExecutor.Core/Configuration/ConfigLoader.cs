@@ -302,9 +302,13 @@ public static partial class ConfigLoader
 
     private static DatasetSettings ReadDatasets(TableReader table)
     {
+        var defaults = new DatasetSettings();
         var settings = new DatasetSettings
         {
             CacheMaxBytes = table.Raw("cache_max_size") is { } raw ? table.Size("cache_max_size", raw) : null,
+            StreamFirstObjects = (int)table.Integer("stream_first_objects", defaults.StreamFirstObjects, 1, 100_000),
+            StreamFirstBytes = table.Raw("stream_first_size") is { } first ? table.Size("stream_first_size", first) : defaults.StreamFirstBytes,
+            StreamParallelObjects = (int)table.Integer("stream_parallel_objects", defaults.StreamParallelObjects, 1, 64),
         };
         table.RejectUnknownKeys();
         return settings;

@@ -29,20 +29,27 @@ public sealed class DatasetCache(string stateDir, Action<string> log)
 
     public string ViewsOf(long jobId) => Path.Combine(Root, "views", "job-" + jobId.ToString(CultureInfo.InvariantCulture));
 
-    /// <summary>What a materialisation did, for the job log's summary.</summary>
-    public sealed record Summary(int Objects, int CacheHits, long BytesFetched, long BytesServed, int Quarantined);
+    /// <summary>What a materialisation did, for the job log's summary; StreamPending objects (of StreamPendingBytes) come after the job starts.</summary>
+    public sealed record Summary(int Objects, int CacheHits, long BytesFetched, long BytesServed, int Quarantined)
+    {
+        public int StreamPending { get; init; }
+        public long StreamPendingBytes { get; init; }
+    }
 
+    /// <param name="streaming">How much of a streamed dataset is in before the job starts; null: every dataset whole, as for an admin's prefetch.</param>
     public async Task<(IReadOnlyList<BindMount> Mounts, Summary Summary)> MaterializeAsync(
         long jobId,
         IReadOnlyList<DatasetMount> datasets,
         IReadOnlyDictionary<string, StoreSettings> storeSettings,
         IObjectStoreOpener stores,
         ObjectFetcher fetcher,
-        CancellationToken cancellationToken)
+        CancellationToken cancellationToken,
+        DatasetSettings? streaming = null)
     {
         RemoveViews(jobId);
         var mounts = new List<BindMount>();
         var used = new System.Collections.Concurrent.ConcurrentDictionary<string, bool>();
+        var pending = new List<StreamedObject>();
         var progress = new Progress(log);
         Directory.CreateDirectory(ObjectsDir);
         Directory.CreateDirectory(LocksDir);
@@ -61,13 +68,27 @@ public sealed class DatasetCache(string stateDir, Action<string> log)
             progress.AddPlanned(paths.Count, objects.Where(item => paths.ContainsKey(item.Key)).Sum(item => item.Size), quarantined.Count);
 
             var byKey = objects.ToDictionary(item => item.Key, StringComparer.Ordinal);
+            IEnumerable<KeyValuePair<string, string>> now = paths;
+            if (streaming is not null && dataset.Mode == DatasetMode.Stream)
+            {
+                var (head, rest) = SplitForStream(paths, byKey, streaming);
+                now = head;
+                pending.AddRange(rest.Select(pair => new StreamedObject(view, dataset.Source.Store, dataset.Source.Bucket, pair.Key, byKey[pair.Key].Size, byKey[pair.Key].ETag, pair.Value)));
+                // In use from the moment they are listed: eviction must not take an object the
+                // job is about to be given.
+                foreach (var key in paths.Keys)
+                    used[CacheName(dataset.Source, byKey[key])] = true;
+                var later = rest.Select(pair => pair.Key).ToHashSet(StringComparer.Ordinal);
+                DatasetStreams.WriteIndex(view, new StreamIndex(later.Count == 0, null,
+                    paths.OrderBy(pair => pair.Key, StringComparer.Ordinal).Select(pair => new StreamIndexEntry(pair.Value, byKey[pair.Key].Size, !later.Contains(pair.Key))).ToList()));
+            }
             // mkdir takes the parent directory's lock even when the directory exists, and 32
             // fetches asking for the same few directories contend on it: create each once.
             var created = new System.Collections.Concurrent.ConcurrentDictionary<string, bool>(StringComparer.Ordinal) { [view] = true };
-            await Parallel.ForEachAsync(paths, new ParallelOptions { MaxDegreeOfParallelism = ParallelObjects, CancellationToken = cancellationToken }, async (pair, token) =>
+            await Parallel.ForEachAsync(now, new ParallelOptions { MaxDegreeOfParallelism = ParallelObjects, CancellationToken = cancellationToken }, async (pair, token) =>
             {
                 var item = byKey[pair.Key];
-                var (cached, hit) = await EnsureCachedAsync(dataset.Source, item, store, fetcher, progress, token);
+                var (cached, hit) = await EnsureCachedAsync(dataset.Source, item, store, fetcher, progress.BytesFetched, token);
                 used[Path.GetFileName(cached)] = true;
                 var target = Path.Combine(view, pair.Value);
                 // GetOrAdd stores the key only once its factory has returned, so no fetch links
@@ -80,7 +101,46 @@ public sealed class DatasetCache(string stateDir, Action<string> log)
         }
         // The view's list of cache objects: what eviction must leave alone while the view exists.
         await File.WriteAllLinesAsync(Path.Combine(ViewsOf(jobId), InUseFile), used.Keys.Order(StringComparer.Ordinal), cancellationToken);
-        return (mounts, progress.Finish());
+        if (pending.Count > 0)
+            DatasetStreams.WritePlan(ViewsOf(jobId), new DatasetStreamPlan(jobId, pending));
+        return (mounts, progress.Finish() with { StreamPending = pending.Count, StreamPendingBytes = pending.Sum(item => item.Size) });
+    }
+
+    /// <summary>
+    /// A streamed dataset's objects in the listing's order: the first ones, until there are
+    /// datasets.stream_first_objects of them and datasets.stream_first_size bytes, come before
+    /// the job starts; the rest after.
+    /// </summary>
+    private static (List<KeyValuePair<string, string>> Head, List<KeyValuePair<string, string>> Later) SplitForStream(IReadOnlyDictionary<string, string> paths, Dictionary<string, StoredObject> byKey, DatasetSettings streaming)
+    {
+        var head = new List<KeyValuePair<string, string>>();
+        var rest = new List<KeyValuePair<string, string>>();
+        long bytes = 0;
+        foreach (var pair in paths.OrderBy(pair => pair.Key, StringComparer.Ordinal))
+        {
+            if (head.Count >= streaming.StreamFirstObjects && bytes >= streaming.StreamFirstBytes)
+            {
+                rest.Add(pair);
+                continue;
+            }
+            head.Add(pair);
+            bytes += byKey[pair.Key].Size;
+        }
+        return (head, rest);
+    }
+
+    /// <summary>
+    /// Fetches one object into the cache unless it is there, and links it into a view: the
+    /// link appears at once, pointing at the whole, verified file. For the stream fetcher.
+    /// </summary>
+    public async Task LinkIntoViewAsync(DatasetSource source, StoredObject item, IObjectStore store, ObjectFetcher fetcher, string view, string relative, Action<long> bytesFetched, CancellationToken cancellationToken)
+    {
+        Directory.CreateDirectory(ObjectsDir);
+        Directory.CreateDirectory(LocksDir);
+        var (cached, _) = await EnsureCachedAsync(source, item, store, fetcher, bytesFetched, cancellationToken);
+        var target = Path.Combine(view, relative);
+        Directory.CreateDirectory(Path.GetDirectoryName(target)!);
+        HardLink(cached, target);
     }
 
     private const string InUseFile = "objects-in-use.txt";
@@ -159,6 +219,7 @@ public sealed class DatasetCache(string stateDir, Action<string> log)
     public void RemoveViews(long jobId)
     {
         var views = ViewsOf(jobId);
+        DatasetStreams.Stop(views, jobId);
         if (Directory.Exists(views))
             Directory.Delete(views, recursive: true);
     }
@@ -184,7 +245,7 @@ public sealed class DatasetCache(string stateDir, Action<string> log)
     }
 
     /// <summary>The cached file for this object version, fetched first unless it is there; true when it was.</summary>
-    private async Task<(string Path, bool Hit)> EnsureCachedAsync(DatasetSource source, StoredObject item, IObjectStore store, ObjectFetcher fetcher, Progress progress, CancellationToken cancellationToken)
+    private async Task<(string Path, bool Hit)> EnsureCachedAsync(DatasetSource source, StoredObject item, IObjectStore store, ObjectFetcher fetcher, Action<long> bytesFetched, CancellationToken cancellationToken)
     {
         var name = CacheName(source, item);
         var path = Path.Combine(ObjectsDir, name);
@@ -200,7 +261,7 @@ public sealed class DatasetCache(string stateDir, Action<string> log)
         {
             if (IsComplete(path, item))
                 return (path, true);
-            await fetcher.FetchAsync(store, source.Bucket, item, path, progress.BytesFetched, cancellationToken);
+            await fetcher.FetchAsync(store, source.Bucket, item, path, bytesFetched, cancellationToken);
             // Which object this is, for `gpu-executor datasets list`. The name is a hash of the
             // same text, so a key file already there says the same and is left alone.
             try

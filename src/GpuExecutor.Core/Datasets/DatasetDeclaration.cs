@@ -14,13 +14,27 @@ public sealed record DatasetSource(string Store, string Bucket, string Key)
     public override string ToString() => $"{Store}://{Bucket}/{Key}";
 }
 
+/// <summary>How a dataset reaches the job: whole before its first script, or streamed while it runs.</summary>
+public enum DatasetMode
+{
+    /// <summary>Every object is in the view before the job's first script runs.</summary>
+    Prefetch,
+
+    /// <summary>The job starts once the first objects are in; the rest arrive while it runs, each whole and verified.</summary>
+    Stream,
+}
+
 /// <summary>One line of the job's DATASETS variable.</summary>
 /// <param name="EtagPin">Set by "etag=…": the object must have this ETag, or the job fails.</param>
-public sealed record DatasetMount(DatasetSource Source, string ContainerPath, string? EtagPin, int Line);
+public sealed record DatasetMount(DatasetSource Source, string ContainerPath, string? EtagPin, int Line)
+{
+    /// <summary>Set by "mode=stream" or "mode=prefetch" (the default).</summary>
+    public DatasetMode Mode { get; init; } = DatasetMode.Prefetch;
+}
 
 /// <summary>
-/// Reads the job's DATASETS variable: one "SOURCE -> CONTAINER_PATH [etag=ETAG]" per line, '#'
-/// comments and blank lines ignored. The variable is the job's, so it is untrusted: every line is
+/// Reads the job's DATASETS variable: one "SOURCE -> CONTAINER_PATH [etag=ETAG] [mode=stream]"
+/// per line, '#' comments and blank lines ignored. The variable is the job's, so it is untrusted: every line is
 /// checked against the config, and anything wrong is a build failure naming the line and the rule.
 /// </summary>
 public static partial class DatasetDeclaration
@@ -37,6 +51,9 @@ public static partial class DatasetDeclaration
 
     [GeneratedRegex(@"^etag=(?<etag>""?[0-9A-Za-z-]{1,64}""?)$")]
     private static partial Regex PinSyntax();
+
+    [GeneratedRegex(@"^mode=(?<mode>stream|prefetch)$")]
+    private static partial Regex ModeSyntax();
 
     public static IReadOnlyList<DatasetMount> Parse(string text, ExecutorConfig config)
     {
@@ -59,19 +76,25 @@ public static partial class DatasetDeclaration
 
             var source = ParseSource(line[..arrow].Trim(), lineNumber, config);
             var target = line[(arrow + 2)..].Trim().Split((char[])[' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
-            if (target.Length is 0 or > 2)
-                throw Fail(lineNumber, "must name one container path, optionally followed by etag=ETAG.");
+            if (target.Length is 0 or > 3)
+                throw Fail(lineNumber, "must name one container path, optionally followed by etag=ETAG and mode=stream or mode=prefetch.");
             var path = CheckContainerPath(target[0], lineNumber, config, mounts);
             string? etag = null;
-            if (target.Length == 2)
+            DatasetMode? mode = null;
+            foreach (var option in target.Skip(1))
             {
-                if (PinSyntax().Match(target[1]) is not { Success: true } pin)
-                    throw Fail(lineNumber, $"'{Shorten(target[1])}' is not a version pin; use etag=ETAG.");
+                if (ModeSyntax().Match(option) is { Success: true } modeMatch && mode is null)
+                {
+                    mode = modeMatch.Groups["mode"].Value == "stream" ? DatasetMode.Stream : DatasetMode.Prefetch;
+                    continue;
+                }
+                if (PinSyntax().Match(option) is not { Success: true } pin || etag is not null)
+                    throw Fail(lineNumber, $"'{Shorten(option)}' is not an option; use etag=ETAG or mode=stream (each at most once).");
                 if (source.IsPrefix)
                     throw Fail(lineNumber, "an etag pin names one object's version; it cannot apply to a prefix.");
                 etag = pin.Groups["etag"].Value.Trim('"');
             }
-            mounts.Add(new DatasetMount(source, path, etag, lineNumber));
+            mounts.Add(new DatasetMount(source, path, etag, lineNumber) { Mode = mode ?? DatasetMode.Prefetch });
         }
         return mounts;
     }

@@ -30,6 +30,11 @@ public static class DatasetLayout
                 relative = key == source.Key ? key[(key.LastIndexOf('/') + 1)..] : "";
             else
                 relative = key.StartsWith(source.Key, StringComparison.Ordinal) ? key[source.Key.Length..] : "";
+            if (relative == DatasetStreams.IndexFileName)
+            {
+                quarantined.Add(new QuarantinedObject(key, $"'{relative}' is the name of a streamed view's index"));
+                continue;
+            }
             if (relative.Length == 0 || !ObjectKeyPaths.IsSafeKey(relative, allowTrailingSlash: false))
             {
                 quarantined.Add(new QuarantinedObject(key, relative.Length == 0 ? "not under the dataset's source" : "an empty, '.' or '..' path segment, a leading '/', or a control character"));

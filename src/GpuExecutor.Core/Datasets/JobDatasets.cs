@@ -5,25 +5,35 @@ using GpuExecutor.Storage;
 
 namespace GpuExecutor.Datasets;
 
+/// <summary>A job's datasets as prepare leaves them: the views to mount, and whether objects of streamed datasets are still to come.</summary>
+public sealed record MaterializedDatasets(IReadOnlyList<BindMount> Mounts, bool Streaming)
+{
+    public static readonly MaterializedDatasets None = new([], false);
+}
+
 /// <summary>A job's DATASETS, made ready in prepare: fetched into the host cache and laid out as its read-only views.</summary>
 public sealed class JobDatasets(ExecutorConfig config, IObjectStoreOpener stores, TextWriter log)
 {
-    public async Task<IReadOnlyList<BindMount>> MaterializeAsync(long jobId, IReadOnlyList<DatasetMount> datasets, CancellationToken cancellationToken)
+    public async Task<MaterializedDatasets> MaterializeAsync(long jobId, IReadOnlyList<DatasetMount> datasets, CancellationToken cancellationToken)
     {
         using (JobLogSection.Start(log, "gpu_executor_datasets", $"Datasets: {datasets.Count}", collapsed: true))
         {
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var cache = new DatasetCache(config.StateDir, log.WriteLine);
-            var (mounts, summary) = await cache.MaterializeAsync(jobId, datasets, config.Stores, stores, new ObjectFetcher(log.WriteLine), cancellationToken);
+            var (mounts, summary) = await cache.MaterializeAsync(jobId, datasets, config.Stores, stores, new ObjectFetcher(log.WriteLine), cancellationToken, config.Datasets);
             if (config.Datasets.CacheMaxBytes is { } cap && cache.Evict(cap, DateTime.UtcNow) is > 0 and var evicted)
                 log.WriteLine($"  evicted {evicted / 1048576.0:0.0} MiB of least recently used objects (datasets.cache_max_size)");
             foreach (var dataset in datasets)
-                log.WriteLine($"  {dataset.Source} -> {dataset.ContainerPath} (read-only)");
+                log.WriteLine($"  {dataset.Source} -> {dataset.ContainerPath} (read-only{(dataset.Mode == DatasetMode.Stream ? ", streamed" : "")})");
             log.WriteLine(
                 $"  {summary.Objects} objects in {clock.Elapsed.TotalSeconds:0.0} s: {summary.BytesFetched / 1048576.0:0.0} MiB fetched, " +
                 $"{summary.BytesServed / 1048576.0:0.0} MiB served, {summary.CacheHits} objects from the host cache" +
                 (summary.Quarantined > 0 ? $", {summary.Quarantined} left out (unsafe keys)" : "") + ".");
-            return mounts;
+            if (summary.StreamPending > 0)
+                log.WriteLine(
+                    $"  The job starts now; the other {summary.StreamPending} objects ({summary.StreamPendingBytes / 1048576.0:0.0} MiB) stream in while it runs, " +
+                    $"{config.Datasets.StreamParallelObjects} at a time, each appearing whole and verified. Each streamed view's {DatasetStreams.IndexFileName} says which are ready.");
+            return new MaterializedDatasets(mounts, summary.StreamPending > 0);
         }
     }
 

@@ -6,6 +6,7 @@ using GpuExecutor.Gpus;
 using GpuExecutor.Images;
 using GpuExecutor.JobLog;
 using GpuExecutor.Jobs;
+using GpuExecutor.Outcomes;
 using GpuExecutor.Protocol;
 using GpuExecutor.Stages;
 using GpuExecutor.Storage;
@@ -25,7 +26,8 @@ public sealed class PrepareJob(
     IGpuInventory gpuInventory,
     IObjectStoreOpener stores,
     ICheckpointAgentLauncher agentLauncher,
-    TextWriter log)
+    TextWriter log,
+    IDatasetStreamLauncher? streamLauncher = null)
 {
     public async Task RunAsync(JobPayload payload, CancellationToken cancellationToken)
     {
@@ -90,7 +92,7 @@ public sealed class PrepareJob(
             // they are in: a long download never holds a GPU.
             var fetching = datasets.Count > 0
                 ? new JobDatasets(config, stores, log).MaterializeAsync(job.JobId, datasets, cancellationToken)
-                : Task.FromResult<IReadOnlyList<BindMount>>([]);
+                : Task.FromResult(MaterializedDatasets.None);
 
             var allocator = new GpuAllocator(driver, gpuInventory, config.Gpus, config.StateDir, log.WriteLine);
             var jobContainer = "";
@@ -100,12 +102,17 @@ public sealed class PrepareJob(
             var gpus = await allocator.AllocateAsync(gpuRequest, async (chosen, links) =>
             {
                 topology = links;
-                workspace = workspace with { DatasetMounts = await fetching };
+                workspace = workspace with { DatasetMounts = (await fetching).Mounts };
                 jobContainer = await StartAsync(job, workspace, JobContainerNames.JobRole, image, startedAt, chosen.Select(gpu => gpu.Uuid).ToList(), environment, cancellationToken, definition?.ToLabels());
             }, cancellationToken, fetching, earlyInventory);
             // Outside the GPU lock: the next job's choice need not wait for this handshake.
             await StageServerHandshake.CheckAsync(driver, JobContainerNames.For(job.JobId, JobContainerNames.JobRole), image, jobChoseImage: true, cancellationToken);
             log.WriteLine($"Job container {jobContainer} runs {image}.");
+            if ((await fetching).Streaming)
+            {
+                var streamLog = (streamLauncher ?? throw new SystemFailureException("this executor cannot start a dataset stream here.")).Start(job.JobId);
+                log.WriteLine($"Dataset stream started (its log: {streamLog}).");
+            }
             if (checkpoints is not null)
                 lifecycle.StartAgent(agentLauncher, job, job.RunKey);
             if (gpus.Count > 0)

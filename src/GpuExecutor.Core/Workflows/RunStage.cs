@@ -1,6 +1,7 @@
 using GpuExecutor.Checkpoints;
 using GpuExecutor.Configuration;
 using GpuExecutor.Containers;
+using GpuExecutor.Datasets;
 using GpuExecutor.HostFiles;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Protocol;
@@ -123,6 +124,14 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
             await RecordEndAsync(lifecycle, job, ending, why);
         }
 
+        if (StagePlacement.IsUserStep(stageName) && DatasetStreams.ReadStatus(new DatasetCache(config.StateDir, _ => { }).ViewsOf(job.JobId)) is { } stream)
+        {
+            var seconds = ((stream.EndedAt ?? DateTimeOffset.UtcNow) - stream.StartedAt).TotalSeconds;
+            log.WriteLine($"Dataset stream: {stream.Done} of {stream.Total} objects in after the job started, {stream.Bytes / 1048576.0:0.0} MiB fetched in {seconds:0.0} s ({stream.Bytes / 1048576.0 / Math.Max(seconds, 0.001):0.0} MiB/s){(stream.EndReason is { } why ? $"; {why}" : "; still streaming")}.");
+            // The reader stopped because an object never came: the store's failure, not the job's.
+            if (outcome.ExitCode != 0 && stream.Failed is { } failure)
+                throw new SystemFailureException($"the dataset stream failed, and stage '{stageName}' ended with exit code {outcome.ExitCode}: {failure}");
+        }
         // A continued job must not succeed, whatever the trainer's exit code: later stages of the
         // pipeline would start on an unfinished model. The retry replaces it in the pipeline.
         if (continuesAs is { } segment)

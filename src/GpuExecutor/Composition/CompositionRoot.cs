@@ -2,6 +2,7 @@ using GpuExecutor.Checkpoints;
 using GpuExecutor.Configuration;
 using GpuExecutor.Containers;
 using GpuExecutor.Continuation;
+using GpuExecutor.Datasets;
 using GpuExecutor.Gpus;
 using GpuExecutor.Storage;
 
@@ -9,7 +10,7 @@ namespace GpuExecutor.Composition;
 
 /// <summary>
 /// The one place that creates adapters: the Docker driver, the object stores (S3 or a host
-/// directory), nvidia-smi, the GitLab client and the agent launcher. Verbs take them from here
+/// directory), nvidia-smi, the GitLab client and the launchers of detached processes. Verbs take them from here
 /// and hand them to workflows, which see only the interfaces; tests build workflows with fakes.
 /// </summary>
 public sealed class CompositionRoot(ExecutorConfig config, string configPath) : IDisposable
@@ -24,6 +25,8 @@ public sealed class CompositionRoot(ExecutorConfig config, string configPath) : 
     public IObjectStoreOpener Stores { get; } = new ObjectStoreOpener();
 
     public ICheckpointAgentLauncher AgentLauncher { get; } = new CheckpointAgentLauncher(config.StateDir, configPath);
+
+    public IDatasetStreamLauncher StreamLauncher { get; } = new DatasetStreamLauncher(config.StateDir, configPath);
 
     public static IGitLabJobs GitLab(ContinuationSettings settings, Action<string> log) =>
         new GitLabClient(settings.GitLabUrl!, settings.Token!, log);

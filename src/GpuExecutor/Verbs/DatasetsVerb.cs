@@ -7,6 +7,7 @@ namespace GpuExecutor.Verbs;
 /// <summary>
 /// `datasets list | prune SIZE | prefetch SOURCE`: the host's dataset cache, for admins.
 /// prefetch takes a source as a DATASETS line would name it, checked against the same rules.
+/// `datasets stream JOB` is the detached fetcher of a job's streamed datasets, which prepare starts.
 /// </summary>
 public static class DatasetsVerb
 {
@@ -47,8 +48,16 @@ public static class DatasetsVerb
                 }
                 return;
 
+            case ["stream", var jobText]:
+                if (!long.TryParse(jobText, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var jobId))
+                    throw new SystemFailureException("usage: gpu-executor datasets stream JOB_ID");
+                // Started by prepare, detached; its log is a file beside the job's views.
+                void Log(string line) => context.Log.WriteLine($"{DateTime.UtcNow:yyyy-MM-ddTHH:mm:ss.fffZ} job {jobId}: {line}");
+                await new DatasetStreamer(config, context.Adapters.Containers, context.Adapters.Stores, Log).RunAsync(jobId, context.Stop);
+                return;
+
             default:
-                throw new SystemFailureException("usage: gpu-executor datasets list | prune SIZE | prefetch STORE://BUCKET/PREFIX/");
+                throw new SystemFailureException("usage: gpu-executor datasets list | prune SIZE | prefetch STORE://BUCKET/PREFIX/ | stream JOB_ID");
         }
     }
 }

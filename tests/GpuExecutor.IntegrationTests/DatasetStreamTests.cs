@@ -1,0 +1,98 @@
+using System.Security.Cryptography;
+
+namespace GpuExecutor.IntegrationTests;
+
+/// <summary>
+/// Streamed datasets (issue 14) through the published binary, from s3rver behind a proxy that
+/// slows every object down: the job starts with the first shards, reads the others as they
+/// appear, whole and verified, and a store that fails mid-stream fails the job as a system
+/// failure naming the object.
+/// </summary>
+public sealed class DatasetStreamTests
+{
+    private const int Shards = 12;
+
+    private static async Task<(string Bucket, Dictionary<string, string> Sums)> ShardsAsync()
+    {
+        using var s3 = S3Testbed.Client();
+        var bucket = "stream-" + Guid.NewGuid().ToString("N")[..8];
+        await S3Testbed.CreateBucketAsync(s3, bucket);
+        var sums = new Dictionary<string, string>();
+        for (var index = 0; index < Shards; index++)
+        {
+            var content = RandomNumberGenerator.GetBytes((1 << 20) + index);
+            await S3Testbed.PutAsync(s3, bucket, $"shards/shard-{index:D2}.tar", content);
+            sums[$"shard-{index:D2}.tar"] = Convert.ToHexStringLower(SHA256.HashData(content));
+        }
+        return (bucket, sums);
+    }
+
+    private static ExecutorWorkspace Workspace(CountingProxy proxy, string bucket) => new(extraConfig: $"""
+        {S3Testbed.StoreConfig("s3", proxy.Endpoint, $"\"{bucket}\"")}
+        [datasets]
+        stream_first_objects = 2
+        stream_parallel_objects = 2
+        """);
+
+    /// <summary>
+    /// A reader that needs each shard only when it gets to it: it waits for the file to appear
+    /// (it appears whole), stops if the index says the stream failed, and hashes what it read.
+    /// </summary>
+    private static object ReaderJob(long jobId, string bucket) => new
+    {
+        job_id = jobId,
+        image = Testbed.TestImage,
+        variables = new Dictionary<string, string> { ["DATASETS"] = $"s3://{bucket}/shards/ -> /data/shards mode=stream" },
+        script = new[]
+        {
+            "ls /data/shards | grep -c shard- > \"$CI_PROJECT_DIR/present-at-start.txt\"",
+            "echo \"$EPOCHREALTIME\" > \"$CI_PROJECT_DIR/first-read.txt\"",
+            $"for n in $(seq -w 0 {Shards - 1}); do f=/data/shards/shard-$n.tar; " +
+            "until [ -f \"$f\" ]; do grep -q '\"failed\":\"' /data/shards/.gpu-executor-index.json && { echo \"stream failed before $f\"; exit 3; }; sleep 0.1; done; " +
+            "echo \"$(sha256sum \"$f\" | cut -d' ' -f1) shard-$n.tar\" >> \"$CI_PROJECT_DIR/sums.txt\"; done",
+            "echo \"$EPOCHREALTIME\" > \"$CI_PROJECT_DIR/last-read.txt\"",
+            "cat /data/shards/.gpu-executor-index.json > \"$CI_PROJECT_DIR/index.json\"",
+        },
+        timeout = 600,
+    };
+
+    [Fact]
+    public async Task A_streamed_dataset_starts_the_job_with_its_first_shards_and_the_rest_arrive_whole_verified_and_fetched_once()
+    {
+        var (bucket, sums) = await ShardsAsync();
+        // Every object GET takes 2 s: the whole dataset would take 12 s to prefetch, two at a time.
+        using var proxy = new CountingProxy(S3Testbed.Endpoint, faultFor: _ => InjectedFault.SlowResponse);
+        using var workspace = Workspace(proxy, bucket);
+
+        var job = await workspace.SimulateAsync(ReaderJob(7901, bucket));
+
+        Assert.True(job.Result.Outcome == "success", job.Log);
+        Assert.Contains($"The job starts now; the other {Shards - 2} objects", job.Log);
+        var projectDir = workspace.ProjectDirOnHost(7901);
+        // The job began with only the first shards in its view.
+        Assert.True(int.Parse(File.ReadAllText(Path.Combine(projectDir, "present-at-start.txt")).Trim()) < Shards, job.Log);
+        var read = File.ReadAllLines(Path.Combine(projectDir, "sums.txt")).Select(line => line.Split(' ')).ToDictionary(parts => parts[1], parts => parts[0]);
+        Assert.Equal(sums.OrderBy(pair => pair.Key), read.OrderBy(pair => pair.Key));
+        Assert.Contains("\"complete\":true", File.ReadAllText(Path.Combine(projectDir, "index.json")));
+        Assert.Matches($@"Dataset stream: {Shards - 2} of {Shards - 2} objects in after the job started", job.Log);
+        // Each object was fetched once, by prepare or by the stream.
+        Assert.Equal(Shards, proxy.ObjectGets);
+        // Nothing of the stream outlives the job: its views are gone with cleanup.
+        Assert.False(Directory.Exists(Path.Combine(workspace.Root, "state", "datasets", "views", "job-7901")));
+    }
+
+    [Fact]
+    public async Task A_store_that_fails_mid_stream_fails_the_job_as_a_system_failure_naming_the_object()
+    {
+        var (bucket, _) = await ShardsAsync();
+        // The first five object GETs go through; from the sixth on the store answers 503.
+        using var proxy = new CountingProxy(S3Testbed.Endpoint, faultFor: number => number > 5 ? InjectedFault.ServiceUnavailable : InjectedFault.None);
+        using var workspace = Workspace(proxy, bucket);
+
+        var job = await workspace.SimulateAsync(ReaderJob(7911, bucket));
+
+        Assert.True(job.Result.Outcome == "system_failure", job.Log);
+        Assert.Matches(@"the dataset stream failed, and stage 'build_script' ended with exit code 3: object 'shards/shard-\d\d\.tar' of s3://stream-[0-9a-f]+ could not be fetched", job.Log);
+        Assert.Contains("stream failed before /data/shards/shard-", job.Log);
+    }
+}
