@@ -34,24 +34,29 @@ public sealed class DatasetStreamTests
         stream_parallel_objects = 2
         """);
 
+    private static Dictionary<string, string> SumsOf(ExecutorWorkspace workspace, long jobId) =>
+        File.ReadAllLines(Path.Combine(workspace.ProjectDirOnHost(jobId), "sums.txt")).Select(line => line.Split(' ')).ToDictionary(parts => parts[1], parts => parts[0]);
+
     /// <summary>
     /// A reader that needs each shard only when it gets to it: it waits for the file to appear
     /// (it appears whole), stops if the index says the stream failed, and hashes what it read.
     /// </summary>
-    private static object ReaderJob(long jobId, string bucket) => new
+    private static object ReaderJob(long jobId, string bucket, string mode = "stream") => new
     {
         job_id = jobId,
         image = Testbed.TestImage,
-        variables = new Dictionary<string, string> { ["DATASETS"] = $"s3://{bucket}/shards/ -> /data/shards mode=stream" },
+        variables = new Dictionary<string, string> { ["DATASETS"] = $"s3://{bucket}/shards/ -> /data/shards mode={mode}" },
         script = new[]
         {
             "ls /data/shards | grep -c shard- > \"$CI_PROJECT_DIR/present-at-start.txt\"",
             "echo \"$EPOCHREALTIME\" > \"$CI_PROJECT_DIR/first-read.txt\"",
-            $"for n in $(seq -w 0 {Shards - 1}); do f=/data/shards/shard-$n.tar; " +
+            $"for n in $(seq -w 0 {Shards - 1}); do f=/data/shards/shard-$n.tar; t0=$EPOCHREALTIME; " +
             "until [ -f \"$f\" ]; do grep -q '\"failed\":\"' /data/shards/.gpu-executor-index.json && { echo \"stream failed before $f\"; exit 3; }; sleep 0.1; done; " +
+            // Its waits, where the executor reads them, as examples/datasets/stream_wait.py records them.
+            "echo \"$(awk \"BEGIN { print $EPOCHREALTIME - $t0 }\") $f\" >> \"${GPU_EXECUTOR_DATASET_WAITS:-/dev/null}\"; " +
             "echo \"$(sha256sum \"$f\" | cut -d' ' -f1) shard-$n.tar\" >> \"$CI_PROJECT_DIR/sums.txt\"; done",
             "echo \"$EPOCHREALTIME\" > \"$CI_PROJECT_DIR/last-read.txt\"",
-            "cat /data/shards/.gpu-executor-index.json > \"$CI_PROJECT_DIR/index.json\"",
+            "cat /data/shards/.gpu-executor-index.json > \"$CI_PROJECT_DIR/index.json\" 2>/dev/null || true",
         },
         timeout = 600,
     };
@@ -75,6 +80,8 @@ public sealed class DatasetStreamTests
         Assert.Equal(sums.OrderBy(pair => pair.Key), read.OrderBy(pair => pair.Key));
         Assert.Contains("\"complete\":true", File.ReadAllText(Path.Combine(projectDir, "index.json")));
         Assert.Matches($@"Dataset stream: {Shards - 2} of {Shards - 2} objects in after the job started", job.Log);
+        Assert.Matches(@"Datasets stream in: the job's script starts \d+\.\d s after prepare began", job.Log);
+        Assert.Matches($@"The job waited on data \d+\.\d s in all \({Shards} waits", job.Log);
         // Each object was fetched once, by prepare or by the stream.
         Assert.Equal(Shards, proxy.ObjectGets);
         // Nothing of the stream outlives the job: its views are gone with cleanup.
@@ -94,5 +101,49 @@ public sealed class DatasetStreamTests
         Assert.True(job.Result.Outcome == "system_failure", job.Log);
         Assert.Matches(@"the dataset stream failed, and stage 'build_script' ended with exit code 3: object 'shards/shard-\d\d\.tar' of s3://stream-[0-9a-f]+ could not be fetched", job.Log);
         Assert.Contains("stream failed before /data/shards/shard-", job.Log);
+    }
+
+    [Fact]
+    public async Task A_streaming_job_and_a_prefetching_job_of_the_same_dataset_at_once_fetch_each_object_once_and_read_the_same_bytes()
+    {
+        var (bucket, sums) = await ShardsAsync();
+        using var proxy = new CountingProxy(S3Testbed.Endpoint, faultFor: _ => InjectedFault.SlowResponse);
+        using var workspace = Workspace(proxy, bucket);
+
+        var jobs = await Task.WhenAll(workspace.SimulateAsync(ReaderJob(7931, bucket)), workspace.SimulateAsync(ReaderJob(7932, bucket, mode: "prefetch")));
+
+        Assert.All(jobs, job => Assert.True(job.Result.Outcome == "success", job.Log));
+        Assert.Equal(sums.OrderBy(pair => pair.Key), SumsOf(workspace, 7931).OrderBy(pair => pair.Key));
+        Assert.Equal(sums.OrderBy(pair => pair.Key), SumsOf(workspace, 7932).OrderBy(pair => pair.Key));
+        // The host cache's per-object locks hold across the two: one GET per object in all.
+        Assert.Equal(Shards, proxy.ObjectGets);
+    }
+
+    [Fact]
+    public async Task A_job_cancelled_mid_stream_stops_its_fetcher_and_leaves_only_whole_objects_and_the_next_job_fetches_only_the_rest()
+    {
+        var (bucket, sums) = await ShardsAsync();
+        using var proxy = new CountingProxy(S3Testbed.Endpoint, faultFor: _ => InjectedFault.SlowResponse);
+        using var workspace = Workspace(proxy, bucket);
+
+        var cancelled = await workspace.SimulateAsync(ReaderJob(7921, bucket), "--cancel-after", "3");
+
+        Assert.True(cancelled.Result.Outcome == "canceled", cancelled.Log);
+        Assert.False(Directory.Exists(Path.Combine(workspace.Root, "state", "datasets", "views", "job-7921")), "the cancelled job's views are still there");
+        var fetchers = await Testbed.RunAsync("pgrep", ["-f", "datasets stream 7921"], null, null);
+        Assert.True(fetchers.ExitCode != 0, $"the fetcher outlived its job: {fetchers.Stdout}");
+        var objects = new DirectoryInfo(Path.Combine(workspace.Root, "state", "datasets", "objects")).GetFiles();
+        var whole = objects.Where(file => file.Extension is not (".part" or ".ranges" or ".key")).ToList();
+        // Only whole objects count as cached: every one has its full size.
+        Assert.All(whole, file => Assert.InRange(file.Length, 1 << 20, (1 << 20) + Shards));
+        Assert.True(whole.Count < Shards, $"the stream was not cut short: {whole.Count} objects whole");
+        var getsBefore = proxy.ObjectGets;
+
+        var next = await workspace.SimulateAsync(ReaderJob(7922, bucket));
+
+        Assert.True(next.Result.Outcome == "success", next.Log);
+        Assert.Equal(sums.OrderBy(pair => pair.Key), SumsOf(workspace, 7922).OrderBy(pair => pair.Key));
+        // What was whole is not fetched again.
+        Assert.Equal(Shards - whole.Count, proxy.ObjectGets - getsBefore);
     }
 }

@@ -41,6 +41,28 @@ public sealed class DatasetDeclarationTests
             ],
             mounts);
         Assert.False(mounts[1].Source.IsPrefix);
+        Assert.All(mounts, mount => Assert.Equal(DatasetMode.Prefetch, mount.Mode));
+    }
+
+    [Fact]
+    public void Mode_stream_streams_a_line_and_mode_prefetch_is_the_default_said_aloud()
+    {
+        var mounts = DatasetDeclaration.Parse("""
+            s3://imagenet/train/ -> /data/train mode=stream
+            s3://team-a/datasets/tokens.bin -> /data/tokens mode=prefetch etag=0123456789abcdef0123456789abcdef
+            """, Config);
+
+        Assert.Equal([DatasetMode.Stream, DatasetMode.Prefetch], mounts.Select(mount => mount.Mode));
+        Assert.Equal("0123456789abcdef0123456789abcdef", mounts[1].EtagPin);
+    }
+
+    [Fact]
+    public void A_key_named_like_a_streamed_views_index_is_left_out_of_every_view()
+    {
+        var (paths, quarantined) = DatasetLayout.Plan(new DatasetSource("s3", "imagenet", "train/"), ["train/a.tar", "train/" + DatasetStreams.IndexFileName, "train/sub/" + DatasetStreams.IndexFileName]);
+
+        Assert.Equal(["a.tar", "sub/" + DatasetStreams.IndexFileName], paths.Values.Order(StringComparer.Ordinal));
+        Assert.Equal("train/" + DatasetStreams.IndexFileName, Assert.Single(quarantined).Key);
     }
 
     [Theory]
@@ -62,7 +84,10 @@ public sealed class DatasetDeclarationTests
     [InlineData("s3://imagenet/ -> /etc/ssl", "overlaps a system directory (/etc)")]
     [InlineData("s3://imagenet/ -> /data\ns3://team-a/datasets/ -> /data/more", "line 2: container path '/data/more' overlaps the dataset of line 1 (/data)")]
     [InlineData("s3://imagenet/train/ -> /data etag=abc", "an etag pin names one object's version")]
-    [InlineData("s3://imagenet/a.bin -> /data version=3", "is not a version pin")]
+    [InlineData("s3://imagenet/a.bin -> /data version=3", "'version=3' is not an option; use etag=ETAG or mode=stream")]
+    [InlineData("s3://imagenet/train/ -> /data mode=lazy", "'mode=lazy' is not an option")]
+    [InlineData("s3://imagenet/train/ -> /data mode=stream mode=prefetch", "'mode=prefetch' is not an option; use etag=ETAG or mode=stream (each at most once)")]
+    [InlineData("s3://imagenet/train/ -> /data mode=stream x y", "must name one container path, optionally followed by etag=ETAG and mode=stream or mode=prefetch")]
     public void A_bad_line_is_a_build_failure_that_says_why(string text, string expected)
     {
         var error = Assert.Throws<BuildFailureException>(() => DatasetDeclaration.Parse(text, Config));

@@ -58,6 +58,42 @@ public static class DatasetStreams
 
     public static string LogFile(string views) => Path.Combine(views, "stream.log");
 
+    /// <summary>The variable that names, in the container, where a loader records its waits for data (one "SECONDS PATH" line each).</summary>
+    public const string WaitsVariable = "GPU_EXECUTOR_DATASET_WAITS";
+
+    /// <summary>The waits file's name, in the job's builds directory: outside the project's worktree, so never an artifact.</summary>
+    public const string WaitsFileName = ".gpu-executor-dataset-waits";
+
+    /// <summary>
+    /// The loader's waits, summed: how long the job waited on data in all, and how many times. The
+    /// file is the job's, so it is read without following a symlink, at most 1 MiB of it, and a
+    /// line that is not "SECONDS PATH" is skipped.
+    /// </summary>
+    public static (double Seconds, int Waits)? ReadWaits(string buildsHostDir)
+    {
+        var opened = NoFollowFiles.OpenRegularFile(buildsHostDir, WaitsFileName);
+        if (opened is not var (handle, _))
+            return null;
+        using (handle)
+        {
+            using var stream = new FileStream(handle, FileAccess.Read);
+            var buffer = new byte[1 << 20];
+            var length = stream.ReadAtLeast(buffer, buffer.Length, throwOnEndOfStream: false);
+            double seconds = 0;
+            var waits = 0;
+            foreach (var line in System.Text.Encoding.UTF8.GetString(buffer, 0, length).Split('\n'))
+            {
+                var space = line.IndexOf(' ');
+                if (space > 0 && double.TryParse(line[..space], NumberStyles.Float, CultureInfo.InvariantCulture, out var waited) && waited is >= 0 and < 1e7)
+                {
+                    seconds += waited;
+                    waits++;
+                }
+            }
+            return (seconds, waits);
+        }
+    }
+
     public static void WritePlan(string views, DatasetStreamPlan plan) =>
         StateFiles.Write(PlanFile(views), plan, DatasetStreamJsonContext.Default.DatasetStreamPlan);
 

@@ -82,6 +82,8 @@ public sealed class PrepareJob(
             Directory.CreateDirectory(workspace.BuildsHostDir);
             Directory.CreateDirectory(workspace.CacheHostDir);
             var environment = JobDatasets.StoreCredentialsForJob(config, datasets);
+            if (datasets.Any(dataset => dataset.Mode == DatasetMode.Stream))
+                environment[DatasetStreams.WaitsVariable] = config.Builds.ContainerDir.TrimEnd('/') + "/" + DatasetStreams.WaitsFileName;
             if (checkpoints is not null)
             {
                 foreach (var (name, value) in await lifecycle.RestoreAsync(job, checkpoints, cancellationToken))

@@ -3,6 +3,7 @@ using GpuExecutor.Configuration;
 using GpuExecutor.Containers;
 using GpuExecutor.Datasets;
 using GpuExecutor.HostFiles;
+using GpuExecutor.Jobs;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Protocol;
 using GpuExecutor.Stages;
@@ -89,6 +90,9 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
 
         // Beside the stage, not before it: a slow store must not hold the training back.
         var startedAt = DateTimeOffset.UtcNow;
+        if (StagePlacement.IsUserStep(stageName) && adopted is null && DatasetStreams.ReadStatus(new DatasetCache(config.StateDir, _ => { }).ViewsOf(job.JobId)) is { } streaming
+            && await PreparedAtAsync(job, stop) is { } preparedAt)
+            log.WriteLine($"Datasets stream in: the job's script starts {(startedAt - preparedAt).TotalSeconds:0.0} s after prepare began, with {streaming.Done} of {streaming.Total} streamed objects in since.");
         var recordingStart = checkpoints is null
             ? Task.CompletedTask
             : lifecycle.RecordTrainingAsync(job, segment => segment.TrainingStartedAt is null ? segment with { TrainingStartedAt = startedAt } : null, CancellationToken.None);
@@ -128,6 +132,8 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
         {
             var seconds = ((stream.EndedAt ?? DateTimeOffset.UtcNow) - stream.StartedAt).TotalSeconds;
             log.WriteLine($"Dataset stream: {stream.Done} of {stream.Total} objects in after the job started, {stream.Bytes / 1048576.0:0.0} MiB fetched in {seconds:0.0} s ({stream.Bytes / 1048576.0 / Math.Max(seconds, 0.001):0.0} MiB/s){(stream.EndReason is { } why ? $"; {why}" : "; still streaming")}.");
+            if (DatasetStreams.ReadWaits(JobWorkspace.For(config, job).BuildsHostDir) is var (waited, waits))
+                log.WriteLine($"  The job waited on data {waited:0.0} s in all ({waits} waits, as its loader recorded them in ${DatasetStreams.WaitsVariable}).");
             // The reader stopped because an object never came: the store's failure, not the job's.
             if (outcome.ExitCode != 0 && stream.Failed is { } failure)
                 throw new SystemFailureException($"the dataset stream failed, and stage '{stageName}' ended with exit code {outcome.ExitCode}: {failure}");
@@ -148,6 +154,14 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
     {
         var endedAt = DateTimeOffset.UtcNow;
         return lifecycle.RecordTrainingAsync(job, segment => segment with { EndedAt = endedAt, Outcome = ending, Why = why }, CancellationToken.None);
+    }
+
+    /// <summary>When prepare began, from the job container's label.</summary>
+    private async Task<DateTimeOffset?> PreparedAtAsync(JobIdentity job, CancellationToken cancellationToken)
+    {
+        var containers = await driver.FindAsync(JobLabels.SelectJob(job.JobId), cancellationToken);
+        return containers.Select(found => found.Labels.TryGetValue(JobLabels.StartedAt, out var text) && long.TryParse(text, out var seconds) ? DateTimeOffset.FromUnixTimeSeconds(seconds) : (DateTimeOffset?)null)
+            .FirstOrDefault(startedAt => startedAt is not null);
     }
 
     /// <summary>The job's deadline, from its container's label (prepare's start plus the job's timeout).</summary>

@@ -19,8 +19,9 @@ internal static class DetachedVerb
         var start = new System.Diagnostics.ProcessStartInfo("setsid")
         {
             UseShellExecute = false,
-            // nice: its copies, uploads and downloads yield the CPU to the trainer's data loading.
-            ArgumentList = { "-f", "nice", "-n", "10", "sh", "-c", "exec \"$0\" \"$@\" >>\"$GPU_EXECUTOR_DETACHED_LOG\" 2>&1 </dev/null", binary, "--config", configPath },
+            // nice and ionice: its copies, uploads and downloads yield the CPU and the disk to the
+            // trainer's own data loading.
+            ArgumentList = { "-f", "nice", "-n", "10", "ionice", "-c", "2", "-n", "7", "sh", "-c", "exec \"$0\" \"$@\" >>\"$GPU_EXECUTOR_DETACHED_LOG\" 2>&1 </dev/null", binary, "--config", configPath },
             Environment = { ["GPU_EXECUTOR_DETACHED_LOG"] = logPath },
         };
         foreach (var argument in verb)
