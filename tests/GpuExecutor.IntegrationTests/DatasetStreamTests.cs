@@ -146,4 +146,48 @@ public sealed class DatasetStreamTests
         // What was whole is not fetched again.
         Assert.Equal(Shards - whole.Count, proxy.ObjectGets - getsBefore);
     }
+
+    [Fact]
+    public async Task A_large_object_cut_off_mid_stream_resumes_in_the_next_job_from_its_range_record()
+    {
+        using var s3 = S3Testbed.Client();
+        var bucket = "stream-" + Guid.NewGuid().ToString("N")[..8];
+        await S3Testbed.CreateBucketAsync(s3, bucket);
+        var small = RandomNumberGenerator.GetBytes(1 << 20);
+        var large = RandomNumberGenerator.GetBytes(96 << 20);
+        await S3Testbed.PutAsync(s3, bucket, "shards/shard-00.tar", small);
+        await S3Testbed.PutAsync(s3, bucket, "shards/shard-01.tar", large);
+        // The small shard comes in prepare (GET 1); the large one streams as three 32 MiB ranges
+        // (GETs 2 to 4), of which the last to ask hangs until the job is cancelled.
+        var hanging = true;
+        using var proxy = new CountingProxy(S3Testbed.Endpoint, faultFor: number => Volatile.Read(ref hanging) && number >= 4 ? InjectedFault.Hang : InjectedFault.None);
+        using var workspace = new ExecutorWorkspace(extraConfig: $"""
+            {S3Testbed.StoreConfig("s3", proxy.Endpoint, $"\"{bucket}\"")}
+            [datasets]
+            stream_first_objects = 1
+            """);
+        object Job(long jobId) => new
+        {
+            job_id = jobId,
+            image = Testbed.TestImage,
+            variables = new Dictionary<string, string> { ["DATASETS"] = $"s3://{bucket}/shards/ -> /data/shards mode=stream" },
+            script = new[] { "until [ -f /data/shards/shard-01.tar ]; do sleep 0.1; done; sha256sum /data/shards/shard-01.tar > \"$CI_PROJECT_DIR/sum.txt\"" },
+            timeout = 600,
+        };
+
+        var cancelled = await workspace.SimulateAsync(Job(7941), "--cancel-after", "4");
+        Assert.True(cancelled.Result.Outcome == "canceled", cancelled.Log);
+        var objects = Path.Combine(workspace.Root, "state", "datasets", "objects");
+        Assert.Single(Directory.GetFiles(objects, "*.ranges"));
+        Volatile.Write(ref hanging, false);
+        var servedBefore = proxy.ObjectBytesServed;
+
+        var next = await workspace.SimulateAsync(Job(7942));
+
+        Assert.True(next.Result.Outcome == "success", next.Log);
+        Assert.StartsWith(Convert.ToHexStringLower(SHA256.HashData(large)), File.ReadAllText(Path.Combine(workspace.ProjectDirOnHost(7942), "sum.txt")));
+        // Only the range that never came is fetched again: 32 MiB of the 96.
+        var served = proxy.ObjectBytesServed - servedBefore;
+        Assert.True(served is > 0 and <= 32L << 20, $"the next job fetched {served} bytes of the large object again");
+    }
 }

@@ -2,6 +2,7 @@ using GpuExecutor.Configuration;
 using GpuExecutor.Datasets;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Storage;
+using GpuExecutor.Tests.Fakes;
 
 namespace GpuExecutor.Tests;
 
@@ -224,6 +225,31 @@ public sealed class DatasetCacheEvictionTests : IDisposable
 
         Assert.Equal(0, cache.Evict(maxBytes: 0, now));
         Assert.True(File.Exists(recent));
+    }
+
+    [Fact]
+    public async Task A_streamed_view_starts_with_its_first_objects_and_counts_every_listed_object_as_in_use()
+    {
+        var storeRoot = Directory.CreateDirectory(Path.Combine(_stateDir, "store")).FullName;
+        Directory.CreateDirectory(Path.Combine(storeRoot, "corpus", "shards"));
+        foreach (var name in new[] { "a.tar", "b.tar", "c.tar" })
+            await File.WriteAllBytesAsync(Path.Combine(storeRoot, "corpus", "shards", name), new byte[100], TestContext.Current.CancellationToken);
+        var stores = new Dictionary<string, StoreSettings> { ["local"] = new() { Name = "local", Kind = StoreKind.File, Root = storeRoot, Allow = ["corpus"] } };
+        var dataset = new DatasetMount(new DatasetSource("local", "corpus", "shards/"), "/data/corpus", null, 1) { Mode = DatasetMode.Stream };
+        var cache = new DatasetCache(_stateDir, _ => { });
+
+        var (mounts, summary) = await cache.MaterializeAsync(43, [dataset], stores, new LocalStores(), new ObjectFetcher(_ => { }), TestContext.Current.CancellationToken,
+            new DatasetSettings { StreamFirstObjects = 1 });
+
+        var view = mounts.Single().HostPath;
+        Assert.Equal([DatasetStreams.IndexFileName, "a.tar"], Directory.GetFiles(view).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        Assert.Equal((2, 200L), (summary.StreamPending, summary.StreamPendingBytes));
+        var index = DatasetStreams.ReadIndex(view)!;
+        Assert.False(index.Complete);
+        Assert.Equal([("a.tar", true), ("b.tar", false), ("c.tar", false)], index.Objects.Select(entry => (entry.Path, entry.Ready)));
+        Assert.Equal(["b.tar", "c.tar"], DatasetStreams.ReadPlan(cache.ViewsOf(43))!.Pending.Select(item => item.Path));
+        // Not yet fetched, already in use: an eviction now must not take what the stream is about to link.
+        Assert.Equal(3, File.ReadAllLines(Path.Combine(cache.ViewsOf(43), "objects-in-use.txt")).Length);
     }
 
     public void Dispose() => Directory.Delete(_stateDir, recursive: true);
