@@ -8,20 +8,23 @@ namespace GpuExecutor.Tests;
 /// </summary>
 public sealed class LoopbackHttpServer : IDisposable
 {
-    private readonly HttpListener _listener = new();
+    private readonly HttpListener _listener;
     private readonly Task _serving;
 
     public LoopbackHttpServer(Func<HttpListenerContext, Task> handle)
     {
-        // HttpListener cannot bind port 0, so try random ports until one is free.
+        // HttpListener cannot bind port 0: take a port the kernel just handed out, and try again
+        // should another process take it first. A listener whose Start failed is disposed by it,
+        // so each attempt has a listener of its own.
         for (var attempt = 0; ; attempt++)
         {
-            Url = $"http://127.0.0.1:{Random.Shared.Next(20000, 50000)}";
-            _listener.Prefixes.Clear();
-            _listener.Prefixes.Add(Url + "/");
+            var listener = new HttpListener();
+            Url = $"http://127.0.0.1:{FreePort()}";
+            listener.Prefixes.Add(Url + "/");
             try
             {
-                _listener.Start();
+                listener.Start();
+                _listener = listener;
                 break;
             }
             catch (HttpListenerException) when (attempt < 20)
@@ -29,6 +32,15 @@ public sealed class LoopbackHttpServer : IDisposable
             }
         }
         _serving = Task.Run(() => ServeAsync(handle));
+    }
+
+    private static int FreePort()
+    {
+        using var probe = new System.Net.Sockets.TcpListener(IPAddress.Loopback, 0);
+        probe.Start();
+        var port = ((IPEndPoint)probe.LocalEndpoint).Port;
+        probe.Stop();
+        return port;
     }
 
     /// <summary>http://127.0.0.1:PORT, without a trailing slash.</summary>
@@ -53,8 +65,16 @@ public sealed class LoopbackHttpServer : IDisposable
 
     public void Dispose()
     {
-        _listener.Stop();
-        _listener.Close();
+        try
+        {
+            _listener.Stop();
+            _listener.Close();
+        }
+        catch (HttpListenerException)
+        {
+            // .NET's managed listener looks its port up again to close it, and fails when
+            // another process has the port by then: the listener is closed either way.
+        }
         _serving.Wait(TimeSpan.FromSeconds(5));
     }
 }

@@ -138,6 +138,9 @@ public sealed class DatasetCache(string stateDir, Action<string> log)
         Directory.CreateDirectory(ObjectsDir);
         Directory.CreateDirectory(LocksDir);
         var (cached, _) = await EnsureCachedAsync(source, item, store, fetcher, bytesFetched, cancellationToken);
+        // A view removed under the fetcher (cleanup, gc) is never created again by a link into it.
+        if (!Directory.Exists(view))
+            throw new DirectoryNotFoundException($"the view {view} is gone");
         var target = Path.Combine(view, relative);
         Directory.CreateDirectory(Path.GetDirectoryName(target)!);
         HardLink(cached, target);

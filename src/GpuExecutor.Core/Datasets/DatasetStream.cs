@@ -199,12 +199,20 @@ public sealed class DatasetStreamer(ExecutorConfig config, IContainerDriver driv
             {
                 if (!force && (!dirty || DateTime.UtcNow - lastWrite < IndexInterval))
                     return;
-                foreach (var (view, index) in indexes)
+                try
                 {
-                    var entries = index.Objects.Select(entry => entry with { Ready = ready[view].Contains(entry.Path) }).ToList();
-                    DatasetStreams.WriteIndex(view, new StreamIndex(complete && entries.All(entry => entry.Ready), failed, entries));
+                    foreach (var (view, index) in indexes.Where(pair => Directory.Exists(pair.Key)))
+                    {
+                        var entries = index.Objects.Select(entry => entry with { Ready = ready[view].Contains(entry.Path) }).ToList();
+                        DatasetStreams.WriteIndex(view, new StreamIndex(complete && entries.All(entry => entry.Ready), failed, entries));
+                    }
+                    if (Directory.Exists(views))
+                        DatasetStreams.WriteStatus(views, status with { Done = Volatile.Read(ref done), Bytes = Interlocked.Read(ref bytes) });
                 }
-                DatasetStreams.WriteStatus(views, status with { Done = Volatile.Read(ref done), Bytes = Interlocked.Read(ref bytes) });
+                catch (DirectoryNotFoundException)
+                {
+                    // The views went (cleanup, gc) between the look and the write: nobody reads them now.
+                }
                 dirty = false;
                 lastWrite = DateTime.UtcNow;
             }
@@ -226,6 +234,10 @@ public sealed class DatasetStreamer(ExecutorConfig config, IContainerDriver driv
                 {
                     await cache.LinkIntoViewAsync(source, new StoredObject(item.Key, item.Size, item.ETag), openStores[item.Store], fetcher, item.View, item.Path, fetched => Interlocked.Add(ref bytes, fetched), token);
                 }
+                catch (DirectoryNotFoundException) when (!Directory.Exists(item.View))
+                {
+                    throw new ViewsGoneException();
+                }
                 catch (Exception error) when (error is ObjectStoreException or IOException or SystemFailureException or BuildFailureException && !token.IsCancellationRequested)
                 {
                     throw new StreamFailedException($"object '{item.Key}' of {item.Store}://{item.Bucket} could not be fetched: {error.Message}", error);
@@ -245,6 +257,10 @@ public sealed class DatasetStreamer(ExecutorConfig config, IContainerDriver driv
             endReason = "an object could not be fetched";
             log($"STREAM FAILED: {failed}");
         }
+        catch (ViewsGoneException)
+        {
+            endReason = "the job's views were removed";
+        }
         catch (OperationCanceledException) when (ending.IsCancellationRequested)
         {
             if (stop.IsCancellationRequested)
@@ -258,7 +274,8 @@ public sealed class DatasetStreamer(ExecutorConfig config, IContainerDriver driv
                 store.Dispose();
         }
         WriteIndexes(complete: failed is null && done == plan.Pending.Count, failed, force: true);
-        DatasetStreams.WriteStatus(views, status with { Done = done, Bytes = Interlocked.Read(ref bytes), EndedAt = DateTimeOffset.UtcNow, Failed = failed, EndReason = endReason });
+        if (Directory.Exists(views))
+            DatasetStreams.WriteStatus(views, status with { Done = done, Bytes = Interlocked.Read(ref bytes), EndedAt = DateTimeOffset.UtcNow, Failed = failed, EndReason = endReason });
         log($"stream done: {done} of {plan.Pending.Count} objects, {Interlocked.Read(ref bytes) / 1048576.0:0.0} MiB fetched; {endReason}");
     }
 
@@ -309,4 +326,6 @@ public sealed class DatasetStreamer(ExecutorConfig config, IContainerDriver driv
     }
 
     private sealed class StreamFailedException(string message, Exception inner) : Exception(message, inner);
+
+    private sealed class ViewsGoneException() : Exception("the job's views were removed");
 }
