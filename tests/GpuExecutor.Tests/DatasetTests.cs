@@ -55,6 +55,7 @@ public sealed class DatasetDeclarationTests
 
         Assert.Equal([DatasetMode.Stream, DatasetMode.Prefetch], mounts.Select(mount => mount.Mode));
         Assert.Equal("0123456789abcdef0123456789abcdef", mounts[1].EtagPin);
+        Assert.Equal("lists/train.txt", DatasetDeclaration.Parse("s3://imagenet/train/ -> /data order=lists/train.txt mode=stream", Config).Single().OrderFile);
     }
 
     [Fact]
@@ -85,10 +86,12 @@ public sealed class DatasetDeclarationTests
     [InlineData("s3://imagenet/ -> /etc/ssl", "overlaps a system directory (/etc)")]
     [InlineData("s3://imagenet/ -> /data\ns3://team-a/datasets/ -> /data/more", "line 2: container path '/data/more' overlaps the dataset of line 1 (/data)")]
     [InlineData("s3://imagenet/train/ -> /data etag=abc", "an etag pin names one object's version")]
-    [InlineData("s3://imagenet/a.bin -> /data version=3", "'version=3' is not an option; use etag=ETAG or mode=stream")]
+    [InlineData("s3://imagenet/a.bin -> /data version=3", "'version=3' is not an option; use etag=ETAG, mode=stream or order=PATH")]
     [InlineData("s3://imagenet/train/ -> /data mode=lazy", "'mode=lazy' is not an option")]
-    [InlineData("s3://imagenet/train/ -> /data mode=stream mode=prefetch", "'mode=prefetch' is not an option; use etag=ETAG or mode=stream (each at most once)")]
-    [InlineData("s3://imagenet/train/ -> /data mode=stream x y", "must name one container path, optionally followed by etag=ETAG and mode=stream or mode=prefetch")]
+    [InlineData("s3://imagenet/train/ -> /data mode=stream mode=prefetch", "'mode=prefetch' is not an option; use etag=ETAG, mode=stream or order=PATH (each at most once)")]
+    [InlineData("s3://imagenet/train/ -> /data mode=stream x y z", "must name one container path, optionally followed by etag=ETAG, mode=stream or mode=prefetch, and order=PATH")]
+    [InlineData("s3://imagenet/train/ -> /data order=shards.txt", "order=PATH names the order in which a streamed prefix arrives; it needs mode=stream")]
+    [InlineData("s3://imagenet/train/ -> /data mode=stream order=../../etc/passwd", "order file '../../etc/passwd' is not a path inside the dataset")]
     public void A_bad_line_is_a_build_failure_that_says_why(string text, string expected)
     {
         var error = Assert.Throws<BuildFailureException>(() => DatasetDeclaration.Parse(text, Config));
@@ -250,6 +253,28 @@ public sealed class DatasetCacheEvictionTests : IDisposable
         Assert.Equal(["b.tar", "c.tar"], DatasetStreams.ReadPlan(cache.ViewsOf(43))!.Pending.Select(item => item.Path));
         // Not yet fetched, already in use: an eviction now must not take what the stream is about to link.
         Assert.Equal(3, File.ReadAllLines(Path.Combine(cache.ViewsOf(43), "objects-in-use.txt")).Length);
+    }
+
+    [Fact]
+    public async Task A_streamed_view_with_an_order_file_streams_in_that_order_and_says_which_names_it_skipped()
+    {
+        var storeRoot = Directory.CreateDirectory(Path.Combine(_stateDir, "store")).FullName;
+        Directory.CreateDirectory(Path.Combine(storeRoot, "corpus", "shards"));
+        foreach (var name in new[] { "a.tar", "b.tar", "c.tar" })
+            await File.WriteAllBytesAsync(Path.Combine(storeRoot, "corpus", "shards", name), new byte[100], TestContext.Current.CancellationToken);
+        await File.WriteAllTextAsync(Path.Combine(storeRoot, "corpus", "shards", "order.txt"), "# epoch 1\nc.tar\nmissing.tar\n\nb.tar\nc.tar\n", TestContext.Current.CancellationToken);
+        var stores = new Dictionary<string, StoreSettings> { ["local"] = new() { Name = "local", Kind = StoreKind.File, Root = storeRoot, Allow = ["corpus"] } };
+        var dataset = new DatasetMount(new DatasetSource("local", "corpus", "shards/"), "/data/corpus", null, 1) { Mode = DatasetMode.Stream, OrderFile = "order.txt" };
+        var log = new List<string>();
+        var cache = new DatasetCache(_stateDir, log.Add);
+
+        var (mounts, _) = await cache.MaterializeAsync(44, [dataset], stores, new LocalStores(), new ObjectFetcher(_ => { }), TestContext.Current.CancellationToken,
+            new DatasetSettings { StreamFirstObjects = 2 });
+
+        // The order file and the first name it lists come first; then the rest of its names; then what it left out.
+        Assert.Equal([DatasetStreams.IndexFileName, "c.tar", "order.txt"], Directory.GetFiles(mounts.Single().HostPath).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        Assert.Equal(["b.tar", "a.tar"], DatasetStreams.ReadPlan(cache.ViewsOf(44))!.Pending.Select(item => item.Path));
+        Assert.Contains(log, line => line.Contains("1 names in the order file 'order.txt' are not objects of the dataset", StringComparison.Ordinal));
     }
 
     public void Dispose() => Directory.Delete(_stateDir, recursive: true);

@@ -5,6 +5,7 @@ using System.Text;
 using GpuExecutor.Configuration;
 using GpuExecutor.Containers;
 using GpuExecutor.HostFiles;
+using GpuExecutor.JobLog;
 using GpuExecutor.Jobs;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Storage;
@@ -71,7 +72,10 @@ public sealed class DatasetCache(string stateDir, Action<string> log)
             IEnumerable<KeyValuePair<string, string>> now = paths;
             if (streaming is not null && dataset.Mode == DatasetMode.Stream)
             {
-                var (head, rest) = SplitForStream(paths, byKey, streaming);
+                var ordered = paths.OrderBy(pair => pair.Key, StringComparer.Ordinal).ToList();
+                if (dataset.OrderFile is { } orderFile)
+                    ordered = await OrderedByFileAsync(dataset, orderFile, ordered, byKey, store, fetcher, progress, cancellationToken);
+                var (head, rest) = SplitForStream(ordered, byKey, streaming);
                 now = head;
                 pending.AddRange(rest.Select(pair => new StreamedObject(view, dataset.Source.Store, dataset.Source.Bucket, pair.Key, byKey[pair.Key].Size, byKey[pair.Key].ETag, pair.Value)));
                 // In use from the moment they are listed: eviction must not take an object the
@@ -106,17 +110,54 @@ public sealed class DatasetCache(string stateDir, Action<string> log)
         return (mounts, progress.Finish() with { StreamPending = pending.Count, StreamPendingBytes = pending.Sum(item => item.Size) });
     }
 
+    /// <summary>An order file is read whole from the cache: this bounds it (a million shard names fit).</summary>
+    private const long MaximumOrderFileBytes = 64L << 20;
+
     /// <summary>
-    /// A streamed dataset's objects in the listing's order: the first ones, until there are
+    /// The dataset's objects in the order its order file names them (one path per line, '#'
+    /// comments and blank lines skipped): the order file itself first, then what it lists, then
+    /// what it does not, in the listing's order. A name that is not an object of the dataset is
+    /// skipped with a warning.
+    /// </summary>
+    private async Task<List<KeyValuePair<string, string>>> OrderedByFileAsync(DatasetMount dataset, string orderFile, List<KeyValuePair<string, string>> listed, Dictionary<string, StoredObject> byKey, IObjectStore store, ObjectFetcher fetcher, Progress progress, CancellationToken cancellationToken)
+    {
+        var entry = listed.FirstOrDefault(pair => pair.Value == orderFile);
+        if (entry.Key is null)
+            throw new BuildFailureException($"{DatasetDeclaration.Variable} line {dataset.Line}: the order file '{orderFile}' is not an object of {dataset.Source}.");
+        if (byKey[entry.Key].Size > MaximumOrderFileBytes)
+            throw new BuildFailureException($"{DatasetDeclaration.Variable} line {dataset.Line}: the order file '{orderFile}' has {byKey[entry.Key].Size} bytes; at most {MaximumOrderFileBytes >> 20} MiB are read.");
+        var (cached, _) = await EnsureCachedAsync(dataset.Source, byKey[entry.Key], store, fetcher, progress.BytesFetched, cancellationToken);
+        var byPath = listed.ToDictionary(pair => pair.Value, StringComparer.Ordinal);
+        var ordered = new List<KeyValuePair<string, string>> { entry };
+        var taken = new HashSet<string>(StringComparer.Ordinal) { orderFile };
+        var unknown = 0;
+        foreach (var line in File.ReadLines(cached))
+        {
+            var name = line.Trim();
+            if (name.Length == 0 || name.StartsWith('#'))
+                continue;
+            if (!byPath.TryGetValue(name, out var pair))
+                unknown++;
+            else if (taken.Add(name))
+                ordered.Add(pair);
+        }
+        if (unknown > 0)
+            log($"WARNING: {dataset.Source}: {unknown} names in the order file '{Printable.Of(orderFile)}' are not objects of the dataset; they are skipped.");
+        ordered.AddRange(listed.Where(pair => !taken.Contains(pair.Value)));
+        return ordered;
+    }
+
+    /// <summary>
+    /// A streamed dataset's objects in their order: the first ones, until there are
     /// datasets.stream_first_objects of them and datasets.stream_first_size bytes, come before
     /// the job starts; the rest after.
     /// </summary>
-    private static (List<KeyValuePair<string, string>> Head, List<KeyValuePair<string, string>> Later) SplitForStream(IReadOnlyDictionary<string, string> paths, Dictionary<string, StoredObject> byKey, DatasetSettings streaming)
+    private static (List<KeyValuePair<string, string>> Head, List<KeyValuePair<string, string>> Later) SplitForStream(IEnumerable<KeyValuePair<string, string>> ordered, Dictionary<string, StoredObject> byKey, DatasetSettings streaming)
     {
         var head = new List<KeyValuePair<string, string>>();
         var rest = new List<KeyValuePair<string, string>>();
         long bytes = 0;
-        foreach (var pair in paths.OrderBy(pair => pair.Key, StringComparer.Ordinal))
+        foreach (var pair in ordered)
         {
             if (head.Count >= streaming.StreamFirstObjects && bytes >= streaming.StreamFirstBytes)
             {

@@ -30,11 +30,14 @@ public sealed record DatasetMount(DatasetSource Source, string ContainerPath, st
 {
     /// <summary>Set by "mode=stream" or "mode=prefetch" (the default).</summary>
     public DatasetMode Mode { get; init; } = DatasetMode.Prefetch;
+
+    /// <summary>Set by "order=PATH": an object of the streamed dataset that lists its paths in the order the job reads them.</summary>
+    public string? OrderFile { get; init; }
 }
 
 /// <summary>
-/// Reads the job's DATASETS variable: one "SOURCE -> CONTAINER_PATH [etag=ETAG] [mode=stream]"
-/// per line, '#' comments and blank lines ignored. The variable is the job's, so it is untrusted: every line is
+/// Reads the job's DATASETS variable: one "SOURCE -> CONTAINER_PATH [etag=ETAG] [mode=stream
+/// [order=PATH]]" per line, '#' comments and blank lines ignored. The variable is the job's, so it is untrusted: every line is
 /// checked against the config, and anything wrong is a build failure naming the line and the rule.
 /// </summary>
 public static partial class DatasetDeclaration
@@ -54,6 +57,9 @@ public static partial class DatasetDeclaration
 
     [GeneratedRegex(@"^mode=(?<mode>stream|prefetch)$")]
     private static partial Regex ModeSyntax();
+
+    [GeneratedRegex(@"^order=(?<path>\S{1,1024})$")]
+    private static partial Regex OrderSyntax();
 
     public static IReadOnlyList<DatasetMount> Parse(string text, ExecutorConfig config)
     {
@@ -76,11 +82,12 @@ public static partial class DatasetDeclaration
 
             var source = ParseSource(line[..arrow].Trim(), lineNumber, config);
             var target = line[(arrow + 2)..].Trim().Split((char[])[' ', '\t'], StringSplitOptions.RemoveEmptyEntries);
-            if (target.Length is 0 or > 3)
-                throw Fail(lineNumber, "must name one container path, optionally followed by etag=ETAG and mode=stream or mode=prefetch.");
+            if (target.Length is 0 or > 4)
+                throw Fail(lineNumber, "must name one container path, optionally followed by etag=ETAG, mode=stream or mode=prefetch, and order=PATH.");
             var path = CheckContainerPath(target[0], lineNumber, config, mounts);
             string? etag = null;
             DatasetMode? mode = null;
+            string? order = null;
             foreach (var option in target.Skip(1))
             {
                 if (ModeSyntax().Match(option) is { Success: true } modeMatch && mode is null)
@@ -88,13 +95,22 @@ public static partial class DatasetDeclaration
                     mode = modeMatch.Groups["mode"].Value == "stream" ? DatasetMode.Stream : DatasetMode.Prefetch;
                     continue;
                 }
+                if (OrderSyntax().Match(option) is { Success: true } orderMatch && order is null)
+                {
+                    order = orderMatch.Groups["path"].Value;
+                    if (!ObjectKeyPaths.IsSafeKey(order, allowTrailingSlash: false))
+                        throw Fail(lineNumber, $"order file '{Shorten(order)}' is not a path inside the dataset: no empty, '.' or '..' segment, leading '/' or control character.");
+                    continue;
+                }
                 if (PinSyntax().Match(option) is not { Success: true } pin || etag is not null)
-                    throw Fail(lineNumber, $"'{Shorten(option)}' is not an option; use etag=ETAG or mode=stream (each at most once).");
+                    throw Fail(lineNumber, $"'{Shorten(option)}' is not an option; use etag=ETAG, mode=stream or order=PATH (each at most once).");
                 if (source.IsPrefix)
                     throw Fail(lineNumber, "an etag pin names one object's version; it cannot apply to a prefix.");
                 etag = pin.Groups["etag"].Value.Trim('"');
             }
-            mounts.Add(new DatasetMount(source, path, etag, lineNumber) { Mode = mode ?? DatasetMode.Prefetch });
+            if (order is not null && (mode != DatasetMode.Stream || !source.IsPrefix))
+                throw Fail(lineNumber, "order=PATH names the order in which a streamed prefix arrives; it needs mode=stream and a source ending in '/'.");
+            mounts.Add(new DatasetMount(source, path, etag, lineNumber) { Mode = mode ?? DatasetMode.Prefetch, OrderFile = order });
         }
         return mounts;
     }
