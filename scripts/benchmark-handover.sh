@@ -18,21 +18,7 @@ work="$(mktemp -d)"
 # The last job's agent ends once its container is gone: wait for it before removing its files.
 trap 'scripts/testbed.sh leftovers "$binary" 60 || true; rm -rf "$work" || true; scripts/testbed.sh stop' EXIT
 
-cat > "$work/config.toml" <<TOML
-state_dir = "$work/state"
-[docker]
-endpoint = "$DOCKER_HOST"
-[images]
-default = "$GPU_EXECUTOR_TEST_IMAGE"
-allowed = ["gpu-executor-test/*"]
-pull_policy = "never"
-[builds]
-host_dir = "$work/builds"
-[cache]
-host_dir = "$work/cache"
-[gpus]
-mode = "none"
-TOML
+testbed_executor_config "$work" > "$work/config.toml"
 
 # The trainer: loads its checkpoint (reads every byte, as torch.load would), takes its first
 # step, then writes the next checkpoint and marks it complete.

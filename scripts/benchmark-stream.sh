@@ -31,22 +31,7 @@ rm -rf "$work/seed"
 
 run() { # run MODE JOB_ID: one job from a cold cache; prints "LAUNCH FIRST LAST"
   rm -rf "$work/state" "$work/builds"
-  cat > "$work/config.toml" <<TOML
-state_dir = "$work/state"
-[docker]
-endpoint = "$DOCKER_HOST"
-[images]
-default = "$GPU_EXECUTOR_TEST_IMAGE"
-allowed = ["gpu-executor-test/*"]
-pull_policy = "never"
-[builds]
-host_dir = "$work/builds"
-[cache]
-host_dir = "$work/cache"
-[gpus]
-mode = "none"
-$(s3rver_store_table "$bucket")
-TOML
+  { testbed_executor_config "$work"; s3rver_store_table "$bucket"; } > "$work/config.toml"
   python3 - "$work/job-$2.json" "$2" "s3://$bucket/shards/ -> /data/shards mode=$1" "$step_seconds" "$((shards - 1))" <<'PY'
 import json, sys
 path, job_id, datasets, step, last = sys.argv[1:]

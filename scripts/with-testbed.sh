@@ -13,3 +13,24 @@ scripts/testbed.sh install
 trap 'scripts/testbed.sh leftovers "$PWD/artifacts/bin/gpu-executor" 60 || true; scripts/testbed.sh stop' EXIT
 # shellcheck disable=SC1090
 source "$(scripts/testbed.sh start)"
+
+# testbed_executor_config WORK: an executor config for jobs on this test bed's dockerd, with its
+# state, builds and cache under WORK and no GPUs; a script appends its own tables to it.
+testbed_executor_config() {
+  local work="$1"
+  cat <<TOML
+state_dir = "$work/state"
+[docker]
+endpoint = "$DOCKER_HOST"
+[images]
+default = "$GPU_EXECUTOR_TEST_IMAGE"
+allowed = ["gpu-executor-test/*"]
+pull_policy = "never"
+[builds]
+host_dir = "$work/builds"
+[cache]
+host_dir = "$work/cache"
+[gpus]
+mode = "none"
+TOML
+}
