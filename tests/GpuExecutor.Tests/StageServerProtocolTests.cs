@@ -24,6 +24,15 @@ public sealed class StageServerProtocolTests
     }
 
     [Fact]
+    public void The_servers_word_that_its_container_is_stopping_carries_the_last_stages_nonce_with_the_suffix_run_expects()
+    {
+        var script = StageServer.Command[2];
+
+        Assert.Contains($"printf '\\036gpu-executor:%s{StageServer.ContainerStopNonce("")}:%d\\n' \"$last_run\" 15 >&2", script);
+        Assert.Contains("last_run=\"$nonce\"", script);
+    }
+
+    [Fact]
     public void Output_passes_through_and_the_reply_gives_the_exit_code()
     {
         var (output, exitCode) = Scan([.. "epoch 1 loss 0.5\n"u8, .. Reply(42)]);

@@ -216,8 +216,8 @@ public sealed class WorkflowTests : IDisposable
         // The stage server's word that the container itself is stopping, the trainer's own last
         // line, and bash's notice of its child killed by the signal, in one chunk; then exit 143.
         _driver.RunScript = script => script.Contains("train", StringComparison.Ordinal) ? (143, "") : (0, "");
-        _driver.ScriptStderr = script => script.Contains("train", StringComparison.Ordinal)
-            ? $"before the stop\n\u001egpu-executor:{StageServer.ContainerStopNonce}:15\nsaved on the signal\nTerminated\n"
+        _driver.ScriptStderr = (script, nonce) => script.Contains("train", StringComparison.Ordinal)
+            ? $"before the stop\n\u001egpu-executor:{StageServer.ContainerStopNonce(nonce)}:15\nsaved on the signal\nTerminated\n"
             : "";
         var stderr = new MemoryStream();
 
@@ -230,16 +230,19 @@ public sealed class WorkflowTests : IDisposable
     }
 
     [Fact]
-    public async Task A_Terminated_line_before_any_stop_is_the_jobs_own_news_and_stays_in_the_log()
+    public async Task A_Terminated_line_before_any_stop_is_the_jobs_own_news_and_a_job_cannot_fake_the_servers_word()
     {
         await Prepare().RunAsync(Job(421), TestContext.Current.CancellationToken);
         _driver.RunScript = script => script.Contains("train", StringComparison.Ordinal) ? (1, "") : (0, "");
-        _driver.ScriptStderr = script => script.Contains("train", StringComparison.Ordinal) ? "Terminated\n" : "";
+        // What a job could print: the server's word with a nonce of its own making.
+        const string Fake = "\u001egpu-executor:0123456789abcdefc0ffee:15\n";
+        _driver.ScriptStderr = (script, _) => script.Contains("train", StringComparison.Ordinal) ? Fake + "Terminated\n" : "";
         var stderr = new MemoryStream();
 
         await Assert.ThrowsAsync<BuildFailureException>(() => Run().RunAsync(Job(421), "echo train\n"u8.ToArray(), "build_script", Stream.Null, stderr, TestContext.Current.CancellationToken));
 
-        Assert.Equal("Terminated\n", System.Text.Encoding.UTF8.GetString(stderr.ToArray()));
+        Assert.Equal(Fake + "Terminated\n", System.Text.Encoding.UTF8.GetString(stderr.ToArray()));
+        Assert.DoesNotContain("itself is being stopped", _log.ToString());
     }
 
     [Fact]

@@ -41,9 +41,9 @@ public static class StageServer
 {
     private const string Script = """
         wrappers=" "
-        stopping_nonce=0000
+        last_run=""
         stop_stages() {
-          printf '\036gpu-executor:%s:%d\n' "$stopping_nonce" 15 >&2
+          [[ -n $last_run ]] && printf '\036gpu-executor:%sc0ffee:%d\n' "$last_run" 15 >&2
           for entry in /proc/[0-9]*; do
             pid="${entry#/proc/}"
             [[ $pid == 1 || $pid == "$$" || $wrappers == *" $pid "* ]] || kill -s TERM "$pid" 2>/dev/null
@@ -57,6 +57,7 @@ public static class StageServer
           case "$verb" in
             run)
               IFS= read -r encoded || break
+              last_run="$nonce"
               { bash < <(printf '%b' "$encoded") 2>&3 3>&-; code=$?; printf '\036gpu-executor:%s:%d\n' "$nonce" "$code" >&3; printf '\036gpu-executor:%s:%d\n' "$nonce" "$code"; } 3>&2 2>/dev/null &
               wrappers+="$! "
               ;;
@@ -83,10 +84,12 @@ public static class StageServer
 
     /// <summary>
     /// What the server says on the container's stderr, in the place of a nonce, when the container
-    /// itself is being stopped: whoever reads the stage's output learns that its signal notices
+    /// itself is being stopped: the nonce of the last stage it ran, with a fixed suffix, so only
+    /// the `run` that sent that stage knows it (a stage's processes never see its nonce) and no
+    /// job can fake the word. Whoever reads the stage's output learns that the signal notices
     /// that follow are the stop's echo.
     /// </summary>
-    public const string ContainerStopNonce = "0000";
+    public static string ContainerStopNonce(string stageNonce) => stageNonce + "c0ffee";
 
     /// <summary>Every reply line starts with this, then "NONCE:NUMBER\n".</summary>
     public static ReadOnlySpan<byte> ReplyPrefix => "\u001egpu-executor:"u8;

@@ -44,7 +44,8 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
         // a daemon restart, the stage's output is read from there, past what was already shown.
         var since = DateTimeOffset.UtcNow;
         using var attachTimeout = new CancellationTokenSource(AttachTimeout);
-        using var session = new ServerSession(await driver.AttachAsync(container, attachTimeout.Token), container, () =>
+        var stageNonce = nonce ?? StageServer.NewNonce();
+        using var session = new ServerSession(await driver.AttachAsync(container, attachTimeout.Token), container, StageServer.ContainerStopNonce(stageNonce), () =>
             log($"The container {container} itself is being stopped (docker stop, or a Docker daemon without live-restore shutting down): its stage got SIGTERM, so the trainer can save; SIGKILL in {settings.StopGracePeriod.TotalSeconds:0} s if any is left."));
         var reconnection = new DaemonReconnection(driver, container, since, settings.DaemonReconnectWait, log);
         // Docker accepts an attach to a stopped container and then sends nothing, ever. A wait
@@ -53,7 +54,6 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
         using var stopWatching = new CancellationTokenSource();
         var containerStopped = WatchForStopAsync(container, reconnection, stopWatching.Token);
 
-        var stageNonce = nonce ?? StageServer.NewNonce();
         // The stage has ended once its reply came on both streams: each stream is ordered, the
         // two are not, so stderr written just before the end may arrive after stdout's reply.
         var stage = BothAsync(session.Expect(stageNonce), session.ExpectOnStderr(stageNonce));
@@ -277,8 +277,9 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
     /// The conversation with the stage server: requests out through the attachment, output and
     /// replies in, from the attachment, or after a daemon restart from the container's log.
     /// </summary>
-    /// <param name="containerStopping">Called when the stage server says the container itself is being stopped.</param>
-    private sealed class ServerSession(IContainerAttachment attachment, string container, Action containerStopping) : IDisposable
+    /// <param name="containerStopNonce">What the stage server says in the place of a nonce when the container itself is being stopped under this stage.</param>
+    /// <param name="containerStopping">Called when it says so.</param>
+    private sealed class ServerSession(IContainerAttachment attachment, string container, string containerStopNonce, Action containerStopping) : IDisposable
     {
         private IContainerAttachment _attachment = attachment;
         private IContainerOutput _output = attachment;
@@ -405,7 +406,7 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
         public async Task ReadAsync(Stream stdout, Stream stderr, DaemonReconnection reconnection, CancellationToken cancellationToken)
         {
             var stdoutScanner = new ServerReplyScanner(_pending.ContainsKey);
-            var stderrScanner = new ServerReplyScanner(nonce => nonce == StageServer.ContainerStopNonce || _pendingOnStderr.ContainsKey(nonce));
+            var stderrScanner = new ServerReplyScanner(nonce => nonce == containerStopNonce || _pendingOnStderr.ContainsKey(nonce));
             var buffer = new byte[81920];
             var passThrough = new ArrayBufferWriter<byte>(buffer.Length);
             var filtered = new ArrayBufferWriter<byte>(buffer.Length);
@@ -442,7 +443,7 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
                     lock (_stderrLock)
                     {
                         // What came after the server's word that the container is stopping is the stop's echo.
-                        var stopsAt = replies.FirstOrDefault(reply => reply.Nonce == StageServer.ContainerStopNonce) is { Nonce: not null } stopping ? stopping.OutputOffset : passThrough.WrittenCount;
+                        var stopsAt = replies.FirstOrDefault(reply => reply.Nonce == containerStopNonce) is { Nonce: not null } stopping ? stopping.OutputOffset : passThrough.WrittenCount;
                         _stderrNotices.Feed(passThrough.WrittenSpan[..stopsAt], filtered);
                         if (stopsAt < passThrough.WrittenCount)
                         {
@@ -457,7 +458,7 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
                     await output.WriteAsync(passThrough.WrittenMemory, cancellationToken);
                 foreach (var reply in replies)
                 {
-                    if (chunk.IsStderr && reply.Nonce == StageServer.ContainerStopNonce)
+                    if (chunk.IsStderr && reply.Nonce == containerStopNonce)
                     {
                         lock (_stderrLock)
                             _stderrNotices.Arm();

@@ -29,8 +29,8 @@ public sealed class FakeContainerDriver : IContainerDriver
     /// <summary>What a stage script does here: its exit code and its output, from its text.</summary>
     public Func<string, (int ExitCode, string Output)> RunScript { get; set; } = _ => (0, "");
 
-    /// <summary>What a script's stage writes on the container's stderr, before its exit code's reply: for a script given to <see cref="RunScript"/>.</summary>
-    public Func<string, string> ScriptStderr { get; set; } = _ => "";
+    /// <summary>What a script's stage writes on the container's stderr, before its exit code's reply: for a script and its run request's nonce.</summary>
+    public Func<string, string, string> ScriptStderr { get; set; } = (_, _) => "";
 
     /// <summary>Every spec created, in order.</summary>
     public ConcurrentQueue<ContainerSpec> Created { get; } = new();
@@ -143,7 +143,7 @@ public sealed class FakeContainerDriver : IContainerDriver
                     var (exitCode, output) = driver.RunScript(script);
                     if (output.Length > 0)
                         _output.Writer.TryWrite((Encoding.UTF8.GetBytes(output), false));
-                    if (driver.ScriptStderr(script) is { Length: > 0 } errors)
+                    if (driver.ScriptStderr(script, request[1]) is { Length: > 0 } errors)
                         _output.Writer.TryWrite((Encoding.UTF8.GetBytes(errors), true));
                     Reply(request[1], exitCode, alsoOnStderr: true);
                 }
