@@ -183,6 +183,17 @@ public sealed class ConfigLoaderTests
     }
 
     [Fact]
+    public void The_stream_keys_are_read_and_a_rate_too_low_to_be_meant_is_refused()
+    {
+        var config = ConfigLoader.Parse("[datasets]\nstream_first_objects = 8\nstream_first_size = \"1g\"\nstream_parallel_objects = 2\nstream_max_rate = \"200m\"\n", "test.toml");
+
+        Assert.Equal((8, 1L << 30, 2, 200L << 20), (config.Datasets.StreamFirstObjects, config.Datasets.StreamFirstBytes, config.Datasets.StreamParallelObjects, config.Datasets.StreamMaxBytesPerSecond));
+        var error = Assert.Throws<ConfigurationException>(() => ConfigLoader.Parse("[datasets]\nstream_max_rate = \"100k\"\n", "test.toml"));
+        Assert.Contains("datasets.stream_max_rate", error.Message);
+        Assert.Throws<ConfigurationException>(() => ConfigLoader.Parse("[datasets]\nstream_parallel_objects = 65\n", "test.toml"));
+    }
+
+    [Fact]
     public void The_example_config_in_the_repository_is_valid()
     {
         var example = Path.Combine(RepositoryRoot.Path, "config.toml.example");

@@ -279,3 +279,24 @@ public sealed class DatasetCacheEvictionTests : IDisposable
 
     public void Dispose() => Directory.Delete(_stateDir, recursive: true);
 }
+
+public sealed class BandwidthLimitTests
+{
+    [Fact]
+    public void Each_chunk_waits_for_its_share_of_the_rate_and_idle_time_buys_at_most_a_seconds_burst()
+    {
+        var now = new DateTime(2026, 12, 1, 0, 0, 0, DateTimeKind.Utc);
+        var limit = new BandwidthLimit(1_000_000, () => now);
+
+        // A fresh limit has a second's burst in hand: the first MB goes at once, the next waits a second.
+        Assert.Equal(TimeSpan.Zero, limit.Reserve(1_000_000));
+        Assert.Equal(TimeSpan.FromSeconds(1), limit.Reserve(1_000_000));
+        // Two fetches sharing it queue behind each other.
+        Assert.Equal(TimeSpan.FromSeconds(1.5), limit.Reserve(500_000));
+
+        // An hour idle saves up no more than one second.
+        now = now.AddHours(1);
+        Assert.Equal(TimeSpan.Zero, limit.Reserve(1_000_000));
+        Assert.Equal(TimeSpan.FromSeconds(0.5), limit.Reserve(500_000));
+    }
+}

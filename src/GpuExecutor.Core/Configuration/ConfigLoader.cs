@@ -309,7 +309,10 @@ public static partial class ConfigLoader
             StreamFirstObjects = (int)table.Integer("stream_first_objects", defaults.StreamFirstObjects, 1, 100_000),
             StreamFirstBytes = table.Raw("stream_first_size") is { } first ? table.Size("stream_first_size", first) : defaults.StreamFirstBytes,
             StreamParallelObjects = (int)table.Integer("stream_parallel_objects", defaults.StreamParallelObjects, 1, 64),
+            StreamMaxBytesPerSecond = table.Raw("stream_max_rate") is { } rate ? table.Size("stream_max_rate", rate) : null,
         };
+        if (settings.StreamMaxBytesPerSecond is < 1 << 20)
+            throw new ConfigurationException(table.KeyPath("stream_max_rate"), "is below 1m (bytes per second): a stream that slow would hold jobs up for no gain.");
         table.RejectUnknownKeys();
         return settings;
     }

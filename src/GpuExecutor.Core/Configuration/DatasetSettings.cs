@@ -13,4 +13,7 @@ public sealed record DatasetSettings
 
     /// <summary>Objects fetched at once while a job streams (datasets.stream_parallel_objects): few, so the fetch leaves the training its CPU and disk.</summary>
     public int StreamParallelObjects { get; init; } = 4;
+
+    /// <summary>A job's stream fetches at most this many bytes per second (datasets.stream_max_rate); null: no cap.</summary>
+    public long? StreamMaxBytesPerSecond { get; init; }
 }

@@ -182,7 +182,8 @@ public sealed class DatasetStreamer(ExecutorConfig config, IContainerDriver driv
         var plan = DatasetStreams.ReadPlan(views) ?? throw new SystemFailureException($"job {jobId} has no dataset stream plan in {views}.");
         var status = new DatasetStreamStatus(Environment.ProcessId, 0, plan.Pending.Count, 0, DateTimeOffset.UtcNow);
         DatasetStreams.WriteStatus(views, status);
-        log($"streaming {plan.Pending.Count} objects ({plan.Pending.Sum(item => item.Size) / 1048576.0:0.0} MiB) for job {jobId}, {config.Datasets.StreamParallelObjects} at a time");
+        log($"streaming {plan.Pending.Count} objects ({plan.Pending.Sum(item => item.Size) / 1048576.0:0.0} MiB) for job {jobId}, {config.Datasets.StreamParallelObjects} at a time"
+            + (config.Datasets.StreamMaxBytesPerSecond is { } cap ? $", at most {cap / 1048576.0:0.0} MiB/s (datasets.stream_max_rate)" : ""));
 
         // Each view's index, as prepare wrote it; entries turn ready as their objects arrive.
         var indexes = plan.Pending.Select(item => item.View).Distinct(StringComparer.Ordinal)
@@ -223,7 +224,7 @@ public sealed class DatasetStreamer(ExecutorConfig config, IContainerDriver driv
         var watching = WatchJobAsync(jobId, reason => endReason = reason, ending);
         var openStores = plan.Pending.Select(item => item.Store).Distinct(StringComparer.Ordinal)
             .ToDictionary(name => name, name => stores.Open(config.Stores.TryGetValue(name, out var settings) ? settings : throw new SystemFailureException($"store '{name}' is no longer configured.")), StringComparer.Ordinal);
-        var fetcher = new ObjectFetcher(log);
+        var fetcher = new ObjectFetcher(log, config.Datasets.StreamMaxBytesPerSecond is { } rate ? new BandwidthLimit(rate) : null);
         string? failed = null;
         try
         {

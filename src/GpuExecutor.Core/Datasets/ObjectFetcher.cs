@@ -27,7 +27,14 @@ public sealed partial class ObjectFetcher
 
     private readonly ResiliencePipeline _retry;
 
-    public ObjectFetcher(Action<string> log) => _retry = StoreRetry.Create(log);
+    private readonly BandwidthLimit? _limit;
+
+    /// <param name="limit">Shared by every fetch of this fetcher: a job's stream keeps to datasets.stream_max_rate.</param>
+    public ObjectFetcher(Action<string> log, BandwidthLimit? limit = null)
+    {
+        _retry = StoreRetry.Create(log);
+        _limit = limit;
+    }
 
     /// <summary>The hashes a fetch computed on the way: MD5 (against a plain-MD5 ETag) and, when asked, SHA-256.</summary>
     private sealed record Digests(byte[]? Md5, byte[]? Sha256);
@@ -55,7 +62,7 @@ public sealed partial class ObjectFetcher
             }
             else
             {
-                digests = await _retry.ExecuteAsync(async token => await FetchWholeAsync(store, bucket, item, part, md5Wanted, sha256, onBytes, token), cancellationToken);
+                digests = await _retry.ExecuteAsync(async token => await FetchWholeAsync(store, bucket, item, part, md5Wanted, sha256, onBytes, _limit, token), cancellationToken);
             }
             var md5 = digests.Md5;
 
@@ -84,7 +91,7 @@ public sealed partial class ObjectFetcher
 
     private static bool IsPlainMd5(string etag) => etag.Length == 32 && etag.All(char.IsAsciiHexDigit);
 
-    private static async Task<Digests> FetchWholeAsync(IObjectStore store, string bucket, StoredObject item, string part, bool wantMd5, bool sha256, Action<long> onBytes, CancellationToken cancellationToken)
+    private static async Task<Digests> FetchWholeAsync(IObjectStore store, string bucket, StoredObject item, string part, bool wantMd5, bool sha256, Action<long> onBytes, BandwidthLimit? limit, CancellationToken cancellationToken)
     {
         using var md5 = wantMd5 ? IncrementalHash.CreateHash(HashAlgorithmName.MD5) : null;
         using var sha = sha256 ? IncrementalHash.CreateHash(HashAlgorithmName.SHA256) : null;
@@ -108,6 +115,8 @@ public sealed partial class ObjectFetcher
                 sha?.AppendData(buffer, 0, read);
                 total += read;
                 onBytes(read);
+                if (limit is not null)
+                    await limit.WaitAsync(read, cancellationToken);
             }
             if (total != item.Size)
                 throw new IOException($"'{bucket}/{item.Key}': the body ended after {total} of {item.Size} bytes.");
@@ -167,6 +176,8 @@ public sealed partial class ObjectFetcher
                             await RandomAccess.WriteAsync(handle, buffer.AsMemory(0, read), start + written, attemptToken);
                             written += read;
                             onBytes(read);
+                            if (_limit is not null)
+                                await _limit.WaitAsync(read, attemptToken);
                         }
                         if (written != length)
                             throw new IOException($"'{bucket}/{item.Key}': range at {start} ended after {written} of {length} bytes.");
