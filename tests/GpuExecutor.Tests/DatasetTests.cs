@@ -230,14 +230,22 @@ public sealed class DatasetCacheEvictionTests : IDisposable
         Assert.True(File.Exists(recent));
     }
 
-    [Fact]
-    public async Task A_streamed_view_starts_with_its_first_objects_and_counts_every_listed_object_as_in_use()
+    /// <summary>A file store holding corpus/shards/a.tar, b.tar and c.tar of 100 bytes each, plus <paramref name="orderFile"/> as order.txt if given.</summary>
+    private async Task<Dictionary<string, StoreSettings>> ShardStoreAsync(string? orderFile = null)
     {
         var storeRoot = Directory.CreateDirectory(Path.Combine(_stateDir, "store")).FullName;
         Directory.CreateDirectory(Path.Combine(storeRoot, "corpus", "shards"));
         foreach (var name in new[] { "a.tar", "b.tar", "c.tar" })
             await File.WriteAllBytesAsync(Path.Combine(storeRoot, "corpus", "shards", name), new byte[100], TestContext.Current.CancellationToken);
-        var stores = new Dictionary<string, StoreSettings> { ["local"] = new() { Name = "local", Kind = StoreKind.File, Root = storeRoot, Allow = ["corpus"] } };
+        if (orderFile is not null)
+            await File.WriteAllTextAsync(Path.Combine(storeRoot, "corpus", "shards", "order.txt"), orderFile, TestContext.Current.CancellationToken);
+        return new Dictionary<string, StoreSettings> { ["local"] = new() { Name = "local", Kind = StoreKind.File, Root = storeRoot, Allow = ["corpus"] } };
+    }
+
+    [Fact]
+    public async Task A_streamed_view_starts_with_its_first_objects_and_counts_every_listed_object_as_in_use()
+    {
+        var stores = await ShardStoreAsync();
         var dataset = new DatasetMount(new DatasetSource("local", "corpus", "shards/"), "/data/corpus", null, 1) { Mode = DatasetMode.Stream };
         var cache = new DatasetCache(_stateDir, _ => { });
 
@@ -258,12 +266,7 @@ public sealed class DatasetCacheEvictionTests : IDisposable
     [Fact]
     public async Task A_streamed_view_with_an_order_file_streams_in_that_order_and_says_which_names_it_skipped()
     {
-        var storeRoot = Directory.CreateDirectory(Path.Combine(_stateDir, "store")).FullName;
-        Directory.CreateDirectory(Path.Combine(storeRoot, "corpus", "shards"));
-        foreach (var name in new[] { "a.tar", "b.tar", "c.tar" })
-            await File.WriteAllBytesAsync(Path.Combine(storeRoot, "corpus", "shards", name), new byte[100], TestContext.Current.CancellationToken);
-        await File.WriteAllTextAsync(Path.Combine(storeRoot, "corpus", "shards", "order.txt"), "# epoch 1\nc.tar\nmissing.tar\n\nb.tar\nc.tar\n", TestContext.Current.CancellationToken);
-        var stores = new Dictionary<string, StoreSettings> { ["local"] = new() { Name = "local", Kind = StoreKind.File, Root = storeRoot, Allow = ["corpus"] } };
+        var stores = await ShardStoreAsync(orderFile: "# epoch 1\nc.tar\nmissing.tar\n\nb.tar\nc.tar\n");
         var dataset = new DatasetMount(new DatasetSource("local", "corpus", "shards/"), "/data/corpus", null, 1) { Mode = DatasetMode.Stream, OrderFile = "order.txt" };
         var log = new List<string>();
         var cache = new DatasetCache(_stateDir, log.Add);
