@@ -1,4 +1,5 @@
 using System.Globalization;
+using GpuExecutor.HostFiles;
 
 namespace GpuExecutor.Checkpoints;
 
@@ -35,20 +36,7 @@ public static class OrphanedAgents
     }
 
     /// <summary>Whether the process is this job's agent: a pid, once its process is gone, may be anyone's.</summary>
-    public static bool IsAgentOf(int pid, long jobId)
-    {
-        try
-        {
-            var arguments = File.ReadAllText($"/proc/{pid.ToString(CultureInfo.InvariantCulture)}/cmdline").Split('\0');
-            var agent = Array.IndexOf(arguments, "agent");
-            return agent > 0 && arguments[agent - 1] == "checkpoints" && agent + 1 < arguments.Length
-                && arguments[agent + 1] == jobId.ToString(CultureInfo.InvariantCulture);
-        }
-        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
-        {
-            return false;
-        }
-    }
+    public static bool IsAgentOf(int pid, long jobId) => DetachedVerbs.Runs(pid, "checkpoints", "agent", jobId);
 
     /// <summary>SIGKILL: the agent's commits are crash-safe (blobs, manifest, then LATEST), so nothing half-done is left.</summary>
     public static void Stop(Orphan orphan)

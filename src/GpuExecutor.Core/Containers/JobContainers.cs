@@ -46,8 +46,13 @@ public static class JobLabels
     public static IReadOnlyDictionary<string, string> SelectManaged() =>
         new Dictionary<string, string> { [Managed] = "true" };
 
-    public static DateTimeOffset? ReadDeadline(IReadOnlyDictionary<string, string> labels) =>
-        labels.TryGetValue(Deadline, out var text) && long.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var seconds)
+    public static DateTimeOffset? ReadDeadline(IReadOnlyDictionary<string, string> labels) => ReadTime(labels, Deadline);
+
+    /// <summary>When prepare began, which the runner's clock for the job's timeout counts from.</summary>
+    public static DateTimeOffset? ReadStartedAt(IReadOnlyDictionary<string, string> labels) => ReadTime(labels, StartedAt);
+
+    private static DateTimeOffset? ReadTime(IReadOnlyDictionary<string, string> labels, string label) =>
+        labels.TryGetValue(label, out var text) && long.TryParse(text, NumberStyles.Integer, CultureInfo.InvariantCulture, out var seconds)
             ? DateTimeOffset.FromUnixTimeSeconds(seconds)
             : null;
 }

@@ -42,12 +42,23 @@ public static class StageServer
     private const string Script = """
         wrappers=" "
         last_run=""
-        stop_stages() {
-          [[ -n $last_run ]] && printf '\036gpu-executor:%sc0ffee:%d\n' "$last_run" 15 >&2
+        signal_or_count() {
+          local verb="$1" nonce="$2" argument="$3" alive=0 entry pid stat state
           for entry in /proc/[0-9]*; do
             pid="${entry#/proc/}"
-            [[ $pid == 1 || $pid == "$$" || $wrappers == *" $pid "* ]] || kill -s TERM "$pid" 2>/dev/null
+            [[ $pid == 1 || $pid == "$$" || $wrappers == *" $pid "* ]] && continue
+            if [[ $verb == signal ]]; then
+              kill -s "$argument" "$pid" 2>/dev/null
+            elif IFS= read -r stat 2>/dev/null < "$entry/stat"; then
+              state="${stat##*) }"
+              [[ ${state:0:1} == Z ]] || alive=$((alive + 1))
+            fi
           done
+          [[ $verb == count ]] && printf '\036gpu-executor:%s:%d\n' "$nonce" "$alive"
+        }
+        stop_stages() {
+          [[ -n $last_run ]] && printf '\036gpu-executor:%sc0ffee:%d\n' "$last_run" 15 >&2
+          signal_or_count signal - TERM
           wait
           exit 0
         }
@@ -62,18 +73,7 @@ public static class StageServer
               wrappers+="$! "
               ;;
             signal|count)
-              alive=0
-              for entry in /proc/[0-9]*; do
-                pid="${entry#/proc/}"
-                [[ $pid == 1 || $pid == "$$" || $wrappers == *" $pid "* ]] && continue
-                if [[ $verb == signal ]]; then
-                  kill -s "$argument" "$pid" 2>/dev/null
-                elif IFS= read -r stat 2>/dev/null < "$entry/stat"; then
-                  state="${stat##*) }"
-                  [[ ${state:0:1} == Z ]] || alive=$((alive + 1))
-                fi
-              done
-              [[ $verb == count ]] && printf '\036gpu-executor:%s:%d\n' "$nonce" "$alive"
+              signal_or_count "$verb" "$nonce" "$argument"
               ;;
           esac
         done

@@ -129,7 +129,7 @@ public static class DatasetStreams
     /// <summary>Stops the job's stream fetcher, if one runs: before its views go, so it never links into a removed view.</summary>
     public static void Stop(string views, long jobId)
     {
-        if (ReadStatus(views) is not { EndedAt: null, Pid: var pid } || !IsFetcherOf(pid, jobId))
+        if (ReadStatus(views) is not { EndedAt: null, Pid: var pid } || !DetachedVerbs.Runs(pid, "datasets", "stream", jobId))
             return;
         try
         {
@@ -142,21 +142,6 @@ public static class DatasetStreams
         catch (Exception error) when (error is ArgumentException or InvalidOperationException or System.ComponentModel.Win32Exception)
         {
             // Gone in the meantime.
-        }
-    }
-
-    /// <summary>Whether the process is this job's fetcher: a pid, once its process is gone, may be anyone's.</summary>
-    private static bool IsFetcherOf(int pid, long jobId)
-    {
-        try
-        {
-            var arguments = File.ReadAllText($"/proc/{pid.ToString(CultureInfo.InvariantCulture)}/cmdline").Split('\0');
-            var verb = Array.IndexOf(arguments, "stream");
-            return verb > 0 && arguments[verb - 1] == "datasets" && verb + 1 < arguments.Length && arguments[verb + 1] == jobId.ToString(CultureInfo.InvariantCulture);
-        }
-        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
-        {
-            return false;
         }
     }
 }

@@ -44,7 +44,7 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
         var directories = checkpoints is null ? null : lifecycle.DirectoriesOf(job.RunKey);
 
         using var beforeDeadline = new CancellationTokenSource();
-        if (checkpoints is not null && (adopted?.Deadline ?? await DeadlineAsync(job, stop)) is { } deadline)
+        if (checkpoints is not null && (adopted?.Deadline ?? await ContainerTimeAsync(job, JobLabels.ReadDeadline, stop)) is { } deadline)
         {
             var signalIn = deadline - config.Checkpoints.DeadlineMargin - DateTimeOffset.UtcNow;
             beforeDeadline.CancelAfter(signalIn > TimeSpan.Zero ? signalIn : TimeSpan.Zero);
@@ -90,8 +90,9 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
 
         // Beside the stage, not before it: a slow store must not hold the training back.
         var startedAt = DateTimeOffset.UtcNow;
-        if (StagePlacement.IsUserStep(stageName) && adopted is null && DatasetStreams.ReadStatus(new DatasetCache(config.StateDir, _ => { }).ViewsOf(job.JobId)) is { } streaming
-            && await PreparedAtAsync(job, stop) is { } preparedAt)
+        var streamViews = StagePlacement.IsUserStep(stageName) ? new DatasetCache(config.StateDir, _ => { }).ViewsOf(job.JobId) : null;
+        if (streamViews is not null && adopted is null && DatasetStreams.ReadStatus(streamViews) is { } streaming
+            && await ContainerTimeAsync(job, JobLabels.ReadStartedAt, stop) is { } preparedAt)
             log.WriteLine($"Datasets stream in: the job's script starts {(startedAt - preparedAt).TotalSeconds:0.0} s after prepare began, with {streaming.Done} of {streaming.Total} streamed objects in since.");
         var recordingStart = checkpoints is null
             ? Task.CompletedTask
@@ -128,7 +129,7 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
             await RecordEndAsync(lifecycle, job, ending, why);
         }
 
-        if (StagePlacement.IsUserStep(stageName) && DatasetStreams.ReadStatus(new DatasetCache(config.StateDir, _ => { }).ViewsOf(job.JobId)) is { } stream)
+        if (streamViews is not null && DatasetStreams.ReadStatus(streamViews) is { } stream)
         {
             var seconds = ((stream.EndedAt ?? DateTimeOffset.UtcNow) - stream.StartedAt).TotalSeconds;
             log.WriteLine($"Dataset stream: {stream.Done} of {stream.Total} objects in after the job started, {stream.Bytes / 1048576.0:0.0} MiB fetched in {seconds:0.0} s ({stream.Bytes / 1048576.0 / Math.Max(seconds, 0.001):0.0} MiB/s){(stream.EndReason is { } why ? $"; {why}" : "; still streaming")}.");
@@ -156,18 +157,10 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
         return lifecycle.RecordTrainingAsync(job, segment => segment with { EndedAt = endedAt, Outcome = ending, Why = why }, CancellationToken.None);
     }
 
-    /// <summary>When prepare began, from the job container's label.</summary>
-    private async Task<DateTimeOffset?> PreparedAtAsync(JobIdentity job, CancellationToken cancellationToken)
+    /// <summary>A time the job's containers carry as a label: its deadline (prepare's start plus the job's timeout), or prepare's start.</summary>
+    private async Task<DateTimeOffset?> ContainerTimeAsync(JobIdentity job, Func<IReadOnlyDictionary<string, string>, DateTimeOffset?> read, CancellationToken cancellationToken)
     {
         var containers = await driver.FindAsync(JobLabels.SelectJob(job.JobId), cancellationToken);
-        return containers.Select(found => found.Labels.TryGetValue(JobLabels.StartedAt, out var text) && long.TryParse(text, out var seconds) ? DateTimeOffset.FromUnixTimeSeconds(seconds) : (DateTimeOffset?)null)
-            .FirstOrDefault(startedAt => startedAt is not null);
-    }
-
-    /// <summary>The job's deadline, from its container's label (prepare's start plus the job's timeout).</summary>
-    private async Task<DateTimeOffset?> DeadlineAsync(JobIdentity job, CancellationToken cancellationToken)
-    {
-        var containers = await driver.FindAsync(JobLabels.SelectJob(job.JobId), cancellationToken);
-        return containers.Select(found => JobLabels.ReadDeadline(found.Labels)).FirstOrDefault(deadline => deadline is not null);
+        return containers.Select(found => read(found.Labels)).FirstOrDefault(time => time is not null);
     }
 }
