@@ -30,11 +30,14 @@ internal sealed class PrivateDaemon : IAsyncDisposable
     /// <summary>dockerd and every container it ran are gone, as on a host that lost Docker.</summary>
     public Task StopWithContainersAsync() => TestbedScriptAsync("daemon-stop");
 
-    /// <summary>The host dies: dockerd is SIGKILLed, then every container it ran, with no chance to stop gracefully.</summary>
-    public async Task LoseAsync()
+    /// <summary>
+    /// The host dies: in one go, every process whose command line names <paramref name="executorRoot"/>
+    /// (the runner's simulator, `run`, the checkpoint agent), every container's processes and dockerd
+    /// get SIGKILL, as a power cut stops them all at once; then what is left is cleaned up.
+    /// </summary>
+    public async Task LoseAsync(string executorRoot)
     {
-        var pid = (await File.ReadAllTextAsync(Path.Combine(Directory, "docker.pid"))).Trim();
-        await Testbed.RunAsync("kill", ["-KILL", pid], null, null);
+        await Testbed.RunAsync("bash", ["-c", "pkill -KILL -f \"$1\"; for shim in $(pgrep -f \"containerd-shim.*$2\"); do pkill -KILL -P \"$shim\"; done; kill -KILL \"$(cat \"$2/docker.pid\")\"", "lose", executorRoot, Directory], null, null);
         await StopWithContainersAsync();
     }
 

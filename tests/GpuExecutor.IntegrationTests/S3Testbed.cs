@@ -90,19 +90,48 @@ public sealed class CountingProxy : IDisposable
     /// <summary>Bytes of PUT bodies forwarded to the store.</summary>
     public long BytesReceived => Interlocked.Read(ref _bytesReceived);
 
-    /// <summary>While true, every request is answered 503: the store is down.</summary>
-    public bool Down
+    private readonly Lock _outage = new();
+    private bool _down;
+    private long _forwarded;
+
+    /// <summary>Requests let through to the store so far (every one while the store is up).</summary>
+    public long Forwarded
     {
-        get => _down;
-        set => _down = value;
+        get
+        {
+            lock (_outage)
+                return _forwarded;
+        }
     }
 
-    private volatile bool _down;
+    /// <summary>The store goes down: every request from now on is answered 503. Returns how many were let through before.</summary>
+    public long GoDown()
+    {
+        lock (_outage)
+        {
+            _down = true;
+            return _forwarded;
+        }
+    }
+
+    public void ComeBack()
+    {
+        lock (_outage)
+            _down = false;
+    }
 
     private async Task ForwardAsync(HttpListenerContext context)
     {
         var incoming = context.Request;
-        if (Down)
+        // One look at the outage and one count, together: a request is either refused or counted.
+        bool refused;
+        lock (_outage)
+        {
+            refused = _down;
+            if (!refused)
+                _forwarded++;
+        }
+        if (refused)
         {
             context.Response.StatusCode = 503;
             context.Response.Close();
