@@ -7,8 +7,10 @@
 #   - it resumes from the restored checkpoint, and fails (exit 3) if that checkpoint is corrupt;
 #   - CHECKPOINT_WEIGHTS_MB adds a weights file of that size to each checkpoint, rewritten in
 #     place every time, as torch.save does with "last.pt".
-#   - STEP_TIMELINE, a file name, gets one "N TIME" line per step as well: a record of when this
-#     trainer ran that outlives its container and its job log (the long-run test reads it).
+#   - STEP_TIMELINE, a file name, gets one "N TIME" line per step as well, and "N TIME checkpoint"
+#     for each checkpoint, written before the marker (so no checkpoint the agent could commit is
+#     missing from it): a record of this trainer that outlives its container, its job log and a
+#     job log's lag behind it (the long-run test reads it).
 # It prints "resumed at step N" and "step N" lines that the tests read. Bash only, so it runs in
 # the tiny local test image.
 set -uo pipefail
@@ -43,6 +45,7 @@ save() {
   fi
   echo "step=$step check=$(check_of "$step")" > "$dir/counter.ckpt.tmp"
   mv "$dir/counter.ckpt.tmp" "$dir/counter.ckpt"
+  [[ -n $timeline ]] && echo "$step ${EPOCHREALTIME:-$SECONDS} checkpoint" >> "$timeline"
   : > "$marker"
   echo "checkpoint at step $step"
 }

@@ -61,8 +61,7 @@ public sealed partial class MultiHostTests
         // Host A dies: every process of its executor (the runner's simulator, `run`, the agent),
         // its dockerd with every container, and its state directory.
         var agentLog = File.ReadAllText(Path.Combine(RunDirectory(hostA), "agent-9101.log"));
-        await Testbed.RunAsync("pkill", ["-KILL", "-f", hostA.Root], null, null);
-        await daemonA.StopWithContainersAsync();
+        await daemonA.LoseAsync(hostA.Root);
         await Assert.ThrowsAnyAsync<Exception>(() => training);
         Directory.Delete(Path.Combine(hostA.Root, "state"), recursive: true);
         var savedOnA = ReferenceTrainer.Numbers(ReferenceTrainer.CheckpointLine(), string.Join("\n", linesOfA));
@@ -85,6 +84,7 @@ public sealed partial class MultiHostTests
         TestContext.Current.SendDiagnosticMessage(story.Stdout);
         // Host A's job never said how it ended (it died with its host), and no agent outlived it.
         Assert.Matches(@"9101 host-a +[0-9: -]+ +\(unknown\)", story.Stdout);
+        Assert.Matches(@"9101 host-a .+ it never said how it ended \(its host or runner died\); none of its generations is kept", story.Stdout);
         Assert.Matches(@"9103 host-b +[0-9: -]+ +[0-9: -]+ +success", story.Stdout);
         Assert.Contains("lease taken over from job 9101 on host host-a, whose lease expired", story.Stdout);
         Assert.Contains($"resumed from generation", story.Stdout);

@@ -33,11 +33,25 @@ internal sealed class PrivateDaemon : IAsyncDisposable
     /// <summary>
     /// The host dies: in one go, every process whose command line names <paramref name="executorRoot"/>
     /// (the runner's simulator, `run`, the checkpoint agent), every container's processes and dockerd
-    /// get SIGKILL, as a power cut stops them all at once; then what is left is cleaned up.
+    /// stop, as a power cut stops them all at once; then what is left is cleaned up.
+    /// The executor's processes are frozen (SIGSTOP) before anything is killed, so the agent
+    /// commits nothing while the trainer is being killed, and the trainer is killed before the
+    /// slow cleanup, so it trains no step its host could no longer commit. The paths travel in
+    /// the environment, not the script's arguments: `pkill -f` would match the script's own
+    /// shell by its command line and kill it before the rest ran.
     /// </summary>
     public async Task LoseAsync(string executorRoot)
     {
-        await Testbed.RunAsync("bash", ["-c", "pkill -KILL -f \"$1\"; for shim in $(pgrep -f \"containerd-shim.*$2\"); do pkill -KILL -P \"$shim\"; done; kill -KILL \"$(cat \"$2/docker.pid\")\"", "lose", executorRoot, Directory], null, null);
+        const string powerCut = """
+            pkill -STOP -f "$LOST_EXECUTOR_ROOT"
+            for shim in $(pgrep -f "containerd-shim.*$LOST_DAEMON_DIRECTORY"); do pkill -KILL -P "$shim"; done
+            kill -KILL "$(cat "$LOST_DAEMON_DIRECTORY/docker.pid")"
+            pkill -KILL -f "$LOST_EXECUTOR_ROOT"
+            exit 0
+            """;
+        var (exitCode, stdout, stderr) = await Testbed.RunAsync("bash", ["-c", powerCut],
+            new Dictionary<string, string?> { ["LOST_EXECUTOR_ROOT"] = executorRoot, ["LOST_DAEMON_DIRECTORY"] = Directory }, null);
+        Assert.True(exitCode == 0, $"the power cut's script failed: {stdout}{stderr}");
         await StopWithContainersAsync();
     }
 

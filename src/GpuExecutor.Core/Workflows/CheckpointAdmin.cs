@@ -117,9 +117,12 @@ public sealed class CheckpointAdmin(ExecutorConfig config, IObjectStoreOpener st
         foreach (var segment in segments)
         {
             var ended = segment.EndedAt?.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture) ?? (segment.JobId == live ? "(training)" : "(unknown)");
-            var why = segment.EndedAt is null && segment.JobId != live && lastCommits.TryGetValue(segment.JobId, out var lastCommit)
-                ? $"it never said how it ended (its host or runner died); its last commit was at {lastCommit.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC"
-                : segment.Why;
+            // Its commits may be pruned already: then there is no last commit to name.
+            var why = segment.EndedAt is not null || segment.JobId == live
+                ? segment.Why
+                : lastCommits.TryGetValue(segment.JobId, out var lastCommit)
+                    ? $"it never said how it ended (its host or runner died); its last commit was at {lastCommit.UtcDateTime:yyyy-MM-dd HH:mm:ss} UTC"
+                    : "it never said how it ended (its host or runner died); none of its generations is kept";
             stdout.WriteLine($"{segment.JobId,10} {Printable.Of(segment.Host, 63),-16} {segment.TrainingStartedAt?.UtcDateTime.ToString("yyyy-MM-dd HH:mm:ss", CultureInfo.InvariantCulture) ?? "(not started)",-19}  {ended,-19}  {Printable.Of(segment.Outcome, 40),-14} {Printable.Of(why)}");
             var start = segment.AdoptedJob is { } adopted
                 ? $"adopted job {adopted}'s running training"
