@@ -128,53 +128,13 @@ public sealed class CheckpointJobTests
             Assert.DoesNotContain(token, text);
     }
 
-    /// <summary>
-    /// Runs a job through the simulator until its trainer prints step <paramref name="atStep"/>,
-    /// then kills the runner as a crash would: the simulator and every executor process under it
-    /// get SIGKILL. The job's container and its detached checkpoint agent are not their children,
-    /// and go on. Returns the step the trainer had reached.
-    /// </summary>
-    private static async Task<int> RunUntilTheRunnerDiesAsync(ExecutorWorkspace workspace, object job, int atStep)
-    {
-        var jobPath = Path.Combine(workspace.Root, $"dying-job-{Guid.NewGuid():N}.json");
-        await File.WriteAllTextAsync(jobPath, System.Text.Json.JsonSerializer.Serialize(job), TestContext.Current.CancellationToken);
-        var start = new System.Diagnostics.ProcessStartInfo(Testbed.Binary, ["--config", workspace.ConfigPath, "simulate", jobPath])
-        {
-            UseShellExecute = false,
-            RedirectStandardOutput = true,
-            RedirectStandardError = true,
-            WorkingDirectory = workspace.Root,
-        };
-        var log = new System.Text.StringBuilder();
-        using var runner = System.Diagnostics.Process.Start(start)!;
-        runner.ErrorDataReceived += (_, line) => { lock (log) log.AppendLine(line.Data); };
-        runner.BeginErrorReadLine();
-        var waited = System.Diagnostics.Stopwatch.StartNew();
-        try
-        {
-            while (waited.Elapsed < TimeSpan.FromSeconds(60) && await runner.StandardOutput.ReadLineAsync(TestContext.Current.CancellationToken) is { } line)
-            {
-                lock (log)
-                    log.AppendLine(line);
-                if (ReferenceTrainer.StepLine().Match(line) is { Success: true } step && int.Parse(step.Groups[1].Value) >= atStep)
-                    return int.Parse(step.Groups[1].Value);
-            }
-            throw new Xunit.Sdk.XunitException($"the job never reached step {atStep}:\n{log}");
-        }
-        finally
-        {
-            runner.Kill(entireProcessTree: true);
-            await runner.WaitForExitAsync(TestContext.Current.CancellationToken);
-        }
-    }
-
     [Fact]
     public async Task A_retried_job_adopts_the_training_its_dead_runner_left_running_instead_of_starting_it_again()
     {
         using var workspace = new ExecutorWorkspace();
         CopyTrainer(workspace);
         var variables = new Dictionary<string, string> { ["TOTAL_STEPS"] = "120", ["STEP_SECONDS"] = "0.1", ["CHECKPOINT_EVERY_SECONDS"] = "1" };
-        var diedAt = await RunUntilTheRunnerDiesAsync(workspace, TrainerJob(8701, variables), atStep: 25);
+        var diedAt = await ReferenceTrainer.RunUntilTheRunnerDiesAsync(workspace, TrainerJob(8701, variables), atStep: 25);
         Assert.NotEmpty((await Testbed.JobContainersAsync(8701)).Trim());
 
         // GitLab fails the job and it is retried: same name, same run, a new job id.
@@ -207,7 +167,7 @@ public sealed class CheckpointJobTests
         using var workspace = new ExecutorWorkspace();
         CopyTrainer(workspace);
         var variables = new Dictionary<string, string> { ["TOTAL_STEPS"] = "30", ["STEP_SECONDS"] = "0.1", ["CHECKPOINT_EVERY_SECONDS"] = "1" };
-        await RunUntilTheRunnerDiesAsync(workspace, TrainerJob(8711, variables), atStep: 5);
+        await ReferenceTrainer.RunUntilTheRunnerDiesAsync(workspace, TrainerJob(8711, variables), atStep: 5);
         // The training ends in the container with nobody attached: its exit code goes nowhere.
         // Its last line reaches the container's log, which says when.
         var ended = System.Diagnostics.Stopwatch.StartNew();

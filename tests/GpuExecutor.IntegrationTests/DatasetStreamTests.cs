@@ -39,25 +39,28 @@ public sealed class DatasetStreamTests
 
     /// <summary>
     /// A reader that needs each shard only when it gets to it: it waits for the file to appear
-    /// (it appears whole), stops if the index says the stream failed, and hashes what it read.
+    /// (it appears whole), stops if the index says the stream failed, hashes what it read, and
+    /// prints a "step N" line per shard, as a trainer would per batch.
     /// </summary>
+    private static string[] ReaderScript() =>
+    [
+        "ls /data/shards | grep -c shard- > \"$CI_PROJECT_DIR/present-at-start.txt\"",
+        "echo \"$EPOCHREALTIME\" > \"$CI_PROJECT_DIR/first-read.txt\"",
+        $"for n in $(seq -w 0 {Shards - 1}); do f=/data/shards/shard-$n.tar; t0=$EPOCHREALTIME; " +
+        "until [ -f \"$f\" ]; do grep -q '\"failed\":\"' /data/shards/.gpu-executor-index.json && { echo \"stream failed before $f\"; exit 3; }; sleep 0.1; done; " +
+        // Its waits, where the executor reads them, as examples/datasets/stream_wait.py records them.
+        "echo \"$(awk \"BEGIN { print $EPOCHREALTIME - $t0 }\") $f\" >> \"${GPU_EXECUTOR_DATASET_WAITS:-/dev/null}\"; " +
+        "echo \"$(sha256sum \"$f\" | cut -d' ' -f1) shard-$n.tar\" >> \"$CI_PROJECT_DIR/sums.txt\"; echo \"step $((10#$n + 1)) $EPOCHREALTIME\"; done",
+        "echo \"$EPOCHREALTIME\" > \"$CI_PROJECT_DIR/last-read.txt\"",
+        "cat /data/shards/.gpu-executor-index.json > \"$CI_PROJECT_DIR/index.json\" 2>/dev/null || true",
+    ];
+
     private static object ReaderJob(long jobId, string bucket, string mode = "stream") => new
     {
         job_id = jobId,
         image = Testbed.TestImage,
         variables = new Dictionary<string, string> { ["DATASETS"] = $"s3://{bucket}/shards/ -> /data/shards mode={mode}" },
-        script = new[]
-        {
-            "ls /data/shards | grep -c shard- > \"$CI_PROJECT_DIR/present-at-start.txt\"",
-            "echo \"$EPOCHREALTIME\" > \"$CI_PROJECT_DIR/first-read.txt\"",
-            $"for n in $(seq -w 0 {Shards - 1}); do f=/data/shards/shard-$n.tar; t0=$EPOCHREALTIME; " +
-            "until [ -f \"$f\" ]; do grep -q '\"failed\":\"' /data/shards/.gpu-executor-index.json && { echo \"stream failed before $f\"; exit 3; }; sleep 0.1; done; " +
-            // Its waits, where the executor reads them, as examples/datasets/stream_wait.py records them.
-            "echo \"$(awk \"BEGIN { print $EPOCHREALTIME - $t0 }\") $f\" >> \"${GPU_EXECUTOR_DATASET_WAITS:-/dev/null}\"; " +
-            "echo \"$(sha256sum \"$f\" | cut -d' ' -f1) shard-$n.tar\" >> \"$CI_PROJECT_DIR/sums.txt\"; done",
-            "echo \"$EPOCHREALTIME\" > \"$CI_PROJECT_DIR/last-read.txt\"",
-            "cat /data/shards/.gpu-executor-index.json > \"$CI_PROJECT_DIR/index.json\" 2>/dev/null || true",
-        },
+        script = ReaderScript(),
         timeout = 600,
     };
 
@@ -86,6 +89,42 @@ public sealed class DatasetStreamTests
         Assert.Equal(Shards, proxy.ObjectGets);
         // Nothing of the stream outlives the job: its views are gone with cleanup.
         Assert.False(Directory.Exists(Path.Combine(workspace.Root, "state", "datasets", "views", "job-7901")));
+    }
+
+    [Fact]
+    public async Task A_job_that_adopts_a_streaming_training_keeps_its_stream_and_its_cleanup_ends_it()
+    {
+        var (bucket, sums) = await ShardsAsync();
+        using var proxy = new CountingProxy(S3Testbed.Endpoint, faultFor: _ => InjectedFault.SlowResponse);
+        using var workspace = Workspace(proxy, bucket);
+        // The reader as the training of a run, so that a retry of its job may adopt it.
+        object Training(long jobId) => new
+        {
+            job_id = jobId,
+            name = "train",
+            image = Testbed.TestImage,
+            variables = new Dictionary<string, string> { ["DATASETS"] = $"s3://{bucket}/shards/ -> /data/shards mode=stream", ["CHECKPOINTS"] = "on" },
+            script = ReaderScript(),
+            timeout = 600,
+        };
+        // Its runner dies at the third shard, with most of the stream still to come.
+        await ReferenceTrainer.RunUntilTheRunnerDiesAsync(workspace, Training(7951), atStep: 3);
+        var fetcher = await Testbed.RunAsync("pgrep", ["-f", "datasets stream 7951"], null, null);
+        Assert.True(fetcher.ExitCode == 0, "the stream ended with its job's runner");
+
+        var retry = await workspace.SimulateAsync(Training(7952));
+
+        Assert.True(retry.Result.Outcome == "success", retry.Log);
+        Assert.Contains("This job adopts it", retry.Log);
+        // The adopted training read every shard, whole and verified, from the stream its first job started.
+        Assert.Equal(sums.OrderBy(pair => pair.Key), SumsOf(workspace, 7951).OrderBy(pair => pair.Key));
+        Assert.Matches($@"Dataset stream: {Shards - 2} of {Shards - 2} objects in after the job started", retry.Log);
+        Assert.Matches($@"The job waited on data \d+\.\d s in all \({Shards} waits", retry.Log);
+        Assert.Equal(Shards, proxy.ObjectGets);
+        // The adopter's cleanup ended the stream and removed the first job's views.
+        Assert.False(Directory.Exists(Path.Combine(workspace.Root, "state", "datasets", "views", "job-7951")), "the adopted job's views are still there");
+        var fetchers = await Testbed.RunAsync("pgrep", ["-f", "datasets stream 795"], null, null);
+        Assert.True(fetchers.ExitCode != 0, $"the stream outlived the adopting job: {fetchers.Stdout}");
     }
 
     [Fact]

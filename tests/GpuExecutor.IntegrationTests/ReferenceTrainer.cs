@@ -22,6 +22,46 @@ internal static partial class ReferenceTrainer
         return new { job_id = jobId, name = "train", image = Testbed.TestImage, sources = "trainer", variables, script = new[] { "./trainer.sh" }, timeout = 3600 };
     }
 
+    /// <summary>
+    /// Runs a job through the simulator until its trainer prints step <paramref name="atStep"/>,
+    /// then kills the runner as a crash would: the simulator and every executor process under it
+    /// get SIGKILL. The job's container and its detached checkpoint agent are not their children,
+    /// and go on. Returns the step the trainer had reached.
+    /// </summary>
+    public static async Task<int> RunUntilTheRunnerDiesAsync(ExecutorWorkspace workspace, object job, int atStep)
+    {
+        var jobPath = Path.Combine(workspace.Root, $"dying-job-{Guid.NewGuid():N}.json");
+        await File.WriteAllTextAsync(jobPath, System.Text.Json.JsonSerializer.Serialize(job), TestContext.Current.CancellationToken);
+        var start = new System.Diagnostics.ProcessStartInfo(Testbed.Binary, ["--config", workspace.ConfigPath, "simulate", jobPath])
+        {
+            UseShellExecute = false,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = workspace.Root,
+        };
+        var log = new System.Text.StringBuilder();
+        using var runner = System.Diagnostics.Process.Start(start)!;
+        runner.ErrorDataReceived += (_, line) => { lock (log) log.AppendLine(line.Data); };
+        runner.BeginErrorReadLine();
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        try
+        {
+            while (waited.Elapsed < TimeSpan.FromSeconds(60) && await runner.StandardOutput.ReadLineAsync(TestContext.Current.CancellationToken) is { } line)
+            {
+                lock (log)
+                    log.AppendLine(line);
+                if (StepLine().Match(line) is { Success: true } step && int.Parse(step.Groups[1].Value) >= atStep)
+                    return int.Parse(step.Groups[1].Value);
+            }
+            throw new Xunit.Sdk.XunitException($"the job never reached step {atStep}:\n{log}");
+        }
+        finally
+        {
+            runner.Kill(entireProcessTree: true);
+            await runner.WaitForExitAsync(TestContext.Current.CancellationToken);
+        }
+    }
+
     /// <summary>Puts the trainer where the simulator's sources ("trainer") come from.</summary>
     public static ExecutorWorkspace CopyInto(ExecutorWorkspace workspace)
     {

@@ -59,6 +59,16 @@ public static class Reattach
     public static AdoptedStage? ReadAdoption(string stateDir, long jobId) =>
         StateFiles.Read(AdoptionFile(stateDir, jobId), ReattachJsonContext.Default.AdoptedStage);
 
+    /// <summary>
+    /// The latest deadline of a job that adopted <paramref name="adoptedJobId"/>'s training, or
+    /// null: what that job left running (its agent, its dataset stream) lives to this deadline,
+    /// not only to its own job's.
+    /// </summary>
+    public static DateTimeOffset? AdoptedUntil(string stateDir, long adoptedJobId) => ReadAllAdoptions(stateDir)
+        .Where(pair => pair.Adopted.JobId == adoptedJobId)
+        .Select(pair => (DateTimeOffset?)pair.Adopted.Deadline)
+        .Max();
+
     /// <summary>Every adoption on this host, with the file that records it: for gc, which must not remove a container a live job follows.</summary>
     public static IReadOnlyList<(string File, AdoptedStage Adopted)> ReadAllAdoptions(string stateDir)
     {

@@ -153,9 +153,11 @@ public static class DatasetStreams
 /// verified, updating the view's index. It ends when every object is in, when one cannot be
 /// fetched (the index then says which, and why), when the job's container is gone, when the
 /// Docker daemon has not answered for checkpoints.agent_daemon_lost_seconds, or at the job's
-/// deadline plus cleanup.gc_grace_seconds. Cleanup and gc stop it before they remove the views.
+/// deadline (or that of a job that adopted its training) plus cleanup.gc_grace_seconds. Cleanup
+/// and gc stop it before they remove the views.
 /// </summary>
-public sealed class DatasetStreamer(ExecutorConfig config, IContainerDriver driver, IObjectStoreOpener stores, Action<string> log)
+/// <param name="adoptedUntil">The deadline of a job that adopted the job's training (re-attach), if any: the stream goes on to it.</param>
+public sealed class DatasetStreamer(ExecutorConfig config, IContainerDriver driver, IObjectStoreOpener stores, Action<string> log, Func<long, DateTimeOffset?> adoptedUntil)
 {
     private static readonly TimeSpan WatchInterval = TimeSpan.FromSeconds(2);
     private static readonly TimeSpan IndexInterval = TimeSpan.FromMilliseconds(200);
@@ -300,8 +302,10 @@ public sealed class DatasetStreamer(ExecutorConfig config, IContainerDriver driv
             {
                 return;
             }
-            if (reason is null && deadline + config.Cleanup.GcGracePeriod is { } end && DateTimeOffset.UtcNow >= end)
-                reason = "the job's deadline plus cleanup.gc_grace_seconds passed";
+            // A job that adopted this job's training (re-attach) keeps its stream to its own deadline.
+            if (reason is null && deadline + config.Cleanup.GcGracePeriod is { } end && DateTimeOffset.UtcNow >= end
+                && !(adoptedUntil(jobId) + config.Cleanup.GcGracePeriod > DateTimeOffset.UtcNow))
+                reason = "the job's deadline (or its adopter's) plus cleanup.gc_grace_seconds passed";
             if (reason is not null && !ending.IsCancellationRequested)
             {
                 ended(reason);

@@ -35,10 +35,7 @@ public sealed class CheckpointAgentHost(
             StopBeforeDeadline = config.Checkpoints.DeadlineMargin,
         };
         // A job that adopted this agent's training (re-attach) keeps it going to its own deadline.
-        DateTimeOffset? AdoptedUntil() => Reattach.ReadAllAdoptions(config.StateDir)
-            .Where(pair => pair.Adopted.JobId == jobId)
-            .Select(pair => (DateTimeOffset?)pair.Adopted.Deadline)
-            .Max();
+        DateTimeOffset? AdoptedUntil() => Reattach.AdoptedUntil(config.StateDir, jobId);
         // A `run` started the training's stage (its record names this container) and no longer holds
         // the lock it follows the stage under: its runner died, and no job adopted the training.
         bool NobodyFollows()

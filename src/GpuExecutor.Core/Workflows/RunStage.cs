@@ -90,7 +90,10 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
 
         // Beside the stage, not before it: a slow store must not hold the training back.
         var startedAt = DateTimeOffset.UtcNow;
-        var streamViews = StagePlacement.IsUserStep(stageName) ? new DatasetCache(config.StateDir, _ => { }).ViewsOf(job.JobId) : null;
+        // An adopted training reads the views, and records its waits in the builds directory, of
+        // the job that started it: that job's stream goes on for this one.
+        var streamingJob = job with { JobId = adopted?.JobId ?? job.JobId };
+        var streamViews = StagePlacement.IsUserStep(stageName) ? new DatasetCache(config.StateDir, _ => { }).ViewsOf(streamingJob.JobId) : null;
         if (streamViews is not null && adopted is null && DatasetStreams.ReadStatus(streamViews) is { } streaming
             && await ContainerTimeAsync(job, JobLabels.ReadStartedAt, stop) is { } preparedAt)
             log.WriteLine($"Datasets stream in: the job's script starts {(startedAt - preparedAt).TotalSeconds:0.0} s after prepare began, with {streaming.Done} of {streaming.Total} streamed objects in since.");
@@ -133,7 +136,7 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
         {
             var seconds = ((stream.EndedAt ?? DateTimeOffset.UtcNow) - stream.StartedAt).TotalSeconds;
             log.WriteLine($"Dataset stream: {stream.Done} of {stream.Total} objects in after the job started, {stream.Bytes / 1048576.0:0.0} MiB fetched in {seconds:0.0} s ({stream.Bytes / 1048576.0 / Math.Max(seconds, 0.001):0.0} MiB/s){(stream.EndReason is { } why ? $"; {why}" : "; still streaming")}.");
-            if (DatasetStreams.ReadWaits(JobWorkspace.For(config, job).BuildsHostDir) is var (waited, waits))
+            if (DatasetStreams.ReadWaits(JobWorkspace.For(config, streamingJob).BuildsHostDir) is var (waited, waits))
                 log.WriteLine($"  The job waited on data {waited:0.0} s in all ({waits} waits, as its loader recorded them in ${DatasetStreams.WaitsVariable}).");
             // The reader stopped because an object never came: the store's failure, not the job's.
             if (outcome.ExitCode != 0 && stream.Failed is { } failure)

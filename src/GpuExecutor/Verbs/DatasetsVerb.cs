@@ -1,3 +1,4 @@
+using GpuExecutor.Checkpoints;
 using GpuExecutor.Configuration;
 using GpuExecutor.Datasets;
 using GpuExecutor.Outcomes;
@@ -53,7 +54,7 @@ public static class DatasetsVerb
                     throw new SystemFailureException("usage: gpu-executor datasets stream JOB_ID");
                 // Started by prepare, detached; its log is a file beside the job's views.
                 void Log(string line) => context.Log.WriteLine($"{DateTime.UtcNow:yyyy-MM-ddTHH:mm:ss.fffZ} job {jobId}: {line}");
-                await new DatasetStreamer(config, context.Adapters.Containers, context.Adapters.Stores, Log).RunAsync(jobId, context.Stop);
+                await new DatasetStreamer(config, context.Adapters.Containers, context.Adapters.Stores, Log, adopted => Reattach.AdoptedUntil(config.StateDir, adopted)).RunAsync(jobId, context.Stop);
                 return;
 
             default:
