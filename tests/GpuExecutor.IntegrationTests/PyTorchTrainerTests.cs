@@ -1,0 +1,158 @@
+using System.Text.RegularExpressions;
+
+namespace GpuExecutor.IntegrationTests;
+
+/// <summary>
+/// The example image (scripts/build-example-image.sh, Debian's python3-torch), built once for the
+/// test bed's daemon, and the digits dataset exported from it into s3rver.
+/// </summary>
+public sealed class PyTorchExample : IAsyncLifetime
+{
+    public string Image { get; private set; } = "";
+    public string Bucket { get; } = "digits-" + Guid.NewGuid().ToString("N")[..8];
+
+    public async ValueTask InitializeAsync()
+    {
+        Testbed.Require();
+        var (exitCode, stdout, stderr) = await Testbed.RunAsync(
+            Path.Combine(Testbed.RepositoryRoot, "scripts", "build-example-image.sh"), [],
+            new Dictionary<string, string?> { ["DOCKER_HOST"] = Testbed.DockerHost }, Testbed.RepositoryRoot, TimeSpan.FromMinutes(30));
+        Assert.True(exitCode == 0, $"build-example-image.sh failed: {stdout}{stderr}");
+        Image = stdout.Trim().Split('\n')[^1];
+
+        // The digits as the package ships them, exported by the example's own script in the image.
+        var exportDir = Directory.CreateTempSubdirectory("gpu-executor-digits").FullName;
+        try
+        {
+            var export = await Testbed.RunAsync("docker", ["--host", Testbed.DockerHost, "run", "--rm",
+                "-v", $"{Path.Combine(Testbed.RepositoryRoot, "examples", "pytorch")}:/example:ro", "-v", $"{exportDir}:/out",
+                Image, "python3", "/example/export_digits.py", "/out/digits.npz"], null, null, TimeSpan.FromMinutes(5));
+            Assert.True(export.ExitCode == 0, $"export_digits.py failed: {export.Stdout}{export.Stderr}");
+            using var s3 = S3Testbed.Client();
+            await S3Testbed.CreateBucketAsync(s3, Bucket);
+            await S3Testbed.PutAsync(s3, Bucket, "digits/digits.npz", await File.ReadAllBytesAsync(Path.Combine(exportDir, "digits.npz")));
+        }
+        finally
+        {
+            // Written by root in the container: removed the same way.
+            await Testbed.RunAsync("rm", ["-rf", exportDir], null, null);
+        }
+    }
+
+    public ValueTask DisposeAsync() => ValueTask.CompletedTask;
+}
+
+/// <summary>
+/// The reference PyTorch trainer (examples/pytorch/train.py) through the executor: a run cut off
+/// by a cancel, by its runner's death, or by its deadline, and resumed, ends with the same weights,
+/// bit for bit, as the run that was never interrupted.
+/// </summary>
+public sealed partial class PyTorchTrainerTests(PyTorchExample example) : IClassFixture<PyTorchExample>
+{
+    private const int Epochs = 3;
+    private const double MinimumAccuracy = 0.9;
+    private const string Token = "glpat-pytorch-continuation-3310";
+
+    private ExecutorWorkspace Workspace(GpuExecutor.Tests.FakeGitLab gitLab)
+    {
+        var workspace = new ExecutorWorkspace(stopGraceSeconds: 20, allowed: "\"gpu-executor-test/*\", \"gpu-executor-examples/*\"", extraConfig: $"""
+            {S3Testbed.StoreConfig("s3", S3Testbed.Endpoint, $"\"{example.Bucket}\"")}
+            [checkpoints]
+            deadline_margin_seconds = 25
+            final_commit_wait_seconds = 30
+            [continuation]
+            gitlab_url = "{gitLab.Url}"
+            token = "{Token}"
+            max_segments = 3
+            """);
+        var sources = Directory.CreateDirectory(Path.Combine(workspace.Root, "pytorch")).FullName;
+        File.Copy(Path.Combine(Testbed.RepositoryRoot, "examples", "pytorch", "train.py"), Path.Combine(sources, "train.py"));
+        return workspace;
+    }
+
+    /// <param name="batchSleep">Slows each batch down, so that an interruption lands mid-epoch.</param>
+    private object Job(long jobId, string run, double batchSleep, int timeoutSeconds = 900) => new
+    {
+        job_id = jobId,
+        name = "train",
+        image = example.Image,
+        sources = "pytorch",
+        variables = new Dictionary<string, string>
+        {
+            ["DATASETS"] = $"s3://{example.Bucket}/digits/ -> /data/digits",
+            ["CHECKPOINTS"] = "on",
+            ["CHECKPOINT_RUN_KEY"] = run,
+            ["EPOCHS"] = Epochs.ToString(),
+            ["CHECKPOINT_EVERY_SECONDS"] = "2",
+            ["BATCH_SLEEP_SECONDS"] = batchSleep.ToString(System.Globalization.CultureInfo.InvariantCulture),
+        },
+        script = new[] { "python3 train.py" },
+        timeout = timeoutSeconds,
+    };
+
+    [GeneratedRegex(@"training complete: accuracy (\d\.\d+), state_dict sha256 ([0-9a-f]{64})")]
+    private static partial Regex CompleteLine();
+
+    [GeneratedRegex(@"resumed at epoch (\d+) batch (\d+)")]
+    private static partial Regex ResumedLine();
+
+    private static (double Accuracy, string Sha256) Result(string log)
+    {
+        var match = CompleteLine().Match(log);
+        Assert.True(match.Success, $"the training did not complete:\n{log}");
+        return (double.Parse(match.Groups[1].Value, System.Globalization.CultureInfo.InvariantCulture), match.Groups[2].Value);
+    }
+
+    private static void AssertResumedMidEpoch(string log)
+    {
+        var resumed = ResumedLine().Match(log);
+        Assert.True(resumed.Success, $"the retry did not resume:\n{log}");
+        Assert.True(int.Parse(resumed.Groups[1].Value) < Epochs, log);
+    }
+
+    [Fact]
+    public async Task A_run_cancelled_killed_or_cut_by_its_deadline_and_resumed_ends_with_the_weights_of_the_uninterrupted_run()
+    {
+        using var gitLab = new GpuExecutor.Tests.FakeGitLab(Token) { NextJobId = 9632 };
+        using var workspace = Workspace(gitLab);
+        var output = TestContext.Current.TestOutputHelper!;
+
+        // Never interrupted.
+        var straight = await workspace.SimulateAsync(Job(9601, "straight", batchSleep: 0));
+        Assert.True(straight.Result.Outcome == "success", straight.Log);
+        var (accuracy, expected) = Result(straight.Log);
+        output.WriteLine($"uninterrupted: accuracy {accuracy:0.0000}, sha256 {expected}");
+        Assert.True(accuracy >= MinimumAccuracy, $"accuracy {accuracy} below {MinimumAccuracy}");
+
+        // Cancelled mid-epoch: the signal's save at the batch boundary, and the next job resumes it.
+        var cancelled = await workspace.SimulateAsync(Job(9611, "cancelled", batchSleep: 0.1), "--cancel-after", "8");
+        Assert.True(cancelled.Result.Outcome == "canceled", cancelled.Log);
+        Assert.Contains("stopped: checkpoint saved at step", cancelled.Log);
+        var afterCancel = await workspace.SimulateAsync(Job(9612, "cancelled", batchSleep: 0));
+        Assert.True(afterCancel.Result.Outcome == "success", afterCancel.Log);
+        AssertResumedMidEpoch(afterCancel.Log);
+        Assert.Equal(expected, Result(afterCancel.Log).Sha256);
+
+        // The runner dies; its retry adopts the training still running in the container.
+        await ReferenceTrainer.RunUntilTheRunnerDiesAsync(workspace, Job(9621, "reattached", batchSleep: 0.02), atStep: 40);
+        var adopter = await workspace.SimulateAsync(Job(9622, "reattached", batchSleep: 0.02));
+        Assert.True(adopter.Result.Outcome == "success", adopter.Log);
+        Assert.Contains("This job adopts it", adopter.Log);
+        Assert.Equal(expected, Result(adopter.Log).Sha256);
+
+        // The deadline: its signal's save, the retry through the GitLab API, and the next segment resumes.
+        gitLab.AddJob(1, 9631, "train", "running");
+        var cut = await workspace.SimulateAsync(Job(9631, "deadline", batchSleep: 0.2, timeoutSeconds: 45), "--graceful-kill-timeout", "60");
+        Assert.True(cut.Result.Outcome == "failed", cut.Log);
+        Assert.Contains("retries it through the GitLab API as segment 2", cut.Log);
+        gitLab.SetStatus(9631, "failed");
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        while (gitLab.Retries.Count == 0 && waited.Elapsed < TimeSpan.FromSeconds(60))
+            await Task.Delay(200, TestContext.Current.CancellationToken);
+        Assert.Equal([(9631L, 9632L)], gitLab.Retries);
+        var continued = await workspace.SimulateAsync(Job(9632, "deadline", batchSleep: 0));
+        Assert.True(continued.Result.Outcome == "success", continued.Log);
+        AssertResumedMidEpoch(continued.Log);
+        Assert.Equal(expected, Result(continued.Log).Sha256);
+    }
+}
