@@ -162,6 +162,19 @@ build_images() {
   rm -rf "$rootfs"
 }
 
+# gitlab-ci-local checks the CI components and the example pipeline with GitLab's own schema.
+# 4.70.0: later releases need Node 22, and Debian's is 18/20.
+GITLAB_CI_LOCAL_VERSION="4.70.0"
+
+install_gitlab_ci_local() {
+  local install="$TESTBED_DIR/gitlab-ci-local"
+  if [ ! -x "$install/node_modules/.bin/gitlab-ci-local" ]; then
+    log "installing gitlab-ci-local $GITLAB_CI_LOCAL_VERSION from npm"
+    mkdir -p "$install"
+    (cd "$install" && npm install --no-audit --no-fund --silent "gitlab-ci-local@$GITLAB_CI_LOCAL_VERSION" >&2)
+  fi
+}
+
 write_env_file() {
   cat > "$ENV_FILE" <<EOF
 export DOCKER_HOST=unix://$SOCKET
@@ -169,6 +182,7 @@ export GPU_EXECUTOR_TEST_IMAGE=$TEST_IMAGE
 export GPU_EXECUTOR_TEST_IMAGE_WITHOUT_BASH=$NO_BASH_IMAGE
 export GPU_EXECUTOR_TESTBED_DIR=$TESTBED_DIR
 export GPU_EXECUTOR_TEST_S3_ENDPOINT=http://127.0.0.1:$S3_PORT
+export GPU_EXECUTOR_GITLAB_CI_LOCAL=$TESTBED_DIR/gitlab-ci-local/node_modules/.bin/gitlab-ci-local
 EOF
 }
 
@@ -225,6 +239,7 @@ case "${1:-}" in
     start_daemon
     build_images
     start_s3
+    install_gitlab_ci_local
     write_env_file
     echo "$ENV_FILE"
     ;;

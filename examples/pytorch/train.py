@@ -73,9 +73,6 @@ def request_stop(signum, _frame):
     print(f"signal {signal.Signals(signum).name}: saving at the end of this batch", flush=True)
 
 
-for stop_signal in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
-    signal.signal(stop_signal, request_stop)
-
 
 class DigitsNet(nn.Module):
     def __init__(self):
@@ -139,6 +136,8 @@ def save_checkpoint(state):
 
 
 def main():
+    for stop_signal in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(stop_signal, request_stop)
     (train_images, train_labels), (test_images, test_labels) = load_digits_file()
     batches_per_epoch = (len(train_labels) + BATCH_SIZE - 1) // BATCH_SIZE
 
