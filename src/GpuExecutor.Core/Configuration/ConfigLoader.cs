@@ -75,7 +75,7 @@ public static partial class ConfigLoader
             Stores = ReadStores(top.Table("stores")),
             Datasets = ReadDatasets(top.Table("datasets")),
         };
-        config = config with { Checkpoints = ReadCheckpoints(top.Table("checkpoints"), config.Stores), Continuation = ReadContinuation(top.Table("continuation")) };
+        config = config with { Checkpoints = ReadCheckpoints(top.Table("checkpoints"), config.Stores), Continuation = ReadContinuation(top.Table("continuation")), Mlflow = ReadMlflow(top.Table("mlflow")) };
         top.RejectUnknownKeys();
 
         // Cancel and timeout: the trainer gets the stop grace period, then the agent the final
@@ -358,17 +358,40 @@ public static partial class ConfigLoader
         return settings;
     }
 
+    /// <summary>A token is sent to this URL: only a plain http(s) base, nothing that could carry credentials or reshape the API path.</summary>
+    private static Uri? ReadGitLabUrl(TableReader table)
+    {
+        if (table.String("gitlab_url") is not { } urlText)
+            return null;
+        if (!Uri.TryCreate(urlText, UriKind.Absolute, out var url) || url.Scheme is not ("http" or "https") || url.UserInfo.Length > 0 || url.Query.Length > 0 || url.Fragment.Length > 0)
+            throw new ConfigurationException(table.KeyPath("gitlab_url"), $"'{urlText}' is not the http(s) URL of a GitLab instance, such as https://gitlab.example.com.");
+        return url;
+    }
+
+    private static MlflowSettings ReadMlflow(TableReader table)
+    {
+        var defaults = new MlflowSettings();
+        var tracking = table.String("tracking") ?? "off";
+        if (tracking is not ("off" or "gitlab"))
+            throw new ConfigurationException(table.KeyPath("tracking"), $"'{tracking}' is not one of off, gitlab.");
+        var tokenVariable = table.String("token_variable") ?? defaults.TokenVariable;
+        if (!JobVariableName().IsMatch(tokenVariable))
+            throw new ConfigurationException(table.KeyPath("token_variable"), $"'{tokenVariable}' is not a CI/CD variable name (letters, digits and '_').");
+        var experiment = table.String("experiment") ?? defaults.Experiment;
+        if (experiment.Trim().Length == 0 || experiment.Length > 250 || experiment.Any(char.IsControl))
+            throw new ConfigurationException(table.KeyPath("experiment"), "must be 1 to 250 printable characters.");
+        var settings = new MlflowSettings { Enabled = tracking == "gitlab", GitLabUrl = ReadGitLabUrl(table), TokenVariable = tokenVariable, Experiment = experiment };
+        table.RejectUnknownKeys();
+        return settings;
+    }
+
+    [System.Text.RegularExpressions.GeneratedRegex("^[A-Za-z_][A-Za-z0-9_]{0,254}$")]
+    private static partial System.Text.RegularExpressions.Regex JobVariableName();
+
     private static ContinuationSettings ReadContinuation(TableReader table)
     {
         var defaults = new ContinuationSettings();
-        Uri? url = null;
-        if (table.String("gitlab_url") is { } urlText)
-        {
-            // The token is sent to this URL: only a plain http(s) base, nothing that could carry
-            // credentials or reshape the API path.
-            if (!Uri.TryCreate(urlText, UriKind.Absolute, out url) || url.Scheme is not ("http" or "https") || url.UserInfo.Length > 0 || url.Query.Length > 0 || url.Fragment.Length > 0)
-                throw new ConfigurationException(table.KeyPath("gitlab_url"), $"'{urlText}' is not the http(s) URL of a GitLab instance, such as https://gitlab.example.com.");
-        }
+        var url = ReadGitLabUrl(table);
         var token = table.String("token") is { Length: > 0 } text ? new Secret(text) : null;
         if (token is not null && token.Value.Any(character => char.IsControl(character) || char.IsWhiteSpace(character)))
             throw new ConfigurationException(table.KeyPath("token"), "holds whitespace or a control character; paste the token alone.");

@@ -30,6 +30,7 @@ public sealed record ExecutorConfig
     public CheckpointSettings Checkpoints { get; init; } = new();
 
     public ContinuationSettings Continuation { get; init; } = new();
+    public MlflowSettings Mlflow { get; init; } = new();
 
     /// <summary>Object stores jobs may read datasets from, by name (the scheme of a dataset source).</summary>
     public IReadOnlyDictionary<string, StoreSettings> Stores { get; init; } = new Dictionary<string, StoreSettings>();

@@ -28,11 +28,12 @@ public sealed class GitLabApiException(string message, HttpStatusCode? status, E
 }
 
 /// <summary>
-/// The two calls continuation needs from the GitLab REST API (v4), through one typed
-/// <see cref="HttpClient"/>: read a job, and retry it. The token goes in the PRIVATE-TOKEN header
+/// The calls the executor makes to the GitLab REST API (v4), through one typed
+/// <see cref="HttpClient"/>: continuation's (read a job, retry it) and experiment tracking's (the
+/// project's MLflow-compatible API: find or create the experiment and the run, tag it). The token goes in the PRIVATE-TOKEN header
 /// and nowhere else: not in a URL, a log line or an exception message.
 /// </summary>
-public sealed class GitLabClient : IGitLabJobs
+public sealed class GitLabClient : IGitLabJobs, IGitLabMlflow
 {
     private readonly HttpClient _http;
     private readonly ResiliencePipeline _retry;
@@ -63,22 +64,72 @@ public sealed class GitLabClient : IGitLabJobs
     }
 
     public Task<GitLabJob> GetJobAsync(long projectId, long jobId, CancellationToken cancellationToken) =>
-        SendAsync(HttpMethod.Get, JobPath(projectId, jobId), cancellationToken);
+        SendAsync(HttpMethod.Get, JobPath(projectId, jobId), null, GitLabJsonContext.Default.GitLabJob, cancellationToken);
 
     /// <summary>POST /projects/:id/jobs/:job_id/retry: a new job with the same name, in the same pipeline. Returns it.</summary>
     public Task<GitLabJob> RetryJobAsync(long projectId, long jobId, CancellationToken cancellationToken) =>
-        SendAsync(HttpMethod.Post, JobPath(projectId, jobId) + "/retry", cancellationToken);
+        SendAsync(HttpMethod.Post, JobPath(projectId, jobId) + "/retry", null, GitLabJsonContext.Default.GitLabJob, cancellationToken);
 
     private static string JobPath(long projectId, long jobId) =>
         string.Create(CultureInfo.InvariantCulture, $"projects/{projectId}/jobs/{jobId}");
 
-    private async Task<GitLabJob> SendAsync(HttpMethod method, string path, CancellationToken cancellationToken) =>
+    /// <summary>The project's MLflow-compatible API, as GitLab serves it: the MLflow tracking URI.</summary>
+    public Uri MlflowTrackingUri(long projectId) => new(_http.BaseAddress!, MlflowPath(projectId).TrimEnd('/'));
+
+    private static string MlflowPath(long projectId) =>
+        string.Create(CultureInfo.InvariantCulture, $"projects/{projectId}/ml/mlflow/");
+
+    /// <summary>GET experiments/get-by-name; null when there is none (404).</summary>
+    public async Task<string?> FindMlflowExperimentAsync(long projectId, string name, CancellationToken cancellationToken)
+    {
+        try
+        {
+            var found = await SendAsync(HttpMethod.Get, MlflowPath(projectId) + "api/2.0/mlflow/experiments/get-by-name?experiment_name=" + Uri.EscapeDataString(name), null, GitLabJsonContext.Default.MlflowExperimentAnswer, cancellationToken);
+            return found.Experiment?.ExperimentId;
+        }
+        catch (GitLabApiException error) when (error.Status == HttpStatusCode.NotFound)
+        {
+            return null;
+        }
+    }
+
+    public async Task<string> CreateMlflowExperimentAsync(long projectId, string name, CancellationToken cancellationToken) =>
+        (await SendAsync(HttpMethod.Post, MlflowPath(projectId) + "api/2.0/mlflow/experiments/create",
+            JsonContent.Create(new MlflowCreateExperiment(name), GitLabJsonContext.Default.MlflowCreateExperiment), GitLabJsonContext.Default.MlflowExperimentCreated, cancellationToken)).ExperimentId;
+
+    public async Task<string> CreateMlflowRunAsync(long projectId, string experimentId, string runName, IReadOnlyDictionary<string, string> tags, CancellationToken cancellationToken)
+    {
+        var request = new MlflowCreateRun(experimentId, runName, DateTimeOffset.UtcNow.ToUnixTimeMilliseconds(), tags.Select(tag => new MlflowTag(tag.Key, tag.Value)).ToList());
+        var created = await SendAsync(HttpMethod.Post, MlflowPath(projectId) + "api/2.0/mlflow/runs/create",
+            JsonContent.Create(request, GitLabJsonContext.Default.MlflowCreateRun), GitLabJsonContext.Default.MlflowRunAnswer, cancellationToken);
+        return created.Run?.Info?.RunId ?? throw new GitLabApiException("runs/create: the answer has no run id", null);
+    }
+
+    /// <summary>GET runs/get; false when the run is gone (deleted in GitLab, say).</summary>
+    public async Task<bool> MlflowRunExistsAsync(long projectId, string runId, CancellationToken cancellationToken)
+    {
+        try
+        {
+            await SendAsync(HttpMethod.Get, MlflowPath(projectId) + "api/2.0/mlflow/runs/get?run_id=" + Uri.EscapeDataString(runId), null, GitLabJsonContext.Default.MlflowRunAnswer, cancellationToken);
+            return true;
+        }
+        catch (GitLabApiException error) when (error.Status == HttpStatusCode.NotFound)
+        {
+            return false;
+        }
+    }
+
+    public Task SetMlflowTagAsync(long projectId, string runId, string key, string value, CancellationToken cancellationToken) =>
+        SendAsync(HttpMethod.Post, MlflowPath(projectId) + "api/2.0/mlflow/runs/set-tag",
+            JsonContent.Create(new MlflowSetTag(runId, key, value), GitLabJsonContext.Default.MlflowSetTag), GitLabJsonContext.Default.MlflowEmptyAnswer, cancellationToken);
+
+    private async Task<T> SendAsync<T>(HttpMethod method, string path, HttpContent? content, System.Text.Json.Serialization.Metadata.JsonTypeInfo<T> answer, CancellationToken cancellationToken) =>
         await _retry.ExecuteAsync(async token =>
         {
             HttpResponseMessage response;
             try
             {
-                response = await _http.SendAsync(new HttpRequestMessage(method, path), token);
+                response = await _http.SendAsync(new HttpRequestMessage(method, path) { Content = content }, token);
             }
             catch (Exception error) when (error is HttpRequestException || (error is TaskCanceledException && !token.IsCancellationRequested))
             {
@@ -94,12 +145,12 @@ public sealed class GitLabClient : IGitLabJobs
                 }
                 try
                 {
-                    return await response.Content.ReadFromJsonAsync(GitLabJsonContext.Default.GitLabJob, token)
+                    return await response.Content.ReadFromJsonAsync(answer, token)
                         ?? throw new GitLabApiException($"{method} {path}: the answer was empty", response.StatusCode);
                 }
                 catch (System.Text.Json.JsonException error)
                 {
-                    throw new GitLabApiException($"{method} {path}: the answer is not a job: {error.Message}", response.StatusCode, error);
+                    throw new GitLabApiException($"{method} {path}: the answer is not what the API documents: {error.Message}", response.StatusCode, error);
                 }
             }
         }, cancellationToken);
@@ -113,5 +164,29 @@ public sealed class GitLabClient : IGitLabJobs
     public void Dispose() => _http.Dispose();
 }
 
+// The MLflow REST API's shapes (api/2.0/mlflow), reduced to what the executor sends and reads.
+internal sealed record MlflowCreateExperiment([property: JsonPropertyName("name")] string Name);
+internal sealed record MlflowExperimentCreated([property: JsonPropertyName("experiment_id")] string ExperimentId);
+internal sealed record MlflowExperiment([property: JsonPropertyName("experiment_id")] string ExperimentId);
+internal sealed record MlflowExperimentAnswer([property: JsonPropertyName("experiment")] MlflowExperiment? Experiment);
+internal sealed record MlflowTag([property: JsonPropertyName("key")] string Key, [property: JsonPropertyName("value")] string Value);
+internal sealed record MlflowCreateRun(
+    [property: JsonPropertyName("experiment_id")] string ExperimentId,
+    [property: JsonPropertyName("run_name")] string RunName,
+    [property: JsonPropertyName("start_time")] long StartTime,
+    [property: JsonPropertyName("tags")] List<MlflowTag> Tags);
+internal sealed record MlflowRunInfo([property: JsonPropertyName("run_id")] string? RunId);
+internal sealed record MlflowRun([property: JsonPropertyName("info")] MlflowRunInfo? Info);
+internal sealed record MlflowRunAnswer([property: JsonPropertyName("run")] MlflowRun? Run);
+internal sealed record MlflowSetTag([property: JsonPropertyName("run_id")] string RunId, [property: JsonPropertyName("key")] string Key, [property: JsonPropertyName("value")] string Value);
+internal sealed record MlflowEmptyAnswer;
+
 [JsonSerializable(typeof(GitLabJob))]
+[JsonSerializable(typeof(MlflowCreateExperiment))]
+[JsonSerializable(typeof(MlflowExperimentCreated))]
+[JsonSerializable(typeof(MlflowExperimentAnswer))]
+[JsonSerializable(typeof(MlflowCreateRun))]
+[JsonSerializable(typeof(MlflowRunAnswer))]
+[JsonSerializable(typeof(MlflowSetTag))]
+[JsonSerializable(typeof(MlflowEmptyAnswer))]
 internal sealed partial class GitLabJsonContext : JsonSerializerContext;

@@ -1,5 +1,6 @@
 using GpuExecutor.Checkpoints;
 using GpuExecutor.Configuration;
+using GpuExecutor.Continuation;
 using GpuExecutor.Containers;
 using GpuExecutor.Datasets;
 using GpuExecutor.Gpus;
@@ -27,7 +28,8 @@ public sealed class PrepareJob(
     IObjectStoreOpener stores,
     ICheckpointAgentLauncher agentLauncher,
     TextWriter log,
-    IDatasetStreamLauncher? streamLauncher = null)
+    IDatasetStreamLauncher? streamLauncher = null,
+    GitLabMlflowOpener? openGitLab = null)
 {
     public async Task RunAsync(JobPayload payload, CancellationToken cancellationToken)
     {
@@ -67,6 +69,8 @@ public sealed class PrepareJob(
                 {
                     await AdoptAsync(job, orphan.Training, startedAt, hasHelper, cancellationToken);
                     await lifecycle.RecordAdoptionAsync(job, orphan.Training.JobId, cancellationToken);
+                    // The training has its MLflow run already; the run learns who follows it now.
+                    await new ExperimentTracking(config, stores, openGitLab, log).AttachAsync(payload, job, null, orphan.Training.JobId, cancellationToken);
                     return;
                 }
                 using (JobLogSection.Start(log, "gpu_executor_reattach", "Re-attach refused", collapsed: false))
@@ -87,6 +91,9 @@ public sealed class PrepareJob(
             if (checkpoints is not null)
             {
                 foreach (var (name, value) in await lifecycle.RestoreAsync(job, checkpoints, cancellationToken))
+                    environment[name] = value;
+                // After the lease: one job of the run at a time finds or creates its MLflow run.
+                foreach (var (name, value) in await new ExperimentTracking(config, stores, openGitLab, log).AttachAsync(payload, job, environment.GetValueOrDefault("CHECKPOINT_RESTORED_GENERATION"), null, cancellationToken))
                     environment[name] = value;
                 workspace = workspace with { CheckpointMount = new BindMount(lifecycle.DirectoriesOf(job.RunKey).Work, config.Checkpoints.ContainerDir, ReadOnly: false) };
             }

@@ -31,6 +31,9 @@ public sealed class CompositionRoot(ExecutorConfig config, string configPath) : 
     public static IGitLabJobs GitLab(ContinuationSettings settings, Action<string> log) =>
         new GitLabClient(settings.GitLabUrl!, settings.Token!, log);
 
+    /// <summary>A job's own token on GitLab's MLflow API (experiment tracking).</summary>
+    public GitLabMlflowOpener OpenGitLabMlflow { get; } = (gitLab, token, log) => new GitLabClient(gitLab, token, log);
+
     public void Dispose() => _containers?.Dispose();
 
     private sealed class ObjectStoreOpener : IObjectStoreOpener
