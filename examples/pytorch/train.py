@@ -16,6 +16,7 @@ What it does for that, and what a trainer of yours should do too:
   - On the stop signal (SIGTERM, or the runner's run.stop_signal: SIGINT and SIGUSR1 too), finish
     the batch in hand, save, and exit 143. Never save from inside the signal handler.
   - On start, resume from $CHECKPOINT_DIR if a checkpoint is there.
+  - Where the executor tracks runs in GitLab's MLflow, log to the run it names (class Tracking).
 
 Environment (all optional): EPOCHS (8), BATCH_SIZE (32), LEARNING_RATE (0.02: AdamW under a one-cycle schedule), SEED (20261201),
 CHECKPOINT_EVERY_SECONDS (30), BATCH_SLEEP_SECONDS (0: slows each batch down, for demos and tests
@@ -31,6 +32,9 @@ import random
 import signal
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +92,53 @@ class DigitsNet(nn.Module):
 
     def forward(self, images):
         return self.classifier(self.features(images))
+
+
+class Tracking:
+    """Logs metrics to the MLflow run gpu-executor gave the job (MLFLOW_TRACKING_URI, MLFLOW_RUN_ID,
+    with the job's MLFLOW_TRACKING_TOKEN), through MLflow's REST API and the standard library only:
+    Debian does not package the mlflow client. With the client it is one line per metric:
+        mlflow.start_run()  # continues MLFLOW_RUN_ID
+        mlflow.log_metric("loss", loss, step=step)
+    A resumed segment logs only steps past the last one the run already has for each metric, so
+    every metric arrives in step order across segments. Tracking that fails never stops training."""
+
+    def __init__(self):
+        self.uri = os.environ.get("MLFLOW_TRACKING_URI", "").rstrip("/")
+        self.run_id = os.environ.get("MLFLOW_RUN_ID", "")
+        self.token = os.environ.get("MLFLOW_TRACKING_TOKEN", "")
+        self.enabled = bool(self.uri and self.run_id)
+        self.last_step = {}
+        if self.enabled:
+            answer = self.call("GET", "runs/get?run_id=" + urllib.parse.quote(self.run_id))
+            for metric in (answer or {}).get("run", {}).get("data", {}).get("metrics", []):
+                self.last_step[metric["key"]] = max(self.last_step.get(metric["key"], -1), int(metric.get("step", 0)))
+
+    def call(self, method, endpoint, body=None):
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = "Bearer " + self.token
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"{self.uri}/api/2.0/mlflow/{endpoint}", data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read() or b"{}")
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            print(f"mlflow: {endpoint.split('?')[0]} failed ({error}); training goes on", flush=True)
+            return None
+
+    def log(self, step, **metrics):
+        fresh = {key: value for key, value in metrics.items() if step > self.last_step.get(key, -1)}
+        if not self.enabled or not fresh:
+            return
+        now = int(time.time() * 1000)
+        batch = [{"key": key, "value": float(value), "timestamp": now, "step": step} for key, value in fresh.items()]
+        if self.call("POST", "runs/log-batch", {"run_id": self.run_id, "metrics": batch}) is not None:
+            self.last_step.update({key: step for key in fresh})
+
+    def finish(self):
+        if self.enabled:
+            self.call("POST", "runs/update", {"run_id": self.run_id, "status": "FINISHED", "end_time": int(time.time() * 1000)})
 
 
 def load_digits_file():
@@ -179,6 +230,7 @@ def main():
             "cuda_random": torch.cuda.get_rng_state_all() if DEVICE.type == "cuda" else [],
         }
 
+    tracking = Tracking()
     last_save = time.monotonic()
     while epoch < EPOCHS:
         # The epoch's order comes from the sampler's generator; a resumed epoch draws it again
@@ -199,6 +251,7 @@ def main():
             batch += 1
             step = epoch * batches_per_epoch + batch
             print(f"step {step} epoch {epoch} batch {batch} loss {loss.item():.4f}", flush=True)
+            tracking.log(step, loss=loss.item(), learning_rate=scheduler.get_last_lr()[0])
             if BATCH_SLEEP_SECONDS > 0:
                 time.sleep(BATCH_SLEEP_SECONDS)
             at_end = batch == batches_per_epoch
@@ -207,11 +260,20 @@ def main():
                 save_checkpoint(state_now(*position))
                 last_save = time.monotonic()
                 print(f"checkpoint at step {step} (epoch {position[0]} batch {position[1]})", flush=True)
-            if stop_requested:
+            # At the epoch's last batch the evaluation comes first: the next segment starts at the
+            # next epoch and would never report this one.
+            if stop_requested and not at_end:
                 print(f"stopped: checkpoint saved at step {step}, exiting", flush=True)
                 sys.exit(143)
         accuracy = accuracy_of(model, test_images, test_labels)
         print(f"epoch {epoch} done: loss {epoch_loss / batches_per_epoch:.4f} accuracy {accuracy:.4f}", flush=True)
+        tracking.log((epoch + 1) * batches_per_epoch, accuracy=accuracy)
+        if stop_requested:
+            # The signal may have come during the evaluation, after the last batch's save.
+            if CHECKPOINT_DIR:
+                save_checkpoint(state_now(epoch + 1, 0, None))
+            print(f"stopped: checkpoint saved at step {(epoch + 1) * batches_per_epoch}, exiting", flush=True)
+            sys.exit(143)
         epoch, batch = epoch + 1, 0
 
     accuracy = accuracy_of(model, test_images, test_labels)
@@ -221,6 +283,7 @@ def main():
     (MODEL_DIR / "metrics.json").write_text(json.dumps({"accuracy": accuracy, "state_dict_sha256": digest, "epochs": EPOCHS}) + "\n")
     if CHECKPOINT_DIR:
         save_checkpoint(state_now(EPOCHS, 0, None))
+    tracking.finish()
     print(f"training complete: accuracy {accuracy:.4f}, state_dict sha256 {digest}", flush=True)
 
 

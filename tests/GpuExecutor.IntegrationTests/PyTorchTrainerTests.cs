@@ -53,9 +53,15 @@ public sealed partial class PyTorchTrainerTests(PyTorchExample example) : IClass
     private const double MinimumAccuracy = 0.9;
     private const string Token = "glpat-pytorch-continuation-3310";
 
-    private ExecutorWorkspace Workspace(GpuExecutor.Tests.FakeGitLab gitLab)
+    /// <param name="mlflow">Tracks runs in this fake of GitLab's MLflow API; the job containers then share the host's network to reach it.</param>
+    private ExecutorWorkspace Workspace(GpuExecutor.Tests.FakeGitLab gitLab, GpuExecutor.Tests.FakeMlflow? mlflow = null)
     {
-        var workspace = new ExecutorWorkspace(stopGraceSeconds: 20, allowed: "\"gpu-executor-test/*\", \"gpu-executor-examples/*\"", extraConfig: $"""
+        var tracking = mlflow is null ? "" : $"""
+            [mlflow]
+            tracking = "gitlab"
+            gitlab_url = "{mlflow.Url}"
+            """;
+        var workspace = new ExecutorWorkspace(stopGraceSeconds: 20, allowed: "\"gpu-executor-test/*\", \"gpu-executor-examples/*\"", containerNetwork: mlflow is null ? null : "host", extraConfig: $"""
             {S3Testbed.StoreConfig("s3", S3Testbed.Endpoint, $"\"{example.Bucket}\"")}
             [checkpoints]
             deadline_margin_seconds = 25
@@ -64,6 +70,7 @@ public sealed partial class PyTorchTrainerTests(PyTorchExample example) : IClass
             gitlab_url = "{gitLab.Url}"
             token = "{Token}"
             max_segments = 3
+            {tracking}
             """);
         var sources = Directory.CreateDirectory(Path.Combine(workspace.Root, "pytorch")).FullName;
         File.Copy(Path.Combine(Testbed.RepositoryRoot, "examples", "pytorch", "train.py"), Path.Combine(sources, "train.py"));
@@ -71,13 +78,9 @@ public sealed partial class PyTorchTrainerTests(PyTorchExample example) : IClass
     }
 
     /// <param name="batchSleep">Slows each batch down, so that an interruption lands mid-epoch.</param>
-    private object Job(long jobId, string run, double batchSleep, int timeoutSeconds = 900) => new
+    private object Job(long jobId, string run, double batchSleep, int timeoutSeconds = 900, string? mlflowToken = null)
     {
-        job_id = jobId,
-        name = "train",
-        image = example.Image,
-        sources = "pytorch",
-        variables = new Dictionary<string, string>
+        var variables = new Dictionary<string, string>
         {
             ["DATASETS"] = $"s3://{example.Bucket}/digits/ -> /data/digits",
             ["CHECKPOINTS"] = "on",
@@ -85,10 +88,11 @@ public sealed partial class PyTorchTrainerTests(PyTorchExample example) : IClass
             ["EPOCHS"] = Epochs.ToString(),
             ["CHECKPOINT_EVERY_SECONDS"] = "2",
             ["BATCH_SLEEP_SECONDS"] = batchSleep.ToString(System.Globalization.CultureInfo.InvariantCulture),
-        },
-        script = new[] { "python3 train.py" },
-        timeout = timeoutSeconds,
-    };
+        };
+        if (mlflowToken is not null)
+            variables["MLFLOW_TRACKING_TOKEN"] = mlflowToken;
+        return new { job_id = jobId, name = "train", image = example.Image, sources = "pytorch", variables, script = new[] { "python3 train.py" }, timeout = timeoutSeconds };
+    }
 
     [GeneratedRegex(@"training complete: accuracy (\d\.\d+), state_dict sha256 ([0-9a-f]{64})")]
     private static partial Regex CompleteLine();
@@ -154,5 +158,51 @@ public sealed partial class PyTorchTrainerTests(PyTorchExample example) : IClass
         Assert.True(continued.Result.Outcome == "success", continued.Log);
         AssertResumedMidEpoch(continued.Log);
         Assert.Equal(expected, Result(continued.Log).Sha256);
+    }
+
+    [Fact]
+    public async Task A_run_tracked_in_GitLab_s_MLflow_logs_every_segment_and_the_retry_to_one_run_in_step_order()
+    {
+        const string mlflowToken = "glpat-mlflow-e2e-7741";
+        using var gitLab = new GpuExecutor.Tests.FakeGitLab(Token) { NextJobId = 9662 };
+        using var mlflow = new GpuExecutor.Tests.FakeMlflow(mlflowToken);
+        using var workspace = Workspace(gitLab, mlflow);
+
+        // Segment 1 reaches its deadline and is continued as segment 2 through the GitLab API;
+        // segment 2 is cancelled; its retry runs the training to its end.
+        gitLab.AddJob(1, 9661, "train", "running");
+        var first = await workspace.SimulateAsync(Job(9661, "tracked", batchSleep: 0.2, timeoutSeconds: 45, mlflowToken: mlflowToken), "--graceful-kill-timeout", "60");
+        Assert.True(first.Result.Outcome == "failed", first.Log);
+        gitLab.SetStatus(9661, "failed");
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        while (gitLab.Retries.Count == 0 && waited.Elapsed < TimeSpan.FromSeconds(60))
+            await Task.Delay(200, TestContext.Current.CancellationToken);
+        Assert.Equal([(9661L, 9662L)], gitLab.Retries);
+        var second = await workspace.SimulateAsync(Job(9662, "tracked", batchSleep: 0.1, mlflowToken: mlflowToken), "--cancel-after", "6");
+        Assert.True(second.Result.Outcome == "canceled", second.Log);
+        var retry = await workspace.SimulateAsync(Job(9663, "tracked", batchSleep: 0, mlflowToken: mlflowToken));
+        Assert.True(retry.Result.Outcome == "success", retry.Log);
+
+        // One MLflow run for the training run, tagged with each of its jobs.
+        var run = Assert.Single(mlflow.Runs);
+        Assert.Equal("p1-tracked", run.Name);
+        foreach (var jobId in new[] { 9661, 9662, 9663 })
+            Assert.True(run.Tags.ContainsKey($"gpu_executor.job.{jobId}"), string.Join(", ", run.Tags.Keys));
+        Assert.Contains($"MLFLOW_TRACKING_URI={mlflow.Url}/api/v4/projects/1/ml/mlflow", first.Log);
+        Assert.Equal("FINISHED", run.Status);
+        // Every metric arrived in step order, across the segments and the retry, up to the last step.
+        foreach (var key in new[] { "loss", "learning_rate", "accuracy" })
+        {
+            var steps = run.Metrics.Where(metric => metric.Key == key).Select(metric => metric.Step).ToList();
+            Assert.True(steps.Count > 0, $"no {key} metric");
+            Assert.True(steps.Zip(steps.Skip(1)).All(pair => pair.Second > pair.First), $"{key} steps out of order: {string.Join(", ", steps)}");
+        }
+        var lastStep = run.Metrics.Where(metric => metric.Key == "loss").Max(metric => metric.Step);
+        Assert.Equal(Epochs * 45, lastStep);
+        Assert.Equal(Epochs, run.Metrics.Count(metric => metric.Key == "accuracy"));
+        Assert.Equal(0, mlflow.UnauthorizedRequests);
+        // The job's token reached the API, and no log.
+        foreach (var log in new[] { first.Log, second.Log, retry.Log })
+            Assert.DoesNotContain(mlflowToken, log);
     }
 }

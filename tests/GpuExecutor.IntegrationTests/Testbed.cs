@@ -117,7 +117,8 @@ public static class Testbed
 public sealed class ExecutorWorkspace : IDisposable
 {
     /// <param name="hostName">The config's host_name, for tests that model several hosts sharing one store.</param>
-    public ExecutorWorkspace(string? dockerEndpoint = null, bool removeBuildsDir = false, string allowed = "\"gpu-executor-test/*\"", int stopGraceSeconds = 3, string? gpus = null, string extraConfig = "", string? hostName = null, int? daemonReconnectSeconds = null)
+    /// <param name="containerNetwork">container.network_mode: "host" lets a job reach a fake server on the host's loopback.</param>
+    public ExecutorWorkspace(string? dockerEndpoint = null, bool removeBuildsDir = false, string allowed = "\"gpu-executor-test/*\"", int stopGraceSeconds = 3, string? gpus = null, string extraConfig = "", string? hostName = null, int? daemonReconnectSeconds = null, string? containerNetwork = null)
     {
         Testbed.Require();
         Root = Directory.CreateTempSubdirectory("gpu-executor-it").FullName;
@@ -140,6 +141,7 @@ public sealed class ExecutorWorkspace : IDisposable
             container_dir = "/cache"
             [container]
             shm_size = "128m"
+            {(containerNetwork is null ? "" : $"network_mode = \"{containerNetwork}\"")}
             [container.ulimits]
             nofile = "1024:4096"
             [run]
