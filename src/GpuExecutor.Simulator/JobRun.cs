@@ -49,7 +49,8 @@ internal sealed class JobRun(
     Stopwatch jobClock,
     TimeSpan jobTimeout,
     TimeSpan? cancelAfter,
-    CancellationToken externalCancel)
+    CancellationToken externalCancel,
+    Func<Task>? afterSources = null)
 {
     private enum StageStatus { Success, BuildFailure, SystemFailure, Canceled, TimedOut }
 
@@ -71,6 +72,8 @@ internal sealed class JobRun(
         if (status == StageStatus.TimedOut)
             return Outcome(status, exitCode);
 
+        if (status == StageStatus.Success && afterSources is not null)
+            await afterSources();
         if (status == StageStatus.Success)
         {
             if (cancelAfter is { } delay)

@@ -28,6 +28,12 @@ public sealed record SimulatorOptions
 
     /// <summary>Relative job paths (sources) resolve against this directory.</summary>
     public string JobDirectory { get; init; } = ".";
+
+    /// <summary>After get_sources, where the runner downloads the artifacts of earlier jobs: the pipeline puts them in place.</summary>
+    public Func<Task>? AfterSources { get; init; }
+
+    /// <summary>Before cleanup, where the runner uploads the job's artifacts: the pipeline keeps them.</summary>
+    public Func<Task>? BeforeCleanup { get; init; }
 }
 
 /// <summary>
@@ -117,9 +123,11 @@ public sealed class RunnerSimulator(SimulatorOptions options, TextWriter log)
         var runEnvironment = Merge(protocolEnvironment, config.JobEnv);
 
         var stages = new StagePlan(job, options.JobDirectory);
-        var run = new JobRun(this, temp, runEnvironment, variables, projectDir, exitCodeFile, startedAt, deadline, options.CancelAfter, cancelJob);
+        var run = new JobRun(this, temp, runEnvironment, variables, projectDir, exitCodeFile, startedAt, deadline, options.CancelAfter, cancelJob, options.AfterSources);
         var outcome = await run.ExecuteAsync(stages);
 
+        if (options.BeforeCleanup is not null)
+            await options.BeforeCleanup();
         await CleanupAsync(temp, protocolEnvironment, config, variables);
         return outcome switch
         {

@@ -83,4 +83,5 @@ public sealed class SimulatedCall
 [JsonSourceGenerationOptions(WriteIndented = true, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull)]
 [JsonSerializable(typeof(SimulatedJob))]
 [JsonSerializable(typeof(SimulationResult))]
+[JsonSerializable(typeof(List<PipelineJobResult>))]
 public sealed partial class SimulationJsonContext : JsonSerializerContext;

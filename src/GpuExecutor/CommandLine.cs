@@ -40,6 +40,8 @@ public static class CommandLine
           runs show RUN             the run's story: lease holder, segments (job, host, outcome, why),
                                     generations and who committed them, fallbacks, training time
           simulate JOB [OPTIONS]    play GitLab Runner: drive a job file through all the stages
+          simulate-pipeline FILE [OPTIONS]  play a .gitlab-ci.yml's jobs in stage order on this runner,
+                                    carrying artifacts; jobs for other runners are listed as skipped
           version                   print the version
 
         The config file is --config PATH, else $GPU_EXECUTOR_CONFIG, else /etc/gpu-executor/config.toml.
@@ -91,6 +93,18 @@ public static class CommandLine
         {
             stdout.WriteLine($"gpu-executor {VersionInfo.Version}");
             return 0;
+        }
+
+        if (verb == "simulate-pipeline")
+        {
+            try
+            {
+                return ExitCodes.FromSimulation(await SimulatePipelineVerb.RunAsync(verbArgs, configPath, stdout, stop.Token));
+            }
+            catch (Exception error)
+            {
+                return ExitCodes.FromSimulationFailure(error, stderr);
+            }
         }
 
         if (verb == "simulate")

@@ -205,4 +205,45 @@ public sealed partial class PyTorchTrainerTests(PyTorchExample example) : IClass
         foreach (var log in new[] { first.Log, second.Log, retry.Log })
             Assert.DoesNotContain(mlflowToken, log);
     }
+
+    [Fact]
+    public async Task The_example_MLOps_pipeline_runs_through_the_simulator_with_artifacts_carried_and_GitLab_only_jobs_listed_as_skipped()
+    {
+        using var gitLab = new GpuExecutor.Tests.FakeGitLab(Token);
+        using var workspace = Workspace(gitLab);
+        // The repository as the jobs see it: the example's Python files.
+        var sources = Directory.CreateDirectory(Path.Combine(workspace.Root, "repository", "examples", "pytorch")).FullName;
+        foreach (var file in Directory.GetFiles(Path.Combine(Testbed.RepositoryRoot, "examples", "pytorch"), "*.py"))
+            File.Copy(file, Path.Combine(sources, Path.GetFileName(file)));
+        var resultPath = Path.Combine(workspace.Root, "pipeline.json");
+
+        var (exitCode, stdout, stderr) = await Testbed.RunAsync(Testbed.Binary,
+        [
+            "--config", workspace.ConfigPath, "simulate-pipeline", Path.Combine(Testbed.RepositoryRoot, "examples", "mlops", ".gitlab-ci.yml"),
+            "--repository", Testbed.RepositoryRoot, "--sources", Path.Combine(workspace.Root, "repository"),
+            // This test bed has no GPU; the dataset is the fixture's bucket in s3rver.
+            "--variable", "GPU_COUNT=0", "--variable", $"DATASETS=s3://{example.Bucket}/digits/ -> /data/digits", "--variable", "EPOCHS=3",
+            "--result", resultPath,
+        ], null, workspace.Root, TimeSpan.FromMinutes(10));
+        var log = stdout + stderr;
+
+        Assert.True(exitCode == 0, log);
+        var results = System.Text.Json.JsonDocument.Parse(await File.ReadAllTextAsync(resultPath, TestContext.Current.CancellationToken)).RootElement.EnumerateArray()
+            .ToDictionary(job => job.GetProperty("name").GetString()!, job => (Outcome: job.GetProperty("outcome").GetString()!, Reason: job.TryGetProperty("reason", out var reason) ? reason.GetString() : null, JobId: job.TryGetProperty("job_id", out var id) ? id.GetInt64() : 0));
+        foreach (var ran in new[] { "train", "evaluate", "batch-inference" })
+            Assert.True(results[ran].Outcome == "success", $"{ran}: {results[ran].Outcome}\n{log}");
+        foreach (var gitLabOnly in new[] { "register-model", "package-serving-image", "deploy", "serving-check" })
+            Assert.Equal("skipped", results[gitLabOnly].Outcome);
+        Assert.Contains("needs a runner tagged docker", results["package-serving-image"].Reason);
+        Assert.Contains("needs a runner tagged serving", results["deploy"].Reason);
+        Assert.Contains("manual", results["cleanup"].Reason);
+        Assert.Contains("CI_PIPELINE_SOURCE=push", results["retrain-trigger"].Reason);
+        Assert.Equal("skipped", results["retrain-trigger"].Outcome);
+        // The evaluation read the training's metrics from its artifacts, and batch inference its model.
+        Assert.Matches(@"accuracy = 0\.9\d+ \(threshold 0\.9\)", log);
+        var inference = workspace.ProjectDirOnHost(results["batch-inference"].JobId);
+        var predictions = System.Text.Json.JsonDocument.Parse(await File.ReadAllTextAsync(Path.Combine(inference, "predictions", "predictions.json"), TestContext.Current.CancellationToken)).RootElement;
+        Assert.Equal(1797, predictions.GetProperty("count").GetInt32());
+        Assert.True(predictions.GetProperty("accuracy").GetDouble() > MinimumAccuracy, predictions.ToString());
+    }
 }

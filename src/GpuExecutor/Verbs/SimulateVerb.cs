@@ -79,7 +79,7 @@ public static class SimulateVerb
         TimeSpan.FromSeconds(double.Parse(value, NumberStyles.Float, CultureInfo.InvariantCulture));
 
     /// <summary>This binary; under `dotnet gpu-executor.dll` that is the host plus the dll.</summary>
-    private static (string Executable, string[] Prefix) DefaultExecutor()
+    internal static (string Executable, string[] Prefix) DefaultExecutor()
     {
         var processPath = Environment.ProcessPath ?? "gpu-executor";
         return Path.GetFileNameWithoutExtension(processPath) == "dotnet"
