@@ -240,6 +240,7 @@ def main():
         epoch_order_state = sampler.get_state()
         order = torch.randperm(len(train_labels), generator=sampler)
         epoch_loss = 0.0
+        epoch_started = time.monotonic()
         while batch < batches_per_epoch:
             indices = order[batch * BATCH_SIZE:(batch + 1) * BATCH_SIZE]
             optimizer.zero_grad()
@@ -266,7 +267,7 @@ def main():
                 print(f"stopped: checkpoint saved at step {step}, exiting", flush=True)
                 sys.exit(143)
         accuracy = accuracy_of(model, test_images, test_labels)
-        print(f"epoch {epoch} done: loss {epoch_loss / batches_per_epoch:.4f} accuracy {accuracy:.4f}", flush=True)
+        print(f"epoch {epoch} done: loss {epoch_loss / batches_per_epoch:.4f} accuracy {accuracy:.4f} ({time.monotonic() - epoch_started:.3f} s)", flush=True)
         tracking.log((epoch + 1) * batches_per_epoch, accuracy=accuracy)
         if stop_requested:
             # The signal may have come during the evaluation, after the last batch's save.

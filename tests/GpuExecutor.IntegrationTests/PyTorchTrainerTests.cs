@@ -54,14 +54,15 @@ public sealed partial class PyTorchTrainerTests(PyTorchExample example) : IClass
     private const string Token = "glpat-pytorch-continuation-3310";
 
     /// <param name="mlflow">Tracks runs in this fake of GitLab's MLflow API; the job containers then share the host's network to reach it.</param>
-    private ExecutorWorkspace Workspace(GpuExecutor.Tests.FakeGitLab gitLab, GpuExecutor.Tests.FakeMlflow? mlflow = null)
+    /// <param name="hostNetwork">The job containers share the host's network, to reach a fake server on its loopback.</param>
+    private ExecutorWorkspace Workspace(GpuExecutor.Tests.FakeGitLab gitLab, GpuExecutor.Tests.FakeMlflow? mlflow = null, bool hostNetwork = false)
     {
         var tracking = mlflow is null ? "" : $"""
             [mlflow]
             tracking = "gitlab"
             gitlab_url = "{mlflow.Url}"
             """;
-        var workspace = new ExecutorWorkspace(stopGraceSeconds: 20, allowed: "\"gpu-executor-test/*\", \"gpu-executor-examples/*\"", containerNetwork: mlflow is null ? null : "host", extraConfig: $"""
+        var workspace = new ExecutorWorkspace(stopGraceSeconds: 20, allowed: "\"gpu-executor-test/*\", \"gpu-executor-examples/*\"", containerNetwork: mlflow is not null || hostNetwork ? "host" : null, extraConfig: $"""
             {S3Testbed.StoreConfig("s3", S3Testbed.Endpoint, $"\"{example.Bucket}\"")}
             [checkpoints]
             deadline_margin_seconds = 25
@@ -245,5 +246,67 @@ public sealed partial class PyTorchTrainerTests(PyTorchExample example) : IClass
         var predictions = System.Text.Json.JsonDocument.Parse(await File.ReadAllTextAsync(Path.Combine(inference, "predictions", "predictions.json"), TestContext.Current.CancellationToken)).RootElement;
         Assert.Equal(1797, predictions.GetProperty("count").GetInt32());
         Assert.True(predictions.GetProperty("accuracy").GetDouble() > MinimumAccuracy, predictions.ToString());
+    }
+
+    [Fact]
+    public async Task The_scheduled_drift_check_triggers_the_training_pipeline_when_the_new_data_drifted_and_only_then()
+    {
+        const string triggerToken = "glptt-drift-check-5512";
+        using var gitLab = new GpuExecutor.Tests.FakeGitLab(Token) { TriggerToken = triggerToken };
+        using var workspace = Workspace(gitLab, hostNetwork: true);
+        // New data: the same digits, and the digits inverted (16 - each pixel), a drift no model survives.
+        var exportDir = Directory.CreateTempSubdirectory("gpu-executor-drift").FullName;
+        var (exitCode, stdout, stderr) = await Testbed.RunAsync("docker", ["--host", Testbed.DockerHost, "run", "--rm",
+            "-v", $"{Path.Combine(Testbed.RepositoryRoot, "examples", "pytorch")}:/example:ro", "-v", $"{exportDir}:/out", example.Image, "python3", "-c",
+            "import numpy as np, runpy, sys; sys.argv = ['x', '/out/same.npz']; runpy.run_path('/example/export_digits.py'); d = dict(np.load('/out/same.npz')); d['images'] = 16 - d['images']; np.savez('/out/drifted.npz', **d)"],
+            null, null, TimeSpan.FromMinutes(2));
+        Assert.True(exitCode == 0, stdout + stderr);
+        using (var s3 = S3Testbed.Client())
+        {
+            await S3Testbed.PutAsync(s3, example.Bucket, "same/digits.npz", await File.ReadAllBytesAsync(Path.Combine(exportDir, "same.npz"), TestContext.Current.CancellationToken));
+            await S3Testbed.PutAsync(s3, example.Bucket, "drifted/digits.npz", await File.ReadAllBytesAsync(Path.Combine(exportDir, "drifted.npz"), TestContext.Current.CancellationToken));
+        }
+        await Testbed.RunAsync("rm", ["-rf", exportDir], null, null);
+        // A project whose pipeline holds the drift check alone, as a schedule would run it.
+        var repository = Directory.CreateDirectory(Path.Combine(workspace.Root, "drift-project", "templates")).Parent!.FullName;
+        File.Copy(Path.Combine(Testbed.RepositoryRoot, "templates", "retrain-trigger.yml"), Path.Combine(repository, "templates", "retrain-trigger.yml"));
+
+        async Task<string> CheckAsync(string current, long firstJobId)
+        {
+            var pipeline = Path.Combine(repository, $"{current}.yml");
+            await File.WriteAllTextAsync(pipeline, $"""
+                stages: [drift]
+                include:
+                  - local: templates/retrain-trigger.yml
+                    inputs:
+                      datasets: |
+                        s3://{example.Bucket}/digits/ -> /data/reference
+                        s3://{example.Bucket}/{current}/ -> /data/current
+                      reference_file: /data/reference/digits.npz
+                      current_file: /data/current/digits.npz
+                      ref: main
+                """, TestContext.Current.CancellationToken);
+            var run = await Testbed.RunAsync(Testbed.Binary,
+            [
+                "--config", workspace.ConfigPath, "simulate-pipeline", pipeline, "--repository", repository, "--source", "schedule",
+                "--first-job-id", firstJobId.ToString(System.Globalization.CultureInfo.InvariantCulture),
+                // The simulated GitLab's API is the fake's; the trigger token is the project's masked variable.
+                "--variable", $"CI_API_V4_URL={gitLab.Url}/api/v4", "--variable", $"RETRAIN_TRIGGER_TOKEN={triggerToken}",
+            ], null, workspace.Root, TimeSpan.FromMinutes(5));
+            Assert.True(run.ExitCode == 0, run.Stdout + run.Stderr);
+            return run.Stdout + run.Stderr;
+        }
+
+        var stable = await CheckAsync("same", 9700);
+        Assert.Contains("population stability index 0.0000", stable);
+        Assert.Contains("nothing to retrain", stable);
+        Assert.Empty(gitLab.Triggers);
+
+        var drifted = await CheckAsync("drifted", 9710);
+        Assert.Contains("drift past the threshold: triggered the training pipeline on main (201)", drifted);
+        var trigger = Assert.Single(gitLab.Triggers);
+        Assert.Equal("main", trigger["ref"]);
+        Assert.Equal("drift", trigger["variables[RETRAIN_REASON]"]);
+        Assert.True(double.Parse(trigger["variables[RETRAIN_PSI]"], System.Globalization.CultureInfo.InvariantCulture) > 0.25, trigger["variables[RETRAIN_PSI]"]);
     }
 }

@@ -10,7 +10,8 @@ namespace GpuExecutor.Tests;
 /// <summary>
 /// The part of the GitLab REST API (v4) that continuation uses, as docs.gitlab.com/ee/api/jobs.html
 /// describes it: GET /projects/:id/jobs/:job_id, and POST /projects/:id/jobs/:job_id/retry, which
-/// answers 201 with the new job. Requests need the PRIVATE-TOKEN header (401 without it); a
+/// answers 201 with the new job; and the pipeline trigger API that the retrain-trigger component
+/// calls. Requests need the PRIVATE-TOKEN header (401 without it); a
 /// missing job is 404; a job that has not ended, or was retried already, is not retryable (403).
 /// No GitLab server can run on these machines, so this stands in for one.
 /// </summary>
@@ -21,6 +22,7 @@ public sealed partial class FakeGitLab : IDisposable
     private readonly ConcurrentDictionary<long, Job> _jobs = new();
     private readonly ConcurrentQueue<(long From, long To)> _retries = new();
     private readonly ConcurrentQueue<string> _requests = new();
+    private readonly ConcurrentQueue<IReadOnlyDictionary<string, string>> _triggers = new();
     private readonly Lock _lock = new();
     private int _unauthorized;
     private int _requestCount;
@@ -42,6 +44,12 @@ public sealed partial class FakeGitLab : IDisposable
     public Func<int, HttpStatusCode?> FailRequest { get; set; } = _ => null;
 
     public IReadOnlyList<(long From, long To)> Retries => _retries.ToList();
+
+    /// <summary>The pipeline trigger token the trigger API accepts; null: none.</summary>
+    public string? TriggerToken { get; set; }
+
+    /// <summary>Each trigger's form fields, in order.</summary>
+    public IReadOnlyList<IReadOnlyDictionary<string, string>> Triggers => _triggers.ToList();
     public IReadOnlyList<string> Requests => _requests.ToList();
     public int UnauthorizedRequests => Volatile.Read(ref _unauthorized);
 
@@ -76,6 +84,21 @@ public sealed partial class FakeGitLab : IDisposable
         _requests.Enqueue($"{request.HttpMethod} {path}");
         if (FailRequest(Interlocked.Increment(ref _requestCount)) is { } failure)
             return (failure, Message($"{(int)failure} injected"));
+        // The pipeline trigger API authenticates by the trigger token in the form, not a header
+        // (docs.gitlab.com/ee/ci/triggers): POST /projects/:id/trigger/pipeline with token, ref
+        // and variables[KEY]; 201 with the new pipeline.
+        if (TriggerPath().IsMatch(path) && request.HttpMethod == "POST")
+        {
+            string form;
+            using (var reader = new StreamReader(request.InputStream, Encoding.UTF8))
+                form = reader.ReadToEnd();
+            var fields = form.Split('&', StringSplitOptions.RemoveEmptyEntries).Select(pair => pair.Split('=', 2))
+                .ToDictionary(pair => Uri.UnescapeDataString(pair[0].Replace('+', ' ')), pair => pair.Length > 1 ? Uri.UnescapeDataString(pair[1].Replace('+', ' ')) : "");
+            if (TriggerToken is null || fields.GetValueOrDefault("token") != TriggerToken)
+                return (HttpStatusCode.NotFound, Message("404 Not Found"));
+            _triggers.Enqueue(fields);
+            return (HttpStatusCode.Created, JsonSerializer.Serialize(new Dictionary<string, object> { ["id"] = 77, ["status"] = "created", ["ref"] = fields.GetValueOrDefault("ref", "") }));
+        }
         if (request.Headers["PRIVATE-TOKEN"] != _token)
         {
             Interlocked.Increment(ref _unauthorized);
@@ -119,6 +142,9 @@ public sealed partial class FakeGitLab : IDisposable
 
     [GeneratedRegex(@"^/api/v4/projects/(\d+)/jobs/(\d+)(/retry)?$")]
     private static partial Regex JobPath();
+
+    [GeneratedRegex(@"^/api/v4/projects/(\d+)/trigger/pipeline$")]
+    private static partial Regex TriggerPath();
 
     public void Dispose() => _server.Dispose();
 }
