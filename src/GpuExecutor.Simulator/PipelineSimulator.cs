@@ -114,7 +114,8 @@ public sealed partial class PipelineSimulator(SimulatorOptions simulator, Pipeli
         var otherTags = job.Tags.Where(tag => !options.RunnerTags.Contains(tag)).ToList();
         if (otherTags.Count > 0)
             return $"GitLab-only here: it needs a runner tagged {string.Join(", ", otherTags)}, and this simulator plays the gpu-executor runner tagged {string.Join(", ", options.RunnerTags.Order(StringComparer.Ordinal))}";
-        foreach (var name in needed)
+        // Without needs, a job waits for the earlier stages (below), where a skipped job blocks nothing.
+        foreach (var name in job.Needs is null ? [] : needed)
         {
             var need = results.FirstOrDefault(result => result.Name == name);
             if (need is null)

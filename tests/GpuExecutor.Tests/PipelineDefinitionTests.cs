@@ -81,5 +81,40 @@ public sealed class PipelineDefinitionTests : IDisposable
         Assert.Equal(seconds, PipelineDefinition.Load(path, _root).Jobs.Single().TimeoutSeconds);
     }
 
+    [Fact]
+    public async Task A_skipped_job_blocks_the_jobs_that_need_it_and_not_the_later_stages()
+    {
+        var path = Write("skips.yml", """
+            stages: [first, second]
+            by-hand:
+              stage: first
+              when: manual
+              script: echo
+            afterwards:
+              stage: second
+              script: echo
+            needs-it:
+              stage: second
+              needs: [by-hand]
+              script: echo
+            elsewhere:
+              stage: second
+              tags: [docker]
+              script: echo
+            """);
+        // /bin/true as the executor: every call succeeds, so only the pipeline's rules decide.
+        var simulator = new SimulatorOptions { Executable = "/bin/true", PrepareRetryDelay = TimeSpan.Zero };
+        var options = new PipelineOptions { ProjectDirOnHost = (_, _) => Path.Combine(_root, "project"), ArtifactsDir = Path.Combine(_root, "artifacts") };
+
+        var results = await new PipelineSimulator(simulator, options, TextWriter.Null).RunAsync(PipelineDefinition.Load(path, _root), TestContext.Current.CancellationToken);
+
+        var outcomes = results.ToDictionary(result => result.Name);
+        Assert.Equal("skipped", outcomes["by-hand"].Outcome);
+        Assert.Equal("success", outcomes["afterwards"].Outcome);
+        Assert.Equal("skipped", outcomes["needs-it"].Outcome);
+        Assert.Contains("it needs by-hand, which did not run", outcomes["needs-it"].Reason);
+        Assert.Contains("needs a runner tagged docker", outcomes["elsewhere"].Reason);
+    }
+
     public void Dispose() => Directory.Delete(_root, recursive: true);
 }
