@@ -72,10 +72,10 @@ internal sealed class JobRun(
         if (status == StageStatus.TimedOut)
             return Outcome(status, exitCode);
 
-        if (status == StageStatus.Success && afterSources is not null)
-            await afterSources();
         if (status == StageStatus.Success)
         {
+            if (afterSources is not null)
+                await afterSources();
             if (cancelAfter is { } delay)
                 _cancel.CancelAfter(delay);
             foreach (var step in plan.UserSteps)

@@ -50,15 +50,15 @@ public sealed partial class PipelineSimulator(SimulatorOptions simulator, Pipeli
     {
         var results = new List<PipelineJobResult>();
         var jobId = options.FirstJobId;
-        var variables = new Dictionary<string, string>(pipeline.Variables, StringComparer.Ordinal) { ["CI_PIPELINE_SOURCE"] = options.Source };
-        foreach (var (key, value) in options.Variables)
-            variables[key] = value;
+        var stageOrder = pipeline.Stages.ToList();
+        // What rules see, and what each job gets with its own variables between: the pipeline's
+        // variables win over the file's, as a trigger's or a schedule's do.
+        var source = new Dictionary<string, string> { ["CI_PIPELINE_SOURCE"] = options.Source };
+        var ruleVariables = Merged(pipeline.Variables, source, options.Variables);
         foreach (var job in pipeline.Jobs)
         {
-            var stageOrder = pipeline.Stages.ToList();
             var earlier = results.Where(result => stageOrder.IndexOf(result.Stage) < stageOrder.IndexOf(job.Stage)).ToList();
-            var needed = job.Needs?.Select(need => need.Job).ToList() ?? earlier.Select(result => result.Name).ToList();
-            var reason = SkipReason(job, variables, results, needed, earlier);
+            var reason = SkipReason(job, ruleVariables, results, earlier);
             if (reason is not null)
             {
                 log.WriteLine($"pipeline: {job.Name} ({job.Stage}) skipped: {reason}");
@@ -68,30 +68,26 @@ public sealed partial class PipelineSimulator(SimulatorOptions simulator, Pipeli
 
             var id = jobId++;
             log.WriteLine($"pipeline: {job.Name} ({job.Stage}) runs as job {id}");
-            var withArtifacts = job.Needs?.Where(need => need.Artifacts).Select(need => need.Job).ToList() ?? needed;
-            var jobVariables = new Dictionary<string, string>(pipeline.Variables, StringComparer.Ordinal);
-            foreach (var (key, value) in job.Variables)
-                jobVariables[key] = value;
-            foreach (var (key, value) in options.Variables)
-                jobVariables[key] = value;
-            jobVariables["CI_PIPELINE_SOURCE"] = options.Source;
+            // Without needs, the artifacts of every earlier stage's jobs, as GitLab's default dependencies.
+            var withArtifacts = job.Needs?.Where(need => need.Artifacts).Select(need => need.Job).ToList() ?? earlier.Select(result => result.Name).ToList();
             var simulated = new SimulatedJob
             {
                 JobId = id,
                 Name = job.Name,
                 Stage = job.Stage,
                 Image = job.Image,
-                Variables = jobVariables,
+                Variables = Merged(pipeline.Variables, job.Variables, options.Variables, source),
                 Script = [.. job.Script],
                 AfterScript = [.. job.AfterScript],
                 Timeout = job.TimeoutSeconds,
                 Sources = options.Sources,
             };
+            var projectDir = options.ProjectDirOnHost(id, simulated.ProjectPath);
             var runner = new RunnerSimulator(simulator with
             {
                 CancelAfter = options.Cancel is { } cancelling && cancelling.Job == job.Name ? cancelling.After : null,
-                AfterSources = () => PlaceArtifacts(withArtifacts, options.ProjectDirOnHost(id, simulated.ProjectPath)),
-                BeforeCleanup = () => KeepArtifacts(job, options.ProjectDirOnHost(id, simulated.ProjectPath)),
+                AfterSources = () => PlaceArtifacts(withArtifacts, projectDir),
+                BeforeCleanup = () => KeepArtifacts(job, projectDir),
             }, log);
             var result = await runner.RunAsync(simulated, cancel);
             log.WriteLine($"pipeline: {job.Name} ({job.Stage}): {result.Outcome}");
@@ -102,7 +98,17 @@ public sealed partial class PipelineSimulator(SimulatorOptions simulator, Pipeli
         return results;
     }
 
-    private string? SkipReason(PipelineJob job, IReadOnlyDictionary<string, string> variables, List<PipelineJobResult> results, List<string> needed, List<PipelineJobResult> earlier)
+    /// <summary>The variables in order, a later one winning over an earlier one of the same name.</summary>
+    private static Dictionary<string, string> Merged(params IReadOnlyDictionary<string, string>[] layers)
+    {
+        var merged = new Dictionary<string, string>(StringComparer.Ordinal);
+        foreach (var layer in layers)
+            foreach (var (key, value) in layer)
+                merged[key] = value;
+        return merged;
+    }
+
+    private string? SkipReason(PipelineJob job, IReadOnlyDictionary<string, string> variables, List<PipelineJobResult> results, List<PipelineJobResult> earlier)
     {
         if (job.RuleConditions.Count > 0 && !job.RuleConditions.Any(condition => Matches(condition, variables)))
             return $"its rules match no condition here ({string.Join("; ", job.RuleConditions)}) with CI_PIPELINE_SOURCE={variables["CI_PIPELINE_SOURCE"]}";
@@ -114,8 +120,10 @@ public sealed partial class PipelineSimulator(SimulatorOptions simulator, Pipeli
         var otherTags = job.Tags.Where(tag => !options.RunnerTags.Contains(tag)).ToList();
         if (otherTags.Count > 0)
             return $"GitLab-only here: it needs a runner tagged {string.Join(", ", otherTags)}, and this simulator plays the gpu-executor runner tagged {string.Join(", ", options.RunnerTags.Order(StringComparer.Ordinal))}";
-        // Without needs, a job waits for the earlier stages (below), where a skipped job blocks nothing.
-        foreach (var name in job.Needs is null ? [] : needed)
+        if (job.Needs is null)
+            // Without needs, a job waits for the earlier stages, where a skipped job blocks nothing.
+            return job.When != "always" && earlier.Any(result => result.Outcome is not ("success" or "skipped")) ? "an earlier stage failed" : null;
+        foreach (var (name, _) in job.Needs)
         {
             var need = results.FirstOrDefault(result => result.Name == name);
             if (need is null)
@@ -123,8 +131,6 @@ public sealed partial class PipelineSimulator(SimulatorOptions simulator, Pipeli
             if (need.Outcome != "success" && job.When != "always")
                 return $"it needs {name}, which {(need.Outcome == "skipped" ? "did not run" : need.Outcome)}";
         }
-        if (job.Needs is null && job.When != "always" && earlier.Any(result => result.Outcome is not ("success" or "skipped")))
-            return "an earlier stage failed";
         return null;
     }
 

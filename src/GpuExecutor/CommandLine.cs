@@ -95,23 +95,13 @@ public static class CommandLine
             return 0;
         }
 
-        if (verb == "simulate-pipeline")
+        if (verb is "simulate" or "simulate-pipeline")
         {
             try
             {
-                return ExitCodes.FromSimulation(await SimulatePipelineVerb.RunAsync(verbArgs, configPath, stdout, stop.Token));
-            }
-            catch (Exception error)
-            {
-                return ExitCodes.FromSimulationFailure(error, stderr);
-            }
-        }
-
-        if (verb == "simulate")
-        {
-            try
-            {
-                return ExitCodes.FromSimulation(await SimulateVerb.RunAsync(verbArgs, configPath, stdout, stop.Token));
+                return ExitCodes.FromSimulation(await (verb == "simulate"
+                    ? SimulateVerb.RunAsync(verbArgs, configPath, stdout, stop.Token)
+                    : SimulatePipelineVerb.RunAsync(verbArgs, configPath, stdout, stop.Token)));
             }
             catch (Exception error)
             {

@@ -100,9 +100,7 @@ public sealed class CheckpointJobTests
         Assert.True(gitLab.Requests.Count(request => request.EndsWith("/jobs/8411", StringComparison.Ordinal)) >= 2, $"the agent never polled the job: {string.Join(", ", gitLab.Requests)}");
         Assert.Empty(gitLab.Retries);
         gitLab.SetStatus(8411, "failed");
-        var waited = System.Diagnostics.Stopwatch.StartNew();
-        while (gitLab.Retries.Count == 0 && waited.Elapsed < TimeSpan.FromSeconds(30))
-            await Task.Delay(200, TestContext.Current.CancellationToken);
+        await gitLab.WaitForRetryAsync(8411, TimeSpan.FromSeconds(30), TestContext.Current.CancellationToken);
         Assert.Equal([(8411L, 8412L)], gitLab.Retries);
 
         // Segment 2, the retry GitLab created: it resumes from that checkpoint, and at its own
@@ -113,7 +111,7 @@ public sealed class CheckpointJobTests
         Assert.Contains("the run is not continued (continuation.max_segments)", second.Log);
         var runDirectory = Directory.GetDirectories(Path.Combine(workspace.Root, "state", "checkpoints")).Single();
         var agentLog = Path.Combine(runDirectory, "agent-8412.log");
-        waited.Restart();
+        var waited = System.Diagnostics.Stopwatch.StartNew();
         while (!(File.Exists(agentLog) && File.ReadAllText(agentLog).Contains("agent done", StringComparison.Ordinal)) && waited.Elapsed < TimeSpan.FromSeconds(60))
             await Task.Delay(200, TestContext.Current.CancellationToken);
         Assert.Contains("agent done", File.ReadAllText(agentLog));

@@ -490,9 +490,7 @@ public sealed partial class LongRunTests
             if (endedBy == Interruption.Deadline)
             {
                 // Continuation: the agent retries the job through the GitLab API; that job runs next.
-                var waited = Stopwatch.StartNew();
-                while (!gitLab.Retries.Any(retry => retry.From == jobId) && waited.Elapsed < TimeSpan.FromSeconds(60))
-                    await Task.Delay(200, TestContext.Current.CancellationToken);
+                await gitLab.WaitForRetryAsync(jobId, TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken);
                 nextJobId = gitLab.Retries.Single(retry => retry.From == jobId).To;
             }
             previous = job;

@@ -151,9 +151,7 @@ public sealed partial class PyTorchTrainerTests(PyTorchExample example) : IClass
         Assert.True(cut.Result.Outcome == "failed", cut.Log);
         Assert.Contains("retries it through the GitLab API as segment 2", cut.Log);
         gitLab.SetStatus(9631, "failed");
-        var waited = System.Diagnostics.Stopwatch.StartNew();
-        while (gitLab.Retries.Count == 0 && waited.Elapsed < TimeSpan.FromSeconds(60))
-            await Task.Delay(200, TestContext.Current.CancellationToken);
+        await gitLab.WaitForRetryAsync(9631, TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken);
         Assert.Equal([(9631L, 9632L)], gitLab.Retries);
         var continued = await workspace.SimulateAsync(Job(9632, "deadline", batchSleep: 0));
         Assert.True(continued.Result.Outcome == "success", continued.Log);
@@ -175,9 +173,7 @@ public sealed partial class PyTorchTrainerTests(PyTorchExample example) : IClass
         var first = await workspace.SimulateAsync(Job(9661, "tracked", batchSleep: 0.2, timeoutSeconds: 45, mlflowToken: mlflowToken), "--graceful-kill-timeout", "60");
         Assert.True(first.Result.Outcome == "failed", first.Log);
         gitLab.SetStatus(9661, "failed");
-        var waited = System.Diagnostics.Stopwatch.StartNew();
-        while (gitLab.Retries.Count == 0 && waited.Elapsed < TimeSpan.FromSeconds(60))
-            await Task.Delay(200, TestContext.Current.CancellationToken);
+        await gitLab.WaitForRetryAsync(9661, TimeSpan.FromSeconds(60), TestContext.Current.CancellationToken);
         Assert.Equal([(9661L, 9662L)], gitLab.Retries);
         var second = await workspace.SimulateAsync(Job(9662, "tracked", batchSleep: 0.1, mlflowToken: mlflowToken), "--cancel-after", "6");
         Assert.True(second.Result.Outcome == "canceled", second.Log);

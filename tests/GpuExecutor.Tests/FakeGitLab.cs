@@ -45,6 +45,14 @@ public sealed partial class FakeGitLab : IDisposable
 
     public IReadOnlyList<(long From, long To)> Retries => _retries.ToList();
 
+    /// <summary>Waits, up to <paramref name="limit"/>, for a retry of job <paramref name="fromJobId"/>: the agent makes it once the job has ended.</summary>
+    public async Task WaitForRetryAsync(long fromJobId, TimeSpan limit, CancellationToken cancellationToken)
+    {
+        var waited = System.Diagnostics.Stopwatch.StartNew();
+        while (!_retries.Any(retry => retry.From == fromJobId) && waited.Elapsed < limit)
+            await Task.Delay(200, cancellationToken);
+    }
+
     /// <summary>The pipeline trigger token the trigger API accepts; null: none.</summary>
     public string? TriggerToken { get; set; }
 
@@ -61,21 +69,10 @@ public sealed partial class FakeGitLab : IDisposable
             _jobs[jobId] = _jobs[jobId] with { Status = status };
     }
 
-    private async Task RespondAsync(HttpListenerContext context)
+    private Task RespondAsync(HttpListenerContext context)
     {
-        try
-        {
-            var (status, body) = Answer(context.Request);
-            var bytes = Encoding.UTF8.GetBytes(body);
-            context.Response.StatusCode = (int)status;
-            context.Response.ContentType = "application/json";
-            context.Response.ContentLength64 = bytes.Length;
-            await context.Response.OutputStream.WriteAsync(bytes);
-            context.Response.Close();
-        }
-        catch (Exception error) when (error is HttpListenerException or IOException or ObjectDisposedException)
-        {
-        }
+        var (status, body) = Answer(context.Request);
+        return LoopbackHttpServer.ReplyJsonAsync(context, status, body);
     }
 
     private (HttpStatusCode Status, string Body) Answer(HttpListenerRequest request)

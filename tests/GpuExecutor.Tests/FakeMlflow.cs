@@ -72,22 +72,18 @@ public sealed partial class FakeMlflow : IDisposable
 
     private async Task RespondAsync(HttpListenerContext context)
     {
+        string body;
         try
         {
-            string body;
-            using (var reader = new StreamReader(context.Request.InputStream, Encoding.UTF8))
-                body = await reader.ReadToEndAsync();
-            var (status, answer) = Answer(context.Request, body);
-            var bytes = Encoding.UTF8.GetBytes(answer);
-            context.Response.StatusCode = (int)status;
-            context.Response.ContentType = "application/json";
-            context.Response.ContentLength64 = bytes.Length;
-            await context.Response.OutputStream.WriteAsync(bytes);
-            context.Response.Close();
+            using var reader = new StreamReader(context.Request.InputStream, Encoding.UTF8);
+            body = await reader.ReadToEndAsync();
         }
         catch (Exception error) when (error is HttpListenerException or IOException or ObjectDisposedException)
         {
+            return;
         }
+        var (status, answer) = Answer(context.Request, body);
+        await LoopbackHttpServer.ReplyJsonAsync(context, status, answer);
     }
 
     private (HttpStatusCode Status, string Body) Answer(HttpListenerRequest request, string body)

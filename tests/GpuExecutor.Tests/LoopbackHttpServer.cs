@@ -46,6 +46,23 @@ public sealed class LoopbackHttpServer : IDisposable
     /// <summary>http://127.0.0.1:PORT, without a trailing slash.</summary>
     public string Url { get; }
 
+    /// <summary>Answers with a JSON body, as the fake APIs do; a client that hung up is no error.</summary>
+    public static async Task ReplyJsonAsync(HttpListenerContext context, HttpStatusCode status, string body)
+    {
+        try
+        {
+            var bytes = System.Text.Encoding.UTF8.GetBytes(body);
+            context.Response.StatusCode = (int)status;
+            context.Response.ContentType = "application/json";
+            context.Response.ContentLength64 = bytes.Length;
+            await context.Response.OutputStream.WriteAsync(bytes);
+            context.Response.Close();
+        }
+        catch (Exception error) when (error is HttpListenerException or IOException or ObjectDisposedException)
+        {
+        }
+    }
+
     private async Task ServeAsync(Func<HttpListenerContext, Task> handle)
     {
         while (_listener.IsListening)

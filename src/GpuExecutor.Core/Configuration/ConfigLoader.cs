@@ -393,7 +393,7 @@ public static partial class ConfigLoader
         var defaults = new ContinuationSettings();
         var url = ReadGitLabUrl(table);
         var token = table.String("token") is { Length: > 0 } text ? new Secret(text) : null;
-        if (token is not null && token.Value.Any(character => char.IsControl(character) || char.IsWhiteSpace(character)))
+        if (token is not null && !Secret.CanBeToken(token.Value))
             throw new ConfigurationException(table.KeyPath("token"), "holds whitespace or a control character; paste the token alone.");
         if ((url is null) != (token is null))
             throw new ConfigurationException(table.KeyPath(url is null ? "gitlab_url" : "token"), "gitlab_url and token go together; set both to continue runs through the GitLab API, or neither.");

@@ -13,6 +13,9 @@ public enum StoreKind
 public sealed record Secret(string Value)
 {
     public override string ToString() => "***";
+
+    /// <summary>A token pasted alone: whitespace or a control character means a line break, a comment or two values came with it.</summary>
+    public static bool CanBeToken(string text) => !text.Any(character => char.IsControl(character) || char.IsWhiteSpace(character));
 }
 
 public sealed record StoreSettings

@@ -70,7 +70,7 @@ public sealed class ExperimentTracking(ExecutorConfig config, IObjectStoreOpener
             log.WriteLine($"  this runner tracks runs in GitLab's MLflow, but the job has no {variable} variable: add a project access token with the api scope as a masked CI/CD variable of that name. The job trains untracked.");
             return environment;
         }
-        if (token.Any(character => char.IsControl(character) || char.IsWhiteSpace(character)))
+        if (!Secret.CanBeToken(token))
         {
             log.WriteLine($"  {variable} holds whitespace or a control character, so it is no token: the job trains untracked.");
             return environment;
@@ -107,12 +107,13 @@ public sealed class ExperimentTracking(ExecutorConfig config, IObjectStoreOpener
             else
                 log.WriteLine($"  MLflow run {tracked.RunId} of training run {job.RunKey} goes on.");
 
-            var segments = (await repository.ListRunRecordsAsync("segments/", cancellationToken)).Count;
+            // This job's segment is written already (restore, or adoption, came first).
+            var segments = Math.Max((await repository.ListRunRecordsAsync("segments/", cancellationToken)).Count, 1);
             var what = adoptedJobId is { } adopted
                 ? $"adopted job {Text(adopted)}'s running training on {config.HostName}"
-                : $"segment {Text(Math.Max(segments, 1))} on {config.HostName}, restored generation {(string.IsNullOrEmpty(restoredGeneration) ? "none" : restoredGeneration)}";
+                : $"segment {Text(segments)} on {config.HostName}, restored generation {(string.IsNullOrEmpty(restoredGeneration) ? "none" : restoredGeneration)}";
             await client.SetMlflowTagAsync(projectId, tracked.RunId, "gpu_executor.job." + Text(job.JobId), what, cancellationToken);
-            await client.SetMlflowTagAsync(projectId, tracked.RunId, "gpu_executor.segments", Text(Math.Max(segments, 1)), cancellationToken);
+            await client.SetMlflowTagAsync(projectId, tracked.RunId, "gpu_executor.segments", Text(segments), cancellationToken);
             log.WriteLine($"  this job: {what}. The job gets MLFLOW_TRACKING_URI={trackingUri} and MLFLOW_RUN_ID={tracked.RunId}; mlflow's start_run() continues that run.");
             environment["MLFLOW_TRACKING_URI"] = trackingUri;
             environment["MLFLOW_RUN_ID"] = tracked.RunId;
