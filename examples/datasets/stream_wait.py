@@ -47,11 +47,13 @@ def _read_index(index):
         return json.load(handle)
 
 
-def wait_for(path, timeout=None, poll=0.1):
+def wait_for(path, timeout=None, poll=0.1, on_wait=None):
     """Returns path once its file is there, whole. Raises StreamFailed if the stream failed, and
-    TimeoutError after timeout seconds (None: wait as long as the stream goes on)."""
+    TimeoutError after timeout seconds (None: wait as long as the stream goes on). on_wait, if
+    given, is called with path once, when the file is found missing and the wait begins."""
     started = time.monotonic()
     index = _index_of(path)
+    announced = False
     try:
         while not os.path.exists(path):
             if index is None:
@@ -63,6 +65,9 @@ def wait_for(path, timeout=None, poll=0.1):
                 raise FileNotFoundError(f"{path} is not part of the dataset: the stream is complete without it")
             if timeout is not None and time.monotonic() - started > timeout:
                 raise TimeoutError(f"{path} did not arrive within {timeout} s")
+            if on_wait is not None and not announced:
+                announced = True
+                on_wait(path)
             time.sleep(poll)
         return path
     finally:
@@ -83,5 +88,8 @@ def _record_wait(path, seconds):
 if __name__ == "__main__":
     import sys
 
+    def announce(name):
+        print(f"waiting for {name}", file=sys.stderr, flush=True)
+
     for name in sys.argv[1:]:
-        print(wait_for(name))
+        print(wait_for(name, on_wait=announce))

@@ -23,7 +23,7 @@ public sealed class StreamWaitHelperTests : IDisposable
         return view;
     }
 
-    private async Task<(int ExitCode, string Output)> WaitForAsync(string path)
+    private Process StartHelper(string path)
     {
         var start = new ProcessStartInfo("python3", [Helper, path])
         {
@@ -31,8 +31,12 @@ public sealed class StreamWaitHelperTests : IDisposable
             RedirectStandardError = true,
             Environment = { ["GPU_EXECUTOR_DATASET_WAITS"] = Path.Combine(_root, DatasetStreams.WaitsFileName) },
         };
-        using var process = Process.Start(start)!;
-        var output = await process.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken) + await process.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
+        return Process.Start(start)!;
+    }
+
+    private static async Task<(int ExitCode, string Output)> FinishAsync(Process process, string earlierOutput = "")
+    {
+        var output = earlierOutput + await process.StandardOutput.ReadToEndAsync(TestContext.Current.CancellationToken) + await process.StandardError.ReadToEndAsync(TestContext.Current.CancellationToken);
         await process.WaitForExitAsync(TestContext.Current.CancellationToken);
         return (process.ExitCode, output);
     }
@@ -42,19 +46,21 @@ public sealed class StreamWaitHelperTests : IDisposable
     {
         Assert.SkipWhen(!File.Exists("/usr/bin/python3"), "no python3 on this host to run the example helper with");
         var view = View(failed: false);
-        var arriving = Task.Run(async () =>
-        {
-            await Task.Delay(500, TestContext.Current.CancellationToken);
-            await File.WriteAllTextAsync(Path.Combine(view, "b.tar"), "b", TestContext.Current.CancellationToken);
-        }, TestContext.Current.CancellationToken);
+        var shard = Path.Combine(view, "b.tar");
+        using var helper = StartHelper(shard);
 
-        var (exitCode, output) = await WaitForAsync(Path.Combine(view, "b.tar"));
-        await arriving;
+        // The file arrives only after the helper has found it missing and begun to wait, so the
+        // wait is real however slowly python starts on a busy machine.
+        var announcement = await helper.StandardError.ReadLineAsync(TestContext.Current.CancellationToken);
+        Assert.Equal($"waiting for {shard}", announcement);
+        await File.WriteAllTextAsync(shard, "b", TestContext.Current.CancellationToken);
+        var (exitCode, output) = await FinishAsync(helper, announcement + "\n");
 
         Assert.True(exitCode == 0, output);
+        Assert.Equal(shard + "\n", output[(announcement!.Length + 1)..]);
         var wait = File.ReadAllText(Path.Combine(_root, DatasetStreams.WaitsFileName)).Split(' ');
-        Assert.True(double.Parse(wait[0], System.Globalization.CultureInfo.InvariantCulture) >= 0.4, string.Join(' ', wait));
-        Assert.Equal(Path.Combine(view, "b.tar") + "\n", wait[1]);
+        Assert.True(double.Parse(wait[0], System.Globalization.CultureInfo.InvariantCulture) > 0, string.Join(' ', wait));
+        Assert.Equal(shard + "\n", wait[1]);
         var recorded = DatasetStreams.ReadWaits(_root);
         Assert.Equal(1, recorded?.Waits);
     }
@@ -65,7 +71,8 @@ public sealed class StreamWaitHelperTests : IDisposable
         Assert.SkipWhen(!File.Exists("/usr/bin/python3"), "no python3 on this host to run the example helper with");
         var view = View(failed: true);
 
-        var (exitCode, output) = await WaitForAsync(Path.Combine(view, "b.tar"));
+        using var helper = StartHelper(Path.Combine(view, "b.tar"));
+        var (exitCode, output) = await FinishAsync(helper);
 
         Assert.NotEqual(0, exitCode);
         Assert.Contains("StreamFailed", output);
