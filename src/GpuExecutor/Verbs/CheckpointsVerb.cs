@@ -9,54 +9,45 @@ namespace GpuExecutor.Verbs;
 /// <summary>
 /// `checkpoints list [RUN] | show RUN GENERATION | verify RUN [GENERATION] [--deep] | retain RUN [KEEP] [--orphans] | push RUN DIR | pull RUN [GENERATION]`
 /// for admins (<see cref="CheckpointAdmin"/>), and `checkpoints agent JOB RUN CONTAINER`, the
-/// sync agent that prepare starts (<see cref="CheckpointAgentHost"/>).
+/// sync agent that prepare starts (<see cref="CheckpointAgentHost"/>). The command line itself
+/// is declared in <see cref="VerbCommands"/>.
 /// </summary>
 public static class CheckpointsVerb
 {
-    private const string Usage = "usage: gpu-executor checkpoints list [RUN] | show RUN GENERATION | verify RUN [GENERATION] [--deep] | retain RUN [KEEP] [--orphans] | push RUN DIR | pull RUN [GENERATION]";
+    private static CheckpointAdmin Admin(VerbContext context, TextWriter stdout) => new(context.Config, context.Adapters.Stores, stdout, context.Stop);
 
-    public static async Task RunAsync(VerbContext context, string[] arguments, TextWriter stdout)
+    public static Task ListAsync(VerbContext context, string? run, TextWriter stdout) =>
+        run is null ? Admin(context, stdout).ListRunsAsync() : Admin(context, stdout).ListGenerationsAsync(run);
+
+    public static Task ShowAsync(VerbContext context, string run, string generation, TextWriter stdout) =>
+        Admin(context, stdout).ShowAsync(run, Generation(generation));
+
+    public static Task VerifyAsync(VerbContext context, string run, string? generation, bool deep, TextWriter stdout) =>
+        Admin(context, stdout).VerifyAsync(run, generation is null ? null : Generation(generation), deep);
+
+    public static Task RetainAsync(VerbContext context, string run, string? keepText, bool orphans, TextWriter stdout)
     {
-        var admin = new CheckpointAdmin(context.Config, context.Adapters.Stores, stdout, context.Stop);
-        switch (arguments)
-        {
-            case ["list"]:
-                await admin.ListRunsAsync();
-                break;
-            case ["list", var run]:
-                await admin.ListGenerationsAsync(run);
-                break;
-            case ["show", var run, var generation]:
-                await admin.ShowAsync(run, Generation(generation));
-                break;
-            case ["verify", var run, .. var rest] when rest.Length <= 2:
-                var pinned = rest.FirstOrDefault(argument => argument != "--deep");
-                await admin.VerifyAsync(run, pinned is null ? null : Generation(pinned), deep: rest.Contains("--deep"));
-                break;
-            case ["retain", var run, .. var rest] when rest.Length <= 2:
-                var keepText = rest.FirstOrDefault(argument => argument != "--orphans");
-                int? keep = keepText is null ? null
-                    : int.TryParse(keepText, NumberStyles.None, CultureInfo.InvariantCulture, out var parsed) && parsed >= 1 ? parsed
-                    : throw new SystemFailureException($"'{keepText}' is not a number of generations to keep (1 or more).");
-                await admin.RetainAsync(run, keep, orphans: rest.Contains("--orphans"));
-                break;
-            case ["push", var run, var directory]:
-                await admin.PushAsync(run, directory, KillSwitch());
-                break;
-            case ["pull", var run, .. var rest] when rest.Length <= 1:
-                await admin.PullAsync(run, rest.Length == 1 ? Generation(rest[0]) : null);
-                break;
-            case ["agent", var jobText, var run, var container]:
-                if (!long.TryParse(jobText, NumberStyles.None, CultureInfo.InvariantCulture, out var jobId) || !CheckpointRequest.IsRunKey(run))
-                    throw new SystemFailureException("usage: gpu-executor checkpoints agent JOB_ID RUN_KEY CONTAINER");
-                // Its log is a file in the run's directory (prepare redirects it): it has no job log.
-                void Log(string line) => context.Log.WriteLine($"{DateTime.UtcNow:yyyy-MM-ddTHH:mm:ss.fffZ} job {jobId}: {line}");
-                var host = new CheckpointAgentHost(context.Config, context.Adapters.Containers, context.Adapters.Stores, CompositionRoot.GitLab, Log);
-                await host.RunAsync(jobId, run, container, KillSwitch(), context.Stop);
-                break;
-            default:
-                throw new SystemFailureException(Usage);
-        }
+        int? keep = keepText is null ? null
+            : int.TryParse(keepText, NumberStyles.None, CultureInfo.InvariantCulture, out var parsed) && parsed >= 1 ? parsed
+            : throw new SystemFailureException($"'{keepText}' is not a number of generations to keep (1 or more).");
+        return Admin(context, stdout).RetainAsync(run, keep, orphans);
+    }
+
+    public static Task PushAsync(VerbContext context, string run, string directory, TextWriter stdout) =>
+        Admin(context, stdout).PushAsync(run, directory, KillSwitch());
+
+    public static Task PullAsync(VerbContext context, string run, string? generation, TextWriter stdout) =>
+        Admin(context, stdout).PullAsync(run, generation is null ? null : Generation(generation));
+
+    /// <summary>The sync agent that prepare starts, detached: `checkpoints agent JOB RUN CONTAINER`.</summary>
+    public static async Task AgentAsync(VerbContext context, string jobText, string run, string container)
+    {
+        if (!long.TryParse(jobText, NumberStyles.None, CultureInfo.InvariantCulture, out var jobId) || !CheckpointRequest.IsRunKey(run))
+            throw new SystemFailureException("usage: gpu-executor checkpoints agent JOB_ID RUN_KEY CONTAINER");
+        // Its log is a file in the run's directory (prepare redirects it): it has no job log.
+        void Log(string line) => context.Log.WriteLine($"{DateTime.UtcNow:yyyy-MM-ddTHH:mm:ss.fffZ} job {jobId}: {line}");
+        var host = new CheckpointAgentHost(context.Config, context.Adapters.Containers, context.Adapters.Stores, CompositionRoot.GitLab, Log);
+        await host.RunAsync(jobId, run, container, KillSwitch(), context.Stop);
     }
 
     /// <summary>

@@ -11,14 +11,8 @@ namespace GpuExecutor.Verbs;
 /// </summary>
 public static class GpusVerb
 {
-    public static async Task RunAsync(VerbContext context, IReadOnlyList<string> args, TextWriter stdout)
+    public static async Task RunAsync(VerbContext context, bool showLinks, TextWriter stdout)
     {
-        var showLinks = args switch
-        {
-            [] => false,
-            ["--links"] => true,
-            _ => throw new SystemFailureException($"gpus takes [--links], got '{string.Join(' ', args)}'."),
-        };
         var settings = context.Config.Gpus;
         var nvidiaSmi = context.Adapters.Gpus;
         var inventory = await nvidiaSmi.QueryAsync(context.Stop);

@@ -15,59 +15,34 @@ namespace GpuExecutor.Verbs;
 /// </summary>
 public static class SimulatePipelineVerb
 {
-    private const string Usage = """
-        usage: gpu-executor [--config PATH] simulate-pipeline PIPELINE.yml [OPTIONS]
-          --repository DIR        where include: local: paths start (default: the current directory)
-          --sources DIR           files every job finds in CI_PROJECT_DIR (text files; default: none)
-          --runner-tags A,B       the tags of the runner played here (default: gpu)
-          --source NAME           CI_PIPELINE_SOURCE: push (default), schedule, trigger, ...
-          --variable KEY=VALUE    a pipeline variable, over the file's (repeatable)
-          --first-job-id N        the first job's id (default 1000)
-          --cancel JOB=SECONDS    cancel that job this long into its first user step
-          --result FILE           write each job's outcome as JSON
-        """;
+    /// <summary>What `simulate-pipeline` was asked, as <see cref="VerbCommands"/> parsed it; null means the default.</summary>
+    public sealed record Request(string PipelineFile, string? Repository, string? Sources, string? RunnerTags, string? Source,
+        IReadOnlyList<string> Variables, long? FirstJobId, string? Cancel, string? ResultFile);
 
-    public static async Task<string> RunAsync(string[] args, string configPath, TextWriter stdout, CancellationToken cancel)
+    public static async Task<string> RunAsync(Request request, string configPath, TextWriter stdout, CancellationToken cancel)
     {
-        if (args.Length == 0 || args[0].StartsWith("--", StringComparison.Ordinal))
-            throw new UsageException(Usage);
-        var pipelinePath = Path.GetFullPath(args[0]);
-        var repository = Directory.GetCurrentDirectory();
-        string? sources = null;
-        string? resultPath = null;
-        var tags = new HashSet<string>(StringComparer.Ordinal) { "gpu" };
-        var source = "push";
+        var pipelinePath = Path.GetFullPath(request.PipelineFile);
+        var repository = Path.GetFullPath(request.Repository ?? Directory.GetCurrentDirectory());
+        var sources = request.Sources is null ? null : Path.GetFullPath(request.Sources);
+        var resultPath = request.ResultFile is null ? null : Path.GetFullPath(request.ResultFile);
+        var tags = (request.RunnerTags ?? "gpu").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet(StringComparer.Ordinal);
+        var source = request.Source ?? "push";
+        var firstJobId = request.FirstJobId ?? 1000;
         var variables = new Dictionary<string, string>(StringComparer.Ordinal);
-        long firstJobId = 1000;
-        (string, TimeSpan)? cancelJob = null;
-        for (var index = 1; index < args.Length; index += 2)
+        foreach (var variable in request.Variables)
         {
-            if (index + 1 >= args.Length)
-                throw new UsageException($"option {args[index]} needs a value.\n{Usage}");
-            var value = args[index + 1];
-            switch (args[index])
-            {
-                case "--repository": repository = Path.GetFullPath(value); break;
-                case "--sources": sources = Path.GetFullPath(value); break;
-                case "--runner-tags": tags = value.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet(StringComparer.Ordinal); break;
-                case "--source": source = value; break;
-                case "--variable":
-                    var equals = value.IndexOf('=', StringComparison.Ordinal);
-                    if (equals <= 0)
-                        throw new UsageException($"--variable {value}: use KEY=VALUE.");
-                    variables[value[..equals]] = value[(equals + 1)..];
-                    break;
-                case "--first-job-id": firstJobId = long.Parse(value, CultureInfo.InvariantCulture); break;
-                case "--cancel":
-                    var at = value.LastIndexOf('=');
-                    if (at <= 0 || !double.TryParse(value[(at + 1)..], NumberStyles.Float, CultureInfo.InvariantCulture, out var seconds) || seconds < 0)
-                        throw new UsageException($"--cancel {value}: use JOB=SECONDS.");
-                    cancelJob = (value[..at], TimeSpan.FromSeconds(seconds));
-                    break;
-                case "--result": resultPath = Path.GetFullPath(value); break;
-                default:
-                    throw new UsageException($"unknown option {args[index]}.\n{Usage}");
-            }
+            var equals = variable.IndexOf('=', StringComparison.Ordinal);
+            if (equals <= 0)
+                throw new UsageException($"--variable {variable}: use KEY=VALUE.");
+            variables[variable[..equals]] = variable[(equals + 1)..];
+        }
+        (string, TimeSpan)? cancelJob = null;
+        if (request.Cancel is { } cancelText)
+        {
+            var at = cancelText.LastIndexOf('=');
+            if (at <= 0 || !double.TryParse(cancelText[(at + 1)..], NumberStyles.Float, CultureInfo.InvariantCulture, out var seconds) || seconds < 0)
+                throw new UsageException($"--cancel {cancelText}: use JOB=SECONDS.");
+            cancelJob = (cancelText[..at], TimeSpan.FromSeconds(seconds));
         }
 
         PipelineDefinition pipeline;

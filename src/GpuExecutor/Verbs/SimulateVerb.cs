@@ -1,4 +1,3 @@
-using System.Globalization;
 using System.Text.Json;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Simulation;
@@ -13,47 +12,29 @@ namespace GpuExecutor.Verbs;
 /// </summary>
 public static class SimulateVerb
 {
-    private const string Usage = """
-        usage: gpu-executor [--config PATH] simulate JOB.json [OPTIONS]
-          --executor PATH               executor binary to drive (default: this one)
-          --cancel-after SECONDS        cancel the job this long into its first user step
-          --graceful-kill-timeout S     runner's SIGTERM-to-SIGKILL wait (default 600)
-          --force-kill-timeout S        wait after SIGKILL (default 10)
-          --timeout-cleanup-wait S      on job timeout, wait this long before cleanup (default 300)
-          --prepare-retry-delay S       pause between preparation attempts (default 3)
-          --job-id N                    job id to use (default: the job file's, else random)
-          --result FILE                 write the outcome and every call as JSON
-        """;
+    /// <summary>What `simulate` was asked, as <see cref="VerbCommands"/> parsed it; null means the default.</summary>
+    public sealed record Request(string JobFile, string? Executor, double? CancelAfter, double? GracefulKillTimeout, double? ForceKillTimeout,
+        double? TimeoutCleanupWait, double? PrepareRetryDelay, long? JobId, string? ResultFile);
 
-    public static async Task<string> RunAsync(string[] args, string configPath, TextWriter stdout, CancellationToken cancelJob)
+    public static async Task<string> RunAsync(Request request, string configPath, TextWriter stdout, CancellationToken cancelJob)
     {
-        if (args.Length == 0 || args[0].StartsWith("--", StringComparison.Ordinal))
-            throw new UsageException(Usage);
-
-        var jobPath = Path.GetFullPath(args[0]);
+        var jobPath = Path.GetFullPath(request.JobFile);
         var (executable, prefix) = DefaultExecutor();
-        string? resultPath = null;
-        long? jobId = null;
+        if (request.Executor is not null)
+            (executable, prefix) = (Path.GetFullPath(request.Executor), []);
+        var resultPath = request.ResultFile is null ? null : Path.GetFullPath(request.ResultFile);
+        var jobId = request.JobId;
         var options = new SimulatorOptions { Executable = executable, JobDirectory = Path.GetDirectoryName(jobPath)! };
-        for (var index = 1; index < args.Length; index += 2)
-        {
-            if (index + 1 >= args.Length)
-                throw new UsageException($"option {args[index]} needs a value.\n{Usage}");
-            var value = args[index + 1];
-            switch (args[index])
-            {
-                case "--executor": executable = Path.GetFullPath(value); prefix = []; break;
-                case "--cancel-after": options = options with { CancelAfter = Seconds(value) }; break;
-                case "--graceful-kill-timeout": options = options with { GracefulKillTimeout = Seconds(value) }; break;
-                case "--force-kill-timeout": options = options with { ForceKillTimeout = Seconds(value) }; break;
-                case "--timeout-cleanup-wait": options = options with { TimeoutCleanupWait = Seconds(value) }; break;
-                case "--prepare-retry-delay": options = options with { PrepareRetryDelay = Seconds(value) }; break;
-                case "--job-id": jobId = long.Parse(value, CultureInfo.InvariantCulture); break;
-                case "--result": resultPath = Path.GetFullPath(value); break;
-                default:
-                    throw new UsageException($"unknown option {args[index]}.\n{Usage}");
-            }
-        }
+        if (request.CancelAfter is { } cancelAfter)
+            options = options with { CancelAfter = TimeSpan.FromSeconds(cancelAfter) };
+        if (request.GracefulKillTimeout is { } graceful)
+            options = options with { GracefulKillTimeout = TimeSpan.FromSeconds(graceful) };
+        if (request.ForceKillTimeout is { } force)
+            options = options with { ForceKillTimeout = TimeSpan.FromSeconds(force) };
+        if (request.TimeoutCleanupWait is { } cleanupWait)
+            options = options with { TimeoutCleanupWait = TimeSpan.FromSeconds(cleanupWait) };
+        if (request.PrepareRetryDelay is { } retryDelay)
+            options = options with { PrepareRetryDelay = TimeSpan.FromSeconds(retryDelay) };
 
         SimulatedJob job;
         try
@@ -74,9 +55,6 @@ public static class SimulateVerb
 
         return result.Outcome;
     }
-
-    private static TimeSpan Seconds(string value) =>
-        TimeSpan.FromSeconds(double.Parse(value, NumberStyles.Float, CultureInfo.InvariantCulture));
 
     /// <summary>This binary; under `dotnet gpu-executor.dll` that is the host plus the dll.</summary>
     internal static (string Executable, string[] Prefix) DefaultExecutor()

@@ -1,0 +1,303 @@
+using System.CommandLine;
+using System.CommandLine.Completions;
+using GpuExecutor.Composition;
+using GpuExecutor.Configuration;
+using GpuExecutor.Outcomes;
+using GpuExecutor.Protocol;
+
+namespace GpuExecutor.Verbs;
+
+/// <summary>
+/// Every verb's command line, declared once: its arguments, options, help text and example. Each
+/// action runs the verb and turns its outcome into an exit code through <see cref="ExitCodes"/>,
+/// the one place that maps outcomes; the verbs themselves take typed values and never parse.
+/// </summary>
+public sealed class VerbCommands
+{
+    private readonly IRunnerEnvironment _environment;
+    private readonly TextWriter _stdout;
+    private readonly TextWriter _stderr;
+    private readonly CancellationToken _stop;
+
+    private readonly Option<string> _config = new("--config")
+    {
+        Description = $"the executor's config file (else ${CommandLine.ConfigEnvironmentVariable}, else {ExecutorConfig.DefaultPath})",
+        HelpName = "PATH",
+        Recursive = true,
+    };
+
+    public RootCommand Root { get; }
+
+    public VerbCommands(IRunnerEnvironment environment, TextWriter stdout, TextWriter stderr, CancellationToken stop)
+    {
+        _environment = environment;
+        _stdout = stdout;
+        _stderr = stderr;
+        _stop = stop;
+        Root = new RootCommand("""
+            gpu-executor: a GitLab Runner custom executor that runs each CI job in its own Docker
+            container with exclusive GPUs, streamed datasets and checkpoints that survive the job.
+            The runner calls config, prepare, run and cleanup ([runners.custom] in its config.toml);
+            the other verbs are for admins. Exit codes: see README.md, "Exit codes".
+            """);
+        // Only the completion directive ([suggest]); the others would give a leading "[...]"
+        // argument a meaning the runner never intended.
+        Root.Directives.Clear();
+        Root.Directives.Add(new SuggestDirective());
+        Root.Options.Add(_config);
+
+        foreach (var command in ProtocolVerbs().Concat(AdminVerbs()).Concat(SimulationVerbs()))
+            Root.Subcommands.Add(command);
+    }
+
+    /// <summary>The simulators map a bad command line to EX_USAGE, not to the runner's system failure.</summary>
+    public static bool IsSimulation(Command command) => command.Name is "simulate" or "simulate-pipeline";
+
+    private IEnumerable<Command> ProtocolVerbs()
+    {
+        yield return Verb("config", """
+            Print the runner's JSON (builds_dir, cache_dir, driver) on stdout. Called by GitLab Runner.
+            Example: gpu-executor --config /etc/gpu-executor/config.toml config
+            """, [], (_, context) =>
+        {
+            ConfigVerb.Run(context, _stdout);
+            return Task.CompletedTask;
+        });
+
+        yield return Verb("prepare", """
+            Pull the image, take the job's GPUs, bring its datasets and checkpoint, and start its
+            containers. Called by GitLab Runner with the job in JOB_RESPONSE_FILE.
+            Example: gpu-executor --config /etc/gpu-executor/config.toml prepare
+            """, [], (_, context) => PrepareVerb.RunAsync(context));
+
+        var script = new Argument<string>("SCRIPT") { Description = "the stage's script, a file on the host written by the runner" };
+        var stage = new Argument<string>("STAGE") { Description = "the stage's name (prepare_script, get_sources, build_script, ...)" };
+        yield return Verb("run", """
+            Run one stage script inside the job's container. Called by GitLab Runner.
+            Example: gpu-executor --config /etc/gpu-executor/config.toml run /tmp/script build_script
+            """, [script, stage], (parse, context) => RunVerb.RunAsync(context, parse.GetValue(script)!, parse.GetValue(stage)!));
+
+        yield return Verb("cleanup", """
+            Remove the job's containers, views and GPU claims (idempotent). Called by GitLab Runner.
+            Example: gpu-executor --config /etc/gpu-executor/config.toml cleanup
+            """, [], (_, context) => CleanupVerb.RunAsync(context));
+    }
+
+    private IEnumerable<Command> AdminVerbs()
+    {
+        yield return Verb("gc", """
+            Remove managed containers and builds directories whose jobs are long gone.
+            The package runs it hourly (gpu-executor-gc.timer).
+            Example: gpu-executor gc
+            """, [], (_, context) => GcVerb.RunAsync(context, _stdout));
+
+        var links = new Option<bool>("--links") { Description = "also show how the GPUs connect, as the allocator ranks the links" };
+        yield return Verb("gpus", """
+            List the host's GPUs and which job holds each.
+            Example: gpu-executor gpus --links
+            """, [links], (parse, context) => GpusVerb.RunAsync(context, parse.GetValue(links), _stdout));
+
+        yield return DatasetsVerbs();
+        yield return CheckpointsVerbs();
+
+        var runKey = RunArgument();
+        yield return Group("runs", "A training run's story across jobs and hosts.",
+            Verb("show", """
+                The run's lease holder, segments (job, host, outcome, why), generations and who
+                committed them, fallbacks and training time.
+                Example: gpu-executor runs show p42-llama-7b-sft
+                """, [runKey], (parse, context) => RunsVerb.ShowAsync(context, parse.GetValue(runKey)!, _stdout)));
+
+        var version = new Command("version", "Print the version (the same as --version).\nExample: gpu-executor version");
+        version.SetAction(_ =>
+        {
+            _stdout.WriteLine($"gpu-executor {VersionInfo.Version}");
+            return ExitCodes.Success;
+        });
+        yield return version;
+    }
+
+    private Command DatasetsVerbs()
+    {
+        var size = new Argument<string>("SIZE") { Description = "the size to trim to: bytes, or 500g, 2t, 0" };
+        var source = new Argument<string>("SOURCE") { Description = "STORE://BUCKET/PREFIX/, as a DATASETS line names it" };
+        var job = new Argument<string>("JOB_ID");
+        var stream = Verb("stream", "The detached fetcher of a job's streamed datasets; prepare starts it.", [job],
+            (parse, context) => DatasetsVerb.StreamAsync(context, parse.GetValue(job)!));
+        stream.Hidden = true;
+        return Group("datasets", "The host's dataset cache.",
+            Verb("list", "Objects in the cache, their sizes, last use, and whether a job uses them.\nExample: gpu-executor datasets list", [],
+                (_, context) =>
+                {
+                    DatasetsVerb.List(context, _stdout);
+                    return Task.CompletedTask;
+                }),
+            Verb("prune", "Trim the cache to SIZE, least recently used first; objects in use stay.\nExample: gpu-executor datasets prune 500g", [size],
+                (parse, context) =>
+                {
+                    DatasetsVerb.Prune(context, parse.GetValue(size)!, _stdout);
+                    return Task.CompletedTask;
+                }),
+            Verb("prefetch", "Fetch a source into the cache ahead of the jobs that need it.\nExample: gpu-executor datasets prefetch s3://imagenet/train/", [source],
+                (parse, context) => DatasetsVerb.PrefetchAsync(context, parse.GetValue(source)!, _stdout)),
+            stream);
+    }
+
+    private Command CheckpointsVerbs()
+    {
+        var listRun = RunArgument(required: false);
+        var showRun = RunArgument();
+        var showGeneration = GenerationArgument();
+        var verifyRun = RunArgument();
+        var verifyGeneration = GenerationArgument(required: false);
+        var deep = new Option<bool>("--deep") { Description = "also read every blob and check its hash" };
+        var retainRun = RunArgument();
+        var keep = new Argument<string?>("KEEP") { Description = "generations to keep (default: checkpoints.keep_generations)", Arity = ArgumentArity.ZeroOrOne };
+        var orphans = new Option<bool>("--orphans") { Description = "also delete blobs no manifest names (only while no job of the run runs)" };
+        var pushRun = RunArgument();
+        var directory = new Argument<string>("DIR") { Description = "the directory to commit" };
+        var pullRun = RunArgument();
+        var pullGeneration = GenerationArgument(required: false);
+        var agentJob = new Argument<string>("JOB_ID");
+        var agentRun = RunArgument();
+        var agentContainer = new Argument<string>("CONTAINER");
+        var agent = Verb("agent", "The checkpoint sync agent; prepare starts it, detached.", [agentJob, agentRun, agentContainer],
+            (parse, context) => CheckpointsVerb.AgentAsync(context, parse.GetValue(agentJob)!, parse.GetValue(agentRun)!, parse.GetValue(agentContainer)!));
+        agent.Hidden = true;
+
+        return Group("checkpoints", "Training runs' checkpoints in the checkpoint store.",
+            Verb("list", "The runs and their latest generation; with RUN, its generations.\nExample: gpu-executor checkpoints list p42-llama-7b-sft", [listRun],
+                (parse, context) => CheckpointsVerb.ListAsync(context, parse.GetValue(listRun), _stdout)),
+            Verb("show", "A generation's manifest.\nExample: gpu-executor checkpoints show p42-llama-7b-sft 42", [showRun, showGeneration],
+                (parse, context) => CheckpointsVerb.ShowAsync(context, parse.GetValue(showRun)!, parse.GetValue(showGeneration)!, _stdout)),
+            Verb("verify", $"Check that every blob of the run's generations (or one) is there; exit {ExitCodes.FindingsExitCode} on findings.\nExample: gpu-executor checkpoints verify p42-llama-7b-sft --deep", [verifyRun, verifyGeneration, deep],
+                (parse, context) => CheckpointsVerb.VerifyAsync(context, parse.GetValue(verifyRun)!, parse.GetValue(verifyGeneration), parse.GetValue(deep), _stdout)),
+            Verb("retain", "Keep the newest KEEP generations and delete the rest.\nExample: gpu-executor checkpoints retain p42-llama-7b-sft 2", [retainRun, keep, orphans],
+                (parse, context) => CheckpointsVerb.RetainAsync(context, parse.GetValue(retainRun)!, parse.GetValue(keep), parse.GetValue(orphans), _stdout)),
+            Verb("push", "Commit DIR as the run's next generation (to seed a run).\nExample: gpu-executor checkpoints push p42-llama-7b-sft ./pretrained", [pushRun, directory],
+                (parse, context) => CheckpointsVerb.PushAsync(context, parse.GetValue(pushRun)!, parse.GetValue(directory)!, _stdout)),
+            Verb("pull", "Restore a generation (default: the newest) into the run's directory on this host.\nExample: gpu-executor checkpoints pull p42-llama-7b-sft", [pullRun, pullGeneration],
+                (parse, context) => CheckpointsVerb.PullAsync(context, parse.GetValue(pullRun)!, parse.GetValue(pullGeneration), _stdout)),
+            agent);
+    }
+
+    private IEnumerable<Command> SimulationVerbs()
+    {
+        var jobFile = new Argument<string>("JOB.json") { Description = "the job: its variables, image, steps and timeout" };
+        var executor = new Option<string?>("--executor") { Description = "executor binary to drive (default: this one)", HelpName = "PATH" };
+        var cancelAfter = Seconds("--cancel-after", "cancel the job this long into its first user step");
+        var gracefulKill = Seconds("--graceful-kill-timeout", "the runner's SIGTERM-to-SIGKILL wait (default 600)");
+        var forceKill = Seconds("--force-kill-timeout", "the wait after SIGKILL (default 10)");
+        var cleanupWait = Seconds("--timeout-cleanup-wait", "on job timeout, wait this long before cleanup (default 300)");
+        var retryDelay = Seconds("--prepare-retry-delay", "the pause between preparation attempts (default 3)");
+        var jobId = new Option<long?>("--job-id") { Description = "the job id to use (default: the job file's, else random)", HelpName = "N" };
+        var result = new Option<string?>("--result") { Description = "write the outcome and every call as JSON", HelpName = "FILE" };
+        yield return Simulation("simulate", """
+            Play GitLab Runner: drive a job file through config, prepare, every stage and cleanup.
+            Exit 0 success, 1 failed, 2 system failure, 3 canceled, 4 timeout; 64 bad usage.
+            Example: gpu-executor --config dev.toml simulate examples/jobs/train.json --cancel-after 20
+            """, [jobFile, executor, cancelAfter, gracefulKill, forceKill, cleanupWait, retryDelay, jobId, result],
+            (parse, configPath) => SimulateVerb.RunAsync(new SimulateVerb.Request(parse.GetValue(jobFile)!, parse.GetValue(executor), parse.GetValue(cancelAfter),
+                parse.GetValue(gracefulKill), parse.GetValue(forceKill), parse.GetValue(cleanupWait), parse.GetValue(retryDelay), parse.GetValue(jobId), parse.GetValue(result)),
+                configPath, _stdout, _stop));
+
+        var pipelineFile = new Argument<string>("PIPELINE.yml");
+        var repository = new Option<string?>("--repository") { Description = "where include: local: paths start (default: the current directory)", HelpName = "DIR" };
+        var sources = new Option<string?>("--sources") { Description = "files every job finds in CI_PROJECT_DIR (default: none)", HelpName = "DIR" };
+        var runnerTags = new Option<string?>("--runner-tags") { Description = "the tags of the runner played here (default: gpu)", HelpName = "A,B" };
+        var source = new Option<string?>("--source") { Description = "CI_PIPELINE_SOURCE: push (default), schedule, trigger, ...", HelpName = "NAME" };
+        var variable = new Option<string[]>("--variable") { Description = "a pipeline variable, over the file's (repeatable)", HelpName = "KEY=VALUE" };
+        var firstJobId = new Option<long?>("--first-job-id") { Description = "the first job's id (default 1000)", HelpName = "N" };
+        var cancel = new Option<string?>("--cancel") { Description = "cancel that job this long into its first user step", HelpName = "JOB=SECONDS" };
+        var pipelineResult = new Option<string?>("--result") { Description = "write each job's outcome as JSON", HelpName = "FILE" };
+        yield return Simulation("simulate-pipeline", """
+            Play a .gitlab-ci.yml's jobs in stage order on this runner, carrying artifacts; jobs for
+            other runners are listed as skipped. Exit 0 when no job that ran failed, else 1.
+            Example: gpu-executor simulate-pipeline examples/mlops/.gitlab-ci.yml --cancel train=30
+            """, [pipelineFile, repository, sources, runnerTags, source, variable, firstJobId, cancel, pipelineResult],
+            (parse, configPath) => SimulatePipelineVerb.RunAsync(new SimulatePipelineVerb.Request(parse.GetValue(pipelineFile)!, parse.GetValue(repository),
+                parse.GetValue(sources), parse.GetValue(runnerTags), parse.GetValue(source), parse.GetValue(variable) ?? [], parse.GetValue(firstJobId),
+                parse.GetValue(cancel), parse.GetValue(pipelineResult)), configPath, _stdout, _stop));
+    }
+
+    private string ConfigPath(ParseResult parse) =>
+        parse.GetValue(_config) is { Length: > 0 } fromOption ? fromOption
+        : _environment.Get(CommandLine.ConfigEnvironmentVariable) is { Length: > 0 } fromEnvironment ? fromEnvironment
+        : ExecutorConfig.DefaultPath;
+
+    /// <summary>A verb that reads the executor's config and works through its adapters.</summary>
+    private Command Verb(string name, string description, Symbol[] symbols, Func<ParseResult, VerbContext, Task> body)
+    {
+        var command = WithSymbols(new Command(name, description), symbols);
+        command.SetAction(async (parse, _) =>
+        {
+            try
+            {
+                var configPath = ConfigPath(parse);
+                var config = ConfigLoader.LoadFile(configPath);
+                using var adapters = new CompositionRoot(config, Path.GetFullPath(configPath));
+                await body(parse, new VerbContext(config, adapters, _environment, _stderr, _stop));
+                // A verb that returns has succeeded; every failure is an exception, mapped below.
+                return ExitCodes.Success;
+            }
+            catch (Exception error)
+            {
+                return ExitCodes.FromOutcome(error, _environment, _stderr);
+            }
+        });
+        return command;
+    }
+
+    private Command Simulation(string name, string description, Symbol[] symbols, Func<ParseResult, string, Task<string>> body)
+    {
+        var command = WithSymbols(new Command(name, description), symbols);
+        command.SetAction(async (parse, _) =>
+        {
+            try
+            {
+                return ExitCodes.FromSimulation(await body(parse, ConfigPath(parse)));
+            }
+            catch (Exception error)
+            {
+                return ExitCodes.FromSimulationFailure(error, _stderr);
+            }
+        });
+        return command;
+    }
+
+    private static Command Group(string name, string description, params Command[] subcommands)
+    {
+        var group = new Command(name, description);
+        foreach (var subcommand in subcommands)
+            group.Subcommands.Add(subcommand);
+        return group;
+    }
+
+    private static Command WithSymbols(Command command, Symbol[] symbols)
+    {
+        foreach (var symbol in symbols)
+        {
+            switch (symbol)
+            {
+                case Argument argument: command.Arguments.Add(argument); break;
+                case Option option: command.Options.Add(option); break;
+                default: throw new ArgumentException($"not an argument or option: {symbol.Name}");
+            }
+        }
+        return command;
+    }
+
+    private static Argument<string?> RunArgument(bool required = true) => new("RUN")
+    {
+        Description = "the run key, as `checkpoints list` shows it (p<project id>-<CHECKPOINT_RUN_KEY>, or one made from the project, ref and job name)",
+        Arity = required ? ArgumentArity.ExactlyOne : ArgumentArity.ZeroOrOne,
+    };
+
+    private static Argument<string?> GenerationArgument(bool required = true) => new("GENERATION")
+    {
+        Description = "a generation number",
+        Arity = required ? ArgumentArity.ExactlyOne : ArgumentArity.ZeroOrOne,
+    };
+
+    private static Option<double?> Seconds(string name, string description) => new(name) { Description = description, HelpName = "SECONDS" };
+}
