@@ -47,6 +47,15 @@ public static class ExitCodes
         }
     }
 
+    /// <summary>The outcome's name in the admin log, by the same rules as <see cref="FromOutcome"/>.</summary>
+    public static string OutcomeName(Exception? error) => error switch
+    {
+        null => "success",
+        BuildFailureException => "build_failure",
+        FindingsException => "findings",
+        _ => "system_failure",
+    };
+
     /// <summary>
     /// `simulate` is not a protocol verb: its exit code is the simulated job's outcome, for
     /// scripts and CI that drive it (0 success, 1 failed, 2 system failure, 3 canceled, 4 timeout).

@@ -4,9 +4,10 @@ namespace GpuExecutor.Configuration;
 public sealed record ExecutorConfig
 {
     public const string DefaultPath = "/etc/gpu-executor/config.toml";
+    public const string DefaultStateDir = "/var/lib/gpu-executor";
 
     /// <summary>Host directory for state that cannot live on container labels.</summary>
-    public string StateDir { get; init; } = "/var/lib/gpu-executor";
+    public string StateDir { get; init; } = DefaultStateDir;
 
     /// <summary>
     /// This host's name in what it writes to the shared store (run leases, bad-generation records,

@@ -6,7 +6,7 @@ using GpuExecutor.Storage;
 namespace GpuExecutor.Datasets;
 
 /// <summary>A job's datasets as prepare leaves them: the views to mount, and whether objects of streamed datasets are still to come.</summary>
-public sealed record MaterializedDatasets(IReadOnlyList<BindMount> Mounts, bool Streaming)
+public sealed record MaterializedDatasets(IReadOnlyList<BindMount> Mounts, bool Streaming, DatasetCache.Summary? Summary = null)
 {
     public static readonly MaterializedDatasets None = new([], false);
 }
@@ -33,7 +33,7 @@ public sealed class JobDatasets(ExecutorConfig config, IObjectStoreOpener stores
                 log.WriteLine(
                     $"  The job starts now; the other {summary.StreamPending} objects ({summary.StreamPendingBytes / 1048576.0:0.0} MiB) stream in while it runs, " +
                     $"{config.Datasets.StreamParallelObjects} at a time, each appearing whole and verified. Each streamed view's {DatasetStreams.IndexFileName} says which are ready.");
-            return new MaterializedDatasets(mounts, summary.StreamPending > 0);
+            return new MaterializedDatasets(mounts, summary.StreamPending > 0, summary);
         }
     }
 

@@ -1,3 +1,4 @@
+using GpuExecutor.AdminLog;
 using GpuExecutor.Checkpoints;
 using GpuExecutor.Configuration;
 using GpuExecutor.Continuation;
@@ -29,7 +30,8 @@ public sealed class PrepareJob(
     ICheckpointAgentLauncher agentLauncher,
     TextWriter log,
     IDatasetStreamLauncher? streamLauncher = null,
-    GitLabMlflowOpener? openGitLab = null)
+    GitLabMlflowOpener? openGitLab = null,
+    VerbFacts? facts = null)
 {
     public async Task RunAsync(JobPayload payload, CancellationToken cancellationToken)
     {
@@ -68,6 +70,7 @@ public sealed class PrepareJob(
                 if (orphan.Adoptable)
                 {
                     await AdoptAsync(job, orphan.Training, startedAt, hasHelper, cancellationToken);
+                    facts?.Checkpoint = new CheckpointFigures(null, orphan.Training.JobId);
                     await lifecycle.RecordAdoptionAsync(job, orphan.Training.JobId, cancellationToken);
                     // The training has its MLflow run already; the run learns who follows it now.
                     await new ExperimentTracking(config, stores, openGitLab, log).AttachAsync(payload, job, null, orphan.Training.JobId, cancellationToken);
@@ -92,6 +95,8 @@ public sealed class PrepareJob(
             {
                 foreach (var (name, value) in await lifecycle.RestoreAsync(job, checkpoints, cancellationToken))
                     environment[name] = value;
+                facts?.Checkpoint = new CheckpointFigures(
+                    long.TryParse(environment.GetValueOrDefault("CHECKPOINT_RESTORED_GENERATION"), System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var restored) ? restored : null, null);
                 // After the lease: one job of the run at a time finds or creates its MLflow run.
                 foreach (var (name, value) in await new ExperimentTracking(config, stores, openGitLab, log).AttachAsync(payload, job, environment.GetValueOrDefault("CHECKPOINT_RESTORED_GENERATION"), null, cancellationToken))
                     environment[name] = value;
@@ -114,6 +119,9 @@ public sealed class PrepareJob(
                 workspace = workspace with { DatasetMounts = (await fetching).Mounts };
                 jobContainer = await StartAsync(job, workspace, JobContainerNames.JobRole, image, startedAt, chosen.Select(gpu => gpu.Uuid).ToList(), environment, cancellationToken, definition?.ToLabels());
             }, cancellationToken, fetching, earlyInventory);
+            facts?.Gpus = gpus.Select(gpu => gpu.Uuid).ToList();
+            if ((await fetching).Summary is { } fetched)
+                facts?.Datasets = new DatasetFigures(fetched.Objects, fetched.CacheHits, fetched.BytesFetched, fetched.BytesServed, (await fetching).Streaming);
             // Outside the GPU lock: the next job's choice need not wait for this handshake.
             await StageServerHandshake.CheckAsync(driver, JobContainerNames.For(job.JobId, JobContainerNames.JobRole), image, jobChoseImage: true, cancellationToken);
             log.WriteLine($"Job container {jobContainer} runs {image}.");

@@ -44,6 +44,7 @@ public static class CheckpointsVerb
     {
         if (!long.TryParse(jobText, NumberStyles.None, CultureInfo.InvariantCulture, out var jobId) || !CheckpointRequest.IsRunKey(run))
             throw new SystemFailureException("usage: gpu-executor checkpoints agent JOB_ID RUN_KEY CONTAINER");
+        (context.Facts.JobId, context.Facts.RunKey) = (jobId, run);
         // Its log is a file in the run's directory (prepare redirects it): it has no job log.
         void Log(string line) => context.Log.WriteLine($"{DateTime.UtcNow:yyyy-MM-ddTHH:mm:ss.fffZ} job {jobId}: {line}");
         var host = new CheckpointAgentHost(context.Config, context.Adapters.Containers, context.Adapters.Stores, CompositionRoot.GitLab, Log);

@@ -58,6 +58,7 @@ public static class DatasetsVerb
         var config = context.Config;
         if (!long.TryParse(jobText, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var jobId))
             throw new SystemFailureException("usage: gpu-executor datasets stream JOB_ID");
+        context.Facts.JobId = jobId;
         // Started by prepare, detached; its log is a file beside the job's views.
         void Log(string line) => context.Log.WriteLine($"{DateTime.UtcNow:yyyy-MM-ddTHH:mm:ss.fffZ} job {jobId}: {line}");
         await new DatasetStreamer(config, context.Adapters.Containers, context.Adapters.Stores, Log, adopted => Reattach.AdoptedUntil(config.StateDir, adopted)).RunAsync(jobId, context.Stop);

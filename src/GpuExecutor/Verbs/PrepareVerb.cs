@@ -10,7 +10,7 @@ public static class PrepareVerb
     {
         var payload = JobPayloadReader.Read(context.Environment);
         var adapters = context.Adapters;
-        var workflow = new PrepareJob(context.Config, adapters.Containers, adapters.Gpus, adapters.Stores, adapters.AgentLauncher, context.Log, adapters.StreamLauncher, adapters.OpenGitLabMlflow);
+        var workflow = new PrepareJob(context.Config, adapters.Containers, adapters.Gpus, adapters.Stores, adapters.AgentLauncher, context.Log, adapters.StreamLauncher, adapters.OpenGitLabMlflow, context.Facts);
         await workflow.RunAsync(payload, context.Stop);
     }
 }

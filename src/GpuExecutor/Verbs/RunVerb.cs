@@ -9,6 +9,7 @@ public static class RunVerb
 {
     public static async Task RunAsync(VerbContext context, string scriptPath, string stageName)
     {
+        context.Facts.Stage = stageName;
         var payload = JobPayloadReader.Read(context.Environment);
         byte[] script;
         try

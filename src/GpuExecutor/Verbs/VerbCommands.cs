@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.CommandLine.Completions;
+using GpuExecutor.AdminLog;
 using GpuExecutor.Composition;
 using GpuExecutor.Configuration;
 using GpuExecutor.Outcomes;
@@ -107,6 +108,18 @@ public sealed class VerbCommands
                 committed them, fallbacks and training time.
                 Example: gpu-executor runs show p42-llama-7b-sft
                 """, [runKey], (parse, context) => RunsVerb.ShowAsync(context, parse.GetValue(runKey)!, _stdout)));
+
+        var eventsJob = new Option<long?>("--job") { Description = "only this job's lines", HelpName = "N" };
+        var since = new Option<string?>("--since") { Description = "only lines since then: 90s, 30m, 1h, 2d back, or a time", HelpName = "WHEN" };
+        var follow = new Option<bool>("--follow", "-f") { Description = "then print new lines as they come, until Ctrl-C" };
+        var json = new Option<bool>("--json") { Description = "the lines as stored, one JSON object each" };
+        yield return Verb("events", $"""
+            The admin log ({ExecutorConfig.DefaultStateDir}/{EventLog.DirectoryName}/{EventLog.FileName}): one line per verb call of every
+            job on this host, with its outcome, duration, GPUs, datasets and checkpoint; secrets redacted.
+            Example: gpu-executor events --job 4242 --since 2h
+            """, [eventsJob, since, follow, json],
+            (parse, context) => EventsVerb.RunAsync(context, parse.GetValue(eventsJob), parse.GetValue(since), parse.GetValue(follow), parse.GetValue(json), _stdout),
+            logged: false);
 
         var version = new Command("version", "Print the version (the same as --version).\nExample: gpu-executor version");
         version.SetAction(_ =>
@@ -225,28 +238,41 @@ public sealed class VerbCommands
         : _environment.Get(CommandLine.ConfigEnvironmentVariable) is { Length: > 0 } fromEnvironment ? fromEnvironment
         : ExecutorConfig.DefaultPath;
 
-    /// <summary>A verb that reads the executor's config and works through its adapters.</summary>
-    private Command Verb(string name, string description, Symbol[] symbols, Func<ParseResult, VerbContext, Task> body)
+    /// <summary>
+    /// A verb that reads the executor's config and works through its adapters. Its call becomes
+    /// one line of the admin log, whatever the outcome, unless <paramref name="logged"/> is false.
+    /// </summary>
+    private Command Verb(string name, string description, Symbol[] symbols, Func<ParseResult, VerbContext, Task> body, bool logged = true)
     {
         var command = WithSymbols(new Command(name, description), symbols);
         command.SetAction(async (parse, _) =>
         {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var facts = new VerbFacts();
+            ExecutorConfig? config = null;
+            Exception? failure = null;
             try
             {
                 var configPath = ConfigPath(parse);
-                var config = ConfigLoader.LoadFile(configPath);
+                config = ConfigLoader.LoadFile(configPath);
                 using var adapters = new CompositionRoot(config, Path.GetFullPath(configPath));
-                await body(parse, new VerbContext(config, adapters, _environment, _stderr, _stop));
-                // A verb that returns has succeeded; every failure is an exception, mapped below.
-                return ExitCodes.Success;
+                await body(parse, new VerbContext(config, adapters, _environment, _stderr, _stop, facts));
             }
             catch (Exception error)
             {
-                return ExitCodes.FromOutcome(error, _environment, _stderr);
+                failure = error;
             }
+            // A verb that returns has succeeded; every failure is an exception, mapped here.
+            var exitCode = ExitCodes.FromOutcome(failure, _environment, _stderr);
+            if (logged && config is not null)
+                VerbEvents.Record(config, _environment, VerbPath(parse.CommandResult.Command), facts, failure, exitCode, clock.Elapsed);
+            return exitCode;
         });
         return command;
     }
+
+    private static string VerbPath(Command command) =>
+        command.Parents.OfType<Command>().FirstOrDefault() is { } parent and not RootCommand ? $"{VerbPath(parent)} {command.Name}" : command.Name;
 
     private Command Simulation(string name, string description, Symbol[] symbols, Func<ParseResult, string, Task<string>> body)
     {
