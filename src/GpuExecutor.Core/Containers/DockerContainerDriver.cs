@@ -287,6 +287,22 @@ public sealed class DockerContainerDriver : IContainerDriver
         public void Dispose() => stream.Dispose();
     }
 
+    public async Task<EngineDescription> DescribeAsync(CancellationToken cancellationToken)
+    {
+        await EnsureReachableAsync("describe the daemon", cancellationToken);
+        try
+        {
+            var version = await _client.System.GetVersionAsync(cancellationToken);
+            var info = await _client.System.GetSystemInfoAsync(cancellationToken);
+            return new EngineDescription(version.Version ?? "?", version.APIVersion ?? "?", info.LiveRestoreEnabled, info.InitBinary ?? "",
+                info.Runtimes?.Keys.Order(StringComparer.Ordinal).ToList() ?? []);
+        }
+        catch (Exception error) when (IsEngineFailure(error, cancellationToken))
+        {
+            throw Wrap(error, "describe the daemon");
+        }
+    }
+
     /// <summary>
     /// Docker.DotNet opens a new socket for each connection and, when the connect fails (the
     /// daemon is stopped), never disposes it: a process that polls a dead daemon, like the

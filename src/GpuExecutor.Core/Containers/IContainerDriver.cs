@@ -41,7 +41,15 @@ public interface IContainerDriver : IImageStore, IDisposable
     /// what a stage printed while no attachment could read it (the daemon was restarting).
     /// </summary>
     Task<IContainerOutput> ReadLogAsync(string container, DateTimeOffset since, bool follow, CancellationToken cancellationToken);
+
+    /// <summary>What the engine is and how it is set up, for `doctor`.</summary>
+    Task<EngineDescription> DescribeAsync(CancellationToken cancellationToken);
 }
+
+/// <summary>The engine's version and the settings jobs depend on.</summary>
+/// <param name="InitBinary">The init the engine starts as PID 1 with init: true (docker-init); empty when it has none.</param>
+/// <param name="Runtimes">The OCI runtimes the engine knows (runc, nvidia, ...).</param>
+public sealed record EngineDescription(string Version, string ApiVersion, bool LiveRestore, string InitBinary, IReadOnlyList<string> Runtimes);
 
 /// <summary>A container's output, one chunk at a time.</summary>
 public interface IContainerOutput : IDisposable

@@ -18,6 +18,9 @@ public sealed record GitLabJob(
     public bool HasEnded => Status is "success" or "failed" or "canceled";
 }
 
+/// <summary>The token's user (GET /user), reduced to its name.</summary>
+public sealed record GitLabUser([property: JsonPropertyName("username")] string Username);
+
 /// <summary>The GitLab API answered, but not with what was asked; the message never holds the token.</summary>
 public sealed class GitLabApiException(string message, HttpStatusCode? status, Exception? inner = null) : Exception(message, inner)
 {
@@ -69,6 +72,9 @@ public sealed class GitLabClient : IGitLabJobs, IGitLabMlflow
     /// <summary>POST /projects/:id/jobs/:job_id/retry: a new job with the same name, in the same pipeline. Returns it.</summary>
     public Task<GitLabJob> RetryJobAsync(long projectId, long jobId, CancellationToken cancellationToken) =>
         SendAsync(HttpMethod.Post, JobPath(projectId, jobId) + "/retry", null, GitLabJsonContext.Default.GitLabJob, cancellationToken);
+
+    public async Task<string> CurrentUserAsync(CancellationToken cancellationToken) =>
+        (await SendAsync(HttpMethod.Get, "user", null, GitLabJsonContext.Default.GitLabUser, cancellationToken)).Username;
 
     private static string JobPath(long projectId, long jobId) =>
         string.Create(CultureInfo.InvariantCulture, $"projects/{projectId}/jobs/{jobId}");
@@ -182,6 +188,7 @@ internal sealed record MlflowSetTag([property: JsonPropertyName("run_id")] strin
 internal sealed record MlflowEmptyAnswer;
 
 [JsonSerializable(typeof(GitLabJob))]
+[JsonSerializable(typeof(GitLabUser))]
 [JsonSerializable(typeof(MlflowCreateExperiment))]
 [JsonSerializable(typeof(MlflowExperimentCreated))]
 [JsonSerializable(typeof(MlflowExperimentAnswer))]

@@ -8,4 +8,7 @@ public interface IGitLabJobs : IDisposable
 
     /// <summary>POST /projects/:id/jobs/:job_id/retry; returns the new job.</summary>
     Task<GitLabJob> RetryJobAsync(long projectId, long jobId, CancellationToken cancellationToken);
+
+    /// <summary>GET /user: the token's user name; for `doctor`, which checks the token is accepted.</summary>
+    Task<string> CurrentUserAsync(CancellationToken cancellationToken);
 }

@@ -47,6 +47,9 @@ public interface IObjectStore : IDisposable
 
     /// <summary>Removes the object; an object that is not there is not an error.</summary>
     Task DeleteAsync(string bucket, string key, CancellationToken cancellationToken);
+
+    /// <summary>The store's own clock, for `doctor`; null for a store on this host, which has no other clock.</summary>
+    Task<DateTimeOffset?> ServerTimeAsync(CancellationToken cancellationToken) => Task.FromResult<DateTimeOffset?>(null);
 }
 
 /// <summary>The store could not be reached or failed a request: infrastructure, so a system failure.</summary>

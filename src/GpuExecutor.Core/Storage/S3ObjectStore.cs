@@ -16,10 +16,12 @@ public sealed class S3ObjectStore : IObjectStore
 {
     private readonly AmazonS3Client _client;
     private readonly string _name;
+    private readonly Uri _endpoint;
 
     public S3ObjectStore(StoreSettings settings)
     {
         _name = settings.Name;
+        _endpoint = new Uri(settings.Endpoint ?? $"https://s3.{settings.Region}.amazonaws.com/");
         var config = new AmazonS3Config
         {
             ForcePathStyle = settings.PathStyle,
@@ -38,6 +40,24 @@ public sealed class S3ObjectStore : IObjectStore
         _client = settings.AccessKeyId is { } accessKey && settings.SecretAccessKey is { } secretKey
             ? new AmazonS3Client(new BasicAWSCredentials(accessKey.Value, secretKey.Value), config)
             : new AmazonS3Client(config);
+    }
+
+    /// <summary>
+    /// The store's clock, from the Date header of an anonymous request to its endpoint: every S3
+    /// server answers one, even with a 403, and the SDK hides the header of its own responses.
+    /// </summary>
+    public async Task<DateTimeOffset?> ServerTimeAsync(CancellationToken cancellationToken)
+    {
+        using var http = new HttpClient { Timeout = TimeSpan.FromSeconds(15) };
+        try
+        {
+            using var response = await http.SendAsync(new HttpRequestMessage(HttpMethod.Head, _endpoint), cancellationToken);
+            return response.Headers.Date;
+        }
+        catch (Exception error) when (error is HttpRequestException or TaskCanceledException && !cancellationToken.IsCancellationRequested)
+        {
+            throw new ObjectStoreException($"store '{_name}': {_endpoint} cannot be reached to read its clock: {error.Message}", error, transient: true);
+        }
     }
 
     public async IAsyncEnumerable<StoredObject> ListAsync(string bucket, string prefix, [EnumeratorCancellation] CancellationToken cancellationToken)

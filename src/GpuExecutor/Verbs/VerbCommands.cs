@@ -109,6 +109,39 @@ public sealed class VerbCommands
                 Example: gpu-executor runs show p42-llama-7b-sft
                 """, [runKey], (parse, context) => RunsVerb.ShowAsync(context, parse.GetValue(runKey)!, _stdout)));
 
+        var runnerConfig = new Option<string?>("--runner-config") { Description = "also check GitLab Runner's config.toml: every [[runners]] entry that calls this binary", HelpName = "PATH" };
+        var doctorJson = new Option<bool>("--json") { Description = "the findings as JSON" };
+        var doctor = WithSymbols(new Command("doctor", $"""
+            Check every link a job on this host depends on: the config, Docker (live-restore, init), the
+            NVIDIA runtime and the pool's GPUs, the directories and their free space, each store, the
+            clock against the store's, the GitLab token, and with --runner-config the runner's entries.
+            One line per check: PASS, WARN or FAIL, what was found, and the fix. Exit {ExitCodes.FindingsExitCode} when any failed.
+            Example: gpu-executor doctor --runner-config /etc/gitlab-runner/config.toml
+            """), [runnerConfig, doctorJson]);
+        doctor.SetAction((parse, _) => DoctorVerb.RunAsync(ConfigPath(parse), parse.GetValue(runnerConfig), parse.GetValue(doctorJson), _environment, _stdout, _stop));
+        yield return doctor;
+
+        var url = new Option<string>("--url") { Description = "the GitLab instance, e.g. https://gitlab.example.com", Required = true, HelpName = "URL" };
+        var name = new Option<string>("--name") { Description = "the runner's name (the host and its pool, say gpu-host-01-a100)", Required = true };
+        var tags = new Option<string?>("--tags") { Description = "the CI tags jobs pick this runner by", HelpName = "A,B" };
+        var tokenVariable = new Option<string>("--token-env") { Description = "the environment variable holding the runner authentication token", DefaultValueFactory = _ => "RUNNER_TOKEN", HelpName = "VAR" };
+        var template = new Option<string?>("--template") { Description = "where to write the runner template (default: beside the executor config)", HelpName = "PATH" };
+        var gitlabRunner = new Option<string>("--gitlab-runner") { Description = "the gitlab-runner program", DefaultValueFactory = _ => "gitlab-runner", HelpName = "PATH" };
+        var dryRun = new Option<bool>("--dry-run") { Description = "write the template and print the command instead of running it" };
+        var buildsDir = new Option<string?>("--builds-dir") { Description = "the runner's builds_dir (default and required: [builds].container_dir)", HelpName = "DIR" };
+        var cacheDir = new Option<string?>("--cache-dir") { Description = "the runner's cache_dir (default and required: [cache].container_dir)", HelpName = "DIR" };
+        var gracefulKill = new Option<long?>("--graceful-kill-timeout") { Description = "the runner's SIGTERM-to-SIGKILL wait (default: run.runner_graceful_kill_timeout_seconds)", HelpName = "SECONDS" };
+        yield return Verb("register", """
+            Register a GitLab runner that calls this executor with this config: writes the runner
+            template (builds_dir, cache_dir, the four *_exec/*_args, graceful_kill_timeout) so it agrees
+            with the config, refuses an override that would not, and runs gitlab-runner register with
+            the token from $RUNNER_TOKEN (never an argument). One register per runner and config.
+            Example: RUNNER_TOKEN=glrt-… gpu-executor --config /etc/gpu-executor/config.toml register --url https://gitlab.example.com --name gpu-host-01 --tags a100-x8
+            """, [url, name, tags, tokenVariable, template, gitlabRunner, dryRun, buildsDir, cacheDir, gracefulKill],
+            (parse, context) => RegisterVerb.RunAsync(context, new RegisterVerb.Request(parse.GetValue(url)!, parse.GetValue(name)!, parse.GetValue(tags),
+                parse.GetValue(tokenVariable)!, parse.GetValue(template), parse.GetValue(gitlabRunner)!, parse.GetValue(dryRun), parse.GetValue(buildsDir),
+                parse.GetValue(cacheDir), parse.GetValue(gracefulKill)), ConfigPath(parse), _stdout));
+
         var eventsJob = new Option<long?>("--job") { Description = "only this job's lines", HelpName = "N" };
         var since = new Option<string?>("--since") { Description = "only lines since then: 90s, 30m, 1h, 2d back, or a time", HelpName = "WHEN" };
         var follow = new Option<bool>("--follow", "-f") { Description = "then print new lines as they come, until Ctrl-C" };

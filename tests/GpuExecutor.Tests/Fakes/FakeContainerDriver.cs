@@ -103,6 +103,12 @@ public sealed class FakeContainerDriver : IContainerDriver
     public Task<IContainerOutput> ReadLogAsync(string container, DateTimeOffset since, bool follow, CancellationToken cancellationToken) =>
         throw new NotSupportedException("the fake daemon keeps no container log; see DaemonRestartTests for the reconnect against a real dockerd");
 
+    /// <summary>An engine as a test bed's dockerd describes itself (live-restore on, docker-init present), or down.</summary>
+    public EngineDescription Description { get; set; } = new("28.0.0", "1.48", LiveRestore: true, "docker-init", ["runc"]);
+
+    public Task<EngineDescription> DescribeAsync(CancellationToken cancellationToken) =>
+        Unreachable ? throw DaemonDown() : Task.FromResult(Description);
+
     public void Dispose()
     {
     }
