@@ -2,7 +2,7 @@
 # The test command: sets up everything a fresh machine lacks, runs every test, tears down.
 #   - installs docker.io, busybox-static, bash-static (scripts/testbed.sh install)
 #   - starts a private dockerd and builds the local test image (no registry needed)
-#   - publishes the NativeAOT binary that the end-to-end tests drive
+#   - publishes the NativeAOT binary that the end-to-end tests drive, and packages it (.deb)
 #   - runs the unit and integration test projects
 #   - stops the daemon on exit, pass or fail
 set -euo pipefail
@@ -14,6 +14,9 @@ echo "== publishing the NativeAOT binary" >&2
 # A separate assignment: `export X="$(...)"` would hide a failed publish from set -e.
 binary="$(scripts/publish.sh)"
 export GPU_EXECUTOR_BINARY="$PWD/$binary"
+echo "== building the Debian package (and running lintian on it)" >&2
+package="$(scripts/package-deb.sh "$binary")"
+export GPU_EXECUTOR_PACKAGE="$PWD/$package"
 # Under this script a missing test bed is a failure, never a silent skip.
 export GPU_EXECUTOR_REQUIRE_TESTBED=1
 

@@ -46,6 +46,9 @@ install_packages() {
   command -v hyperfine >/dev/null || missing+=(hyperfine)
   command -v node >/dev/null || missing+=(nodejs)
   command -v npm >/dev/null || missing+=(npm)
+  # The package: lintian checks it, and the binary links the system's zlib.
+  command -v lintian >/dev/null || missing+=(lintian)
+  [ -e /usr/lib/x86_64-linux-gnu/libz.so ] || missing+=(zlib1g-dev)
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing ${missing[*]}"
   # Installing docker.io must not start a system daemon that would take docker0 and

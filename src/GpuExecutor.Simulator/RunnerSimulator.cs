@@ -317,7 +317,7 @@ public sealed class RunnerSimulator(SimulatorOptions options, TextWriter log)
             },
             GitInfo = new GitInfo { Ref = job.Ref, Sha = variables["CI_COMMIT_SHA"], RepoUrl = "https://gitlab.invalid/" + job.ProjectPath + ".git" },
             RunnerInfo = new RunnerInfo { Timeout = job.Timeout },
-            Variables = variables.Select(pair => new JobVariable { Key = pair.Key, Value = pair.Value, Public = true }).ToList(),
+            Variables = variables.Select(pair => new JobVariable { Key = pair.Key, Value = pair.Value, Public = !job.Masked.Contains(pair.Key), Masked = job.Masked.Contains(pair.Key) }).ToList(),
             Steps = steps,
             Image = job.Image is null ? null : new JobImage { Name = job.Image },
         };

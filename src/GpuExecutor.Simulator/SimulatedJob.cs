@@ -14,6 +14,9 @@ public sealed class SimulatedJob
     [JsonPropertyName("image")] public string? Image { get; set; }
     [JsonPropertyName("variables")] public Dictionary<string, string> Variables { get; set; } = [];
 
+    /// <summary>Keys of <see cref="Variables"/> that are masked CI/CD variables, as GitLab marks them in the payload.</summary>
+    [JsonPropertyName("masked")] public List<string> Masked { get; set; } = [];
+
     /// <summary>The main step (`script:` in .gitlab-ci.yml), run as stage build_script.</summary>
     [JsonPropertyName("script")] public List<string> Script { get; set; } = [];
 

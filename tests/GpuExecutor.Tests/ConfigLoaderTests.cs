@@ -202,7 +202,13 @@ public sealed class ConfigLoaderTests
         // the executor's part is TOML for us.
         var config = ConfigLoader.Parse(text, example);
 
-        Assert.NotEmpty(config.Images.Allowed);
+        // The package installs it as the host's config: what it sets are the defaults that work
+        // on a fresh host, and the examples to adapt (a pool, a CPU limit) stay comments.
+        var defaults = new ExecutorConfig();
+        Assert.Equal(
+            (defaults.StateDir, defaults.Docker.Endpoint, defaults.Gpus.Mode, defaults.Gpus.DefaultCount, defaults.Gpus.Pool.Count, defaults.Container.Cpus, defaults.Images.Allowed.Count, defaults.Images.Helper, defaults.Datasets.CacheMaxBytes),
+            (config.StateDir, config.Docker.Endpoint, config.Gpus.Mode, config.Gpus.DefaultCount, config.Gpus.Pool.Count, config.Container.Cpus, config.Images.Allowed.Count, config.Images.Helper, config.Datasets.CacheMaxBytes));
+        Assert.Equal((defaults.Run, defaults.Cleanup), (config.Run, config.Cleanup));
     }
 }
 

@@ -101,6 +101,9 @@ public sealed partial class FakeGitLab : IDisposable
             Interlocked.Increment(ref _unauthorized);
             return (HttpStatusCode.Unauthorized, Message("401 Unauthorized"));
         }
+        // GET /user (docs.gitlab.com/ee/api/users): the token's own user.
+        if (path == "/api/v4/user" && request.HttpMethod == "GET")
+            return (HttpStatusCode.OK, JsonSerializer.Serialize(new Dictionary<string, object> { ["id"] = 42, ["username"] = "gpu-bot", ["state"] = "active" }));
         var match = JobPath().Match(path);
         if (!match.Success)
             return (HttpStatusCode.NotFound, Message("404 Not Found"));

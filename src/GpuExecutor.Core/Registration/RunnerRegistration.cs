@@ -65,6 +65,7 @@ public static partial class RunnerRegistration
         var text = new StringBuilder();
         text.AppendLine("# Written by `gpu-executor register`: GitLab Runner merges it into the entry it registers.");
         text.AppendLine("[[runners]]");
+        text.AppendLine("  executor = \"custom\"");
         text.AppendLine($"  builds_dir = {Quote(entry.BuildsDir!)}");
         text.AppendLine($"  cache_dir = {Quote(entry.CacheDir!)}");
         text.AppendLine("  [runners.custom]");

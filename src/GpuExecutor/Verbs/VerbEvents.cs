@@ -35,7 +35,8 @@ public static class VerbEvents
                 OperationCanceledException => "stopped before the work was done (SIGTERM or timeout)",
                 _ => $"unexpected error: {failure.GetType().Name}: {failure.Message}",
             }),
-            ScriptExitCode = failure is BuildFailureException build ? build.ScriptExitCode : null,
+            // Only a stage script has an exit code of its own; a refused prepare has none.
+            ScriptExitCode = failure is BuildFailureException build && facts.Stage is not null ? build.ScriptExitCode : null,
             Gpus = facts.Gpus,
             Datasets = facts.Datasets,
             Checkpoint = facts.Checkpoint,
