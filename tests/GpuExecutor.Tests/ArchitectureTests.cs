@@ -8,7 +8,8 @@ namespace GpuExecutor.Tests;
 ///   1. verbs → workflows → capabilities → their interfaces: no capability folder uses a
 ///      workflow, and the core knows neither verbs, the composition root nor the simulator;
 ///   2. only the composition root creates adapters: verbs and workflows never name one;
-///   3. each SDK package is used by its adapter alone (Docker.DotNet, AWSSDK, CliWrap, Tomlyn);
+///   3. each SDK package is used by its adapter alone (Docker.DotNet, AWSSDK, CliWrap, Tomlyn;
+///      System.CommandLine only by the command line, VerbCommands and CommandLine);
 ///   4. no cycle between folders (namespaces).
 /// </summary>
 public sealed class ArchitectureTests
@@ -55,8 +56,9 @@ public sealed class ArchitectureTests
     [Theory]
     [InlineData("Docker.DotNet", new[] { "GpuExecutor.Containers.DockerContainerDriver", "GpuExecutor.Containers.DockerSpecConverter" })]
     [InlineData("Amazon", new[] { "GpuExecutor.Storage.S3ObjectStore" })]
-    [InlineData("CliWrap", new[] { "GpuExecutor.Gpus.NvidiaSmi" })]
-    [InlineData("Tomlyn", new[] { "GpuExecutor.Configuration.ConfigLoader", "GpuExecutor.Configuration.ConfigTomlContext" })]
+    [InlineData("CliWrap", new[] { "GpuExecutor.Gpus.NvidiaSmi", "GpuExecutor.Registration.GitLabRunnerProgram" })]
+    [InlineData("Tomlyn", new[] { "GpuExecutor.Configuration.ConfigLoader", "GpuExecutor.Configuration.ConfigTomlContext", "GpuExecutor.Registration.RunnerConfigFile", "GpuExecutor.Registration.RegistrationTomlContext" })]
+    [InlineData("System.CommandLine", new[] { "GpuExecutor.CommandLine", "GpuExecutor.VerbCommands" })]
     public void Each_SDK_is_used_by_its_adapter_alone(string sdk, string[] adapters)
     {
         var users = Types.InAssemblies(All).ShouldNot().HaveDependencyOn(sdk).GetResult().FailingTypeNames ?? [];

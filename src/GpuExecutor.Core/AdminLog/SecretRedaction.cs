@@ -32,6 +32,8 @@ public sealed class SecretRedaction
         }
         if (payload is not null)
         {
+            if (payload.Token is { } jobToken)
+                secrets.Add(jobToken);
             foreach (var variable in payload.Variables)
             {
                 if (variable.Masked || (config is not null && variable.Key == config.Mlflow.TokenVariable))

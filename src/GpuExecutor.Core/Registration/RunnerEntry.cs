@@ -1,7 +1,5 @@
 using GpuExecutor.Configuration;
 using GpuExecutor.Outcomes;
-using Tomlyn;
-using Tomlyn.Model;
 
 namespace GpuExecutor.Registration;
 
@@ -19,6 +17,9 @@ public sealed record RunnerEntry(
     long? GracefulKillTimeout,
     long? ForceKillTimeout)
 {
+    /// <summary>Every [[runners]] entry of a GitLab Runner config.toml (<see cref="RunnerConfigFile"/>).</summary>
+    public static IReadOnlyList<RunnerEntry> ParseFile(string toml, string sourceName) => RunnerConfigFile.Parse(toml, sourceName);
+
     /// <summary>The stages the runner calls, each with its *_exec and *_args.</summary>
     public static readonly IReadOnlyList<string> Stages = ["config", "prepare", "run", "cleanup"];
 
@@ -34,56 +35,6 @@ public sealed record RunnerEntry(
     /// <summary>The executor config the config stage names with --config, or null for the default.</summary>
     public string? ExecutorConfigPath =>
         Args.GetValueOrDefault("config") is { } args && args.ToList().IndexOf("--config") is >= 0 and var at && at + 1 < args.Count ? args[at + 1] : null;
-
-    /// <summary>Every [[runners]] entry of a GitLab Runner config.toml.</summary>
-    public static IReadOnlyList<RunnerEntry> ParseFile(string toml, string sourceName)
-    {
-        TomlTable root;
-        try
-        {
-            root = TomlSerializer.Deserialize(toml, RegistrationTomlContext.Default.TomlTable) ?? new TomlTable();
-        }
-        catch (TomlException error)
-        {
-            throw new SystemFailureException($"the runner config '{sourceName}' is not valid TOML: {error.Message}", error);
-        }
-        if (!root.TryGetValue("runners", out var runners))
-            return [];
-        if (runners is not TomlTableArray entries)
-            throw new SystemFailureException($"the runner config '{sourceName}': runners is not an array of tables ([[runners]]).");
-        return entries.Select((entry, index) => FromTable(entry, $"{sourceName} [[runners]] #{index + 1}")).ToList();
-    }
-
-    private static RunnerEntry FromTable(TomlTable table, string where)
-    {
-        var custom = table.TryGetValue("custom", out var value) && value is TomlTable section ? section : new TomlTable();
-        var execs = new Dictionary<string, string>(StringComparer.Ordinal);
-        var args = new Dictionary<string, IReadOnlyList<string>>(StringComparer.Ordinal);
-        foreach (var stage in Stages)
-        {
-            if (custom.TryGetValue(stage + "_exec", out var exec) && exec is string program)
-                execs[stage] = program;
-            if (custom.TryGetValue(stage + "_args", out var list))
-            {
-                args[stage] = list is TomlArray array && array.All(item => item is string)
-                    ? array.Cast<string>().ToList()
-                    : throw new SystemFailureException($"{where}: custom.{stage}_args is not an array of strings.");
-            }
-        }
-        return new RunnerEntry(
-            String(table, "name") ?? "(unnamed)",
-            String(table, "executor") ?? "",
-            String(table, "builds_dir"),
-            String(table, "cache_dir"),
-            execs,
-            args,
-            Integer(custom, "graceful_kill_timeout"),
-            Integer(custom, "force_kill_timeout"));
-    }
-
-    private static string? String(TomlTable table, string key) => table.TryGetValue(key, out var value) && value is string text ? text : null;
-
-    private static long? Integer(TomlTable table, string key) => table.TryGetValue(key, out var value) && value is long number ? number : null;
 
     /// <summary>
     /// Where this entry and the executor config it names disagree, each with its fix: a runner
@@ -125,6 +76,3 @@ public sealed record RunnerEntry(
         return problems;
     }
 }
-
-[Tomlyn.Serialization.TomlSerializable(typeof(TomlTable))]
-internal sealed partial class RegistrationTomlContext : Tomlyn.Serialization.TomlSerializerContext;

@@ -1,7 +1,6 @@
 using System.Globalization;
 using System.Text;
 using System.Text.RegularExpressions;
-using CliWrap;
 using GpuExecutor.Configuration;
 using GpuExecutor.Outcomes;
 
@@ -102,19 +101,6 @@ public static partial class RunnerRegistration
     }
 
     public static bool IsAuthenticationToken(string token) => token.StartsWith("glrt-", StringComparison.Ordinal);
-
-    /// <summary>Runs gitlab-runner register with the token in its environment; returns its exit code, its output handed to <paramref name="output"/>.</summary>
-    public static async Task<int> RunAsync(string gitlabRunner, IReadOnlyList<string> arguments, Secret token, Action<string> output, CancellationToken cancellationToken)
-    {
-        var result = await Cli.Wrap(gitlabRunner)
-            .WithArguments(arguments)
-            .WithEnvironmentVariables(new Dictionary<string, string?> { [TokenEnvironmentVariable] = token.Value })
-            .WithStandardOutputPipe(PipeTarget.ToDelegate(output))
-            .WithStandardErrorPipe(PipeTarget.ToDelegate(output))
-            .WithValidation(CommandResultValidation.None)
-            .ExecuteAsync(cancellationToken);
-        return result.ExitCode;
-    }
 
     /// <summary>A TOML basic string: quotes, backslashes and control characters escaped.</summary>
     private static string Quote(string value)

@@ -1,5 +1,4 @@
 using System.Text.Json;
-using GpuExecutor.AdminLog;
 using GpuExecutor.Composition;
 using GpuExecutor.Configuration;
 using GpuExecutor.Doctor;
@@ -9,15 +8,14 @@ using GpuExecutor.Protocol;
 namespace GpuExecutor.Verbs;
 
 /// <summary>
-/// `doctor [--runner-config PATH] [--json]`: one line per check (<see cref="HostDoctor"/>), and
-/// exit <see cref="ExitCodes.FindingsExitCode"/> when any failed, so configuration management can
-/// gate a host on it. A config that does not parse is itself the first failed check.
+/// `doctor [--runner-config PATH] [--json]`: one line per check (<see cref="HostDoctor"/>). A
+/// config that does not parse is itself the first failed check. Returns the config, when it
+/// parsed, and the findings; the exit code is decided with the others, in ExitCodes.
 /// </summary>
 public static class DoctorVerb
 {
-    public static async Task<int> RunAsync(string configPath, string? runnerConfigPath, bool json, IRunnerEnvironment environment, TextWriter stdout, CancellationToken stop)
+    public static async Task<(ExecutorConfig? Config, IReadOnlyList<DoctorFinding> Findings)> RunAsync(string configPath, string? runnerConfigPath, bool json, TextWriter stdout, CancellationToken stop)
     {
-        var clock = System.Diagnostics.Stopwatch.StartNew();
         var findings = new List<DoctorFinding>();
         ExecutorConfig? config = null;
         try
@@ -41,26 +39,18 @@ public static class DoctorVerb
         if (json)
         {
             stdout.WriteLine(JsonSerializer.Serialize(findings, DoctorJsonContext.Default.ListDoctorFinding));
+            return (config, findings);
         }
-        else
+        foreach (var finding in findings)
         {
-            foreach (var finding in findings)
-            {
-                stdout.WriteLine($"{Label(finding.Status)} {finding.Check,-28} {finding.Found}");
-                if (finding.Fix is not null)
-                    stdout.WriteLine($"{"",6}{"",-28} fix: {finding.Fix}");
-            }
+            stdout.WriteLine($"{Label(finding.Status)} {finding.Check,-28} {finding.Found}");
+            if (finding.Fix is not null)
+                stdout.WriteLine($"{"",6}{"",-28} fix: {finding.Fix}");
         }
-
-        var failed = findings.Where(finding => finding.Status == DoctorStatus.Fail).ToList();
+        var failed = findings.Count(finding => finding.Status == DoctorStatus.Fail);
         var warned = findings.Count(finding => finding.Status == DoctorStatus.Warn);
-        if (!json)
-            stdout.WriteLine($"{findings.Count} checks: {findings.Count - failed.Count - warned} passed, {warned} warned, {failed.Count} failed.");
-        var outcome = failed.Count == 0 ? null : new FindingsException($"doctor: {failed.Count} check(s) failed: {string.Join(", ", failed.Select(finding => finding.Check))}");
-        var exitCode = outcome is null ? ExitCodes.Success : ExitCodes.FindingsExitCode;
-        if (config is not null)
-            VerbEvents.Record(config, environment, "doctor", new VerbFacts(), outcome, exitCode, clock.Elapsed);
-        return exitCode;
+        stdout.WriteLine($"{findings.Count} checks: {findings.Count - failed - warned} passed, {warned} warned, {failed} failed.");
+        return (config, findings);
     }
 
     private static string Label(DoctorStatus status) => status switch

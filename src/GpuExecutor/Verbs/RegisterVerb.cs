@@ -52,9 +52,9 @@ public static class RegisterVerb
             int exitCode;
             try
             {
-                exitCode = await RunnerRegistration.RunAsync(request.GitLabRunner, arguments, token!, line => stdout.WriteLine($"  gitlab-runner: {line}"), context.Stop);
+                exitCode = await GitLabRunnerProgram.RunAsync(request.GitLabRunner, arguments, token!, line => stdout.WriteLine($"  gitlab-runner: {line}"), context.Stop);
             }
-            catch (Win32Exception error)
+            catch (Exception error) when (error is Win32Exception or InvalidOperationException)
             {
                 throw new SystemFailureException($"'{request.GitLabRunner}' cannot be started ({error.Message}): install GitLab Runner, or pass --gitlab-runner PATH.", error);
             }

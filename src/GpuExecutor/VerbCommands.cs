@@ -6,7 +6,10 @@ using GpuExecutor.Configuration;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Protocol;
 
-namespace GpuExecutor.Verbs;
+using GpuExecutor.Doctor;
+using GpuExecutor.Verbs;
+
+namespace GpuExecutor;
 
 /// <summary>
 /// Every verb's command line, declared once: its arguments, options, help text and example. Each
@@ -118,7 +121,17 @@ public sealed class VerbCommands
             One line per check: PASS, WARN or FAIL, what was found, and the fix. Exit {ExitCodes.FindingsExitCode} when any failed.
             Example: gpu-executor doctor --runner-config /etc/gitlab-runner/config.toml
             """), [runnerConfig, doctorJson]);
-        doctor.SetAction((parse, _) => DoctorVerb.RunAsync(ConfigPath(parse), parse.GetValue(runnerConfig), parse.GetValue(doctorJson), _environment, _stdout, _stop));
+        doctor.SetAction(async (parse, _) =>
+        {
+            var clock = System.Diagnostics.Stopwatch.StartNew();
+            var (config, findings) = await DoctorVerb.RunAsync(ConfigPath(parse), parse.GetValue(runnerConfig), parse.GetValue(doctorJson), _stdout, _stop);
+            var failed = findings.Where(finding => finding.Status == DoctorStatus.Fail).Select(finding => finding.Check).ToList();
+            var outcome = failed.Count == 0 ? null : new FindingsException($"doctor: {failed.Count} check(s) failed: {string.Join(", ", failed)}");
+            var exitCode = outcome is null ? ExitCodes.Success : ExitCodes.FindingsExitCode;
+            if (config is not null)
+                VerbEvents.Record(config, _environment, "doctor", new VerbFacts(), outcome, exitCode, clock.Elapsed);
+            return exitCode;
+        });
         yield return doctor;
 
         var url = new Option<string>("--url") { Description = "the GitLab instance, e.g. https://gitlab.example.com", Required = true, HelpName = "URL" };

@@ -3,7 +3,7 @@ using GpuExecutor.Configuration;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Protocol;
 
-namespace GpuExecutor.Verbs;
+namespace GpuExecutor;
 
 /// <summary>Turns one finished verb call into its admin log line (<see cref="EventLog"/>).</summary>
 public static class VerbEvents
