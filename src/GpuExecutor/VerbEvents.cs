@@ -10,8 +10,11 @@ public static class VerbEvents
 {
     public static void Record(ExecutorConfig config, IRunnerEnvironment environment, string verb, VerbFacts facts, Exception? failure, int exitCode, TimeSpan duration)
     {
-        var payload = TryReadPayload(environment);
-        var job = payload is null ? null : TryIdentify(payload);
+        // The payload the verb read, if it read one; else only the job's identity, read cheaply:
+        // `config` runs for every job, and deserialising the payload (with JobIdentity's SHA-256
+        // run key) cost it 7 ms. Verbs that know the run key report it themselves.
+        var payload = facts.Payload;
+        var identity = payload is null ? JobPayloadReader.TryReadIdentity(environment) : (payload.Id, payload.JobInfo.ProjectId, payload.JobInfo.ProjectFullPath);
         var redaction = SecretRedaction.For(config, payload);
         EventLog.TryAppend(config.StateDir, new AdminEvent
         {
@@ -20,10 +23,10 @@ public static class VerbEvents
             Host = config.HostName,
             Pid = Environment.ProcessId,
             Verb = verb,
-            Job = facts.JobId ?? job?.JobId ?? payload?.Id,
-            Project = job?.ProjectId,
-            ProjectPath = job?.ProjectPath,
-            RunKey = facts.RunKey ?? (job?.RunKey is { Length: > 0 } runKey ? runKey : null),
+            Job = facts.JobId ?? identity?.JobId,
+            Project = identity?.ProjectId,
+            ProjectPath = identity?.ProjectPath,
+            RunKey = facts.RunKey,
             Stage = facts.Stage,
             DurationMs = (long)duration.TotalMilliseconds,
             Outcome = ExitCodes.OutcomeName(failure),
@@ -41,32 +44,5 @@ public static class VerbEvents
             Datasets = facts.Datasets,
             Checkpoint = facts.Checkpoint,
         });
-    }
-
-    /// <summary>The job, where the runner gave one; a broken payload is the verb's failure to report, not this line's.</summary>
-    private static JobPayload? TryReadPayload(IRunnerEnvironment environment)
-    {
-        if (string.IsNullOrEmpty(environment.Get(RunnerVariables.JobResponseFile)))
-            return null;
-        try
-        {
-            return JobPayloadReader.Read(environment);
-        }
-        catch (SystemFailureException)
-        {
-            return null;
-        }
-    }
-
-    private static JobIdentity? TryIdentify(JobPayload payload)
-    {
-        try
-        {
-            return JobIdentity.From(payload);
-        }
-        catch (Exception error) when (error is BuildFailureException or SystemFailureException)
-        {
-            return null;
-        }
     }
 }

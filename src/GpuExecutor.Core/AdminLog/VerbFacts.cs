@@ -7,6 +7,9 @@ namespace GpuExecutor.AdminLog;
 /// </summary>
 public sealed class VerbFacts
 {
+    /// <summary>The job's payload, where the verb read it: its masked variables are redacted from the line.</summary>
+    public Protocol.JobPayload? Payload { get; set; }
+
     /// <summary>For a verb without a job payload (the agent, the stream fetcher): the job it serves.</summary>
     public long? JobId { get; set; }
     public string? RunKey { get; set; }

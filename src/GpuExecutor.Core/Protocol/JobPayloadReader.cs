@@ -53,4 +53,53 @@ public static class JobPayloadReader
             throw new SystemFailureException($"{RunnerVariables.JobResponseFile} '{source}' is not a valid job payload: 'id' is missing or not a positive number.");
         return payload;
     }
+
+    /// <summary>
+    /// Only the job's id and project, read with a bare JSON reader: for the admin log line of a
+    /// verb that does not read the job (`config`), where deserialising the whole payload cost
+    /// milliseconds of a verb the runner calls for every job. Null when there is none to read.
+    /// </summary>
+    public static (long JobId, long? ProjectId, string? ProjectPath)? TryReadIdentity(IRunnerEnvironment environment)
+    {
+        var path = environment.Get(RunnerVariables.JobResponseFile);
+        if (string.IsNullOrWhiteSpace(path))
+            return null;
+        try
+        {
+            var reader = new Utf8JsonReader(File.ReadAllBytes(path));
+            long? jobId = null;
+            long? projectId = null;
+            string? projectPath = null;
+            var inJobInfo = false;
+            while (reader.Read())
+            {
+                if (reader.TokenType == JsonTokenType.EndObject && reader.CurrentDepth == 1)
+                    inJobInfo = false;
+                if (reader.TokenType != JsonTokenType.PropertyName)
+                    continue;
+                var depth = reader.CurrentDepth;
+                if (depth == 1 && reader.ValueTextEquals("job_info"u8))
+                {
+                    inJobInfo = true;
+                    continue;
+                }
+                var name = reader.GetString();
+                if (!reader.Read())
+                    break;
+                if (depth == 1 && name == "id" && reader.TokenType == JsonTokenType.Number)
+                    jobId = reader.GetInt64();
+                else if (inJobInfo && depth == 2 && name == "project_id" && reader.TokenType == JsonTokenType.Number)
+                    projectId = reader.GetInt64();
+                else if (inJobInfo && depth == 2 && name == "project_full_path" && reader.TokenType == JsonTokenType.String)
+                    projectPath = reader.GetString();
+                else if (reader.TokenType is JsonTokenType.StartObject or JsonTokenType.StartArray)
+                    reader.Skip();
+            }
+            return jobId is > 0 ? (jobId.Value, projectId, projectPath) : null;
+        }
+        catch (Exception error) when (error is IOException or UnauthorizedAccessException or JsonException or InvalidOperationException or FormatException)
+        {
+            return null;
+        }
+    }
 }

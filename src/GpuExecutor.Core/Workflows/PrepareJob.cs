@@ -46,6 +46,7 @@ public sealed class PrepareJob(
             ? DatasetDeclaration.Parse(declared, config)
             : [];
         var checkpoints = CheckpointRequest.FromJob(jobVariables, job);
+        facts?.RunKey = checkpoints is null ? null : job.RunKey;
         var lifecycle = new CheckpointLifecycle(config, driver, stores, log);
 
         // nvidia-smi took 24 to 38 ms on live H100/H200 hosts: ask it now, while the images and

@@ -8,7 +8,9 @@ public static class CleanupVerb
 {
     public static async Task RunAsync(VerbContext context)
     {
-        var job = JobIdentity.From(JobPayloadReader.Read(context.Environment));
+        var payload = JobPayloadReader.Read(context.Environment);
+        context.Facts.Payload = payload;
+        var job = JobIdentity.From(payload);
         await new CleanupJob(context.Config, context.Adapters.Containers, context.Log).RunAsync(job);
     }
 }

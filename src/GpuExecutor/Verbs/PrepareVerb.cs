@@ -9,6 +9,7 @@ public static class PrepareVerb
     public static async Task RunAsync(VerbContext context)
     {
         var payload = JobPayloadReader.Read(context.Environment);
+        context.Facts.Payload = payload;
         var adapters = context.Adapters;
         var workflow = new PrepareJob(context.Config, adapters.Containers, adapters.Gpus, adapters.Stores, adapters.AgentLauncher, context.Log, adapters.StreamLauncher, adapters.OpenGitLabMlflow, context.Facts);
         await workflow.RunAsync(payload, context.Stop);

@@ -11,6 +11,7 @@ public static class RunVerb
     {
         context.Facts.Stage = stageName;
         var payload = JobPayloadReader.Read(context.Environment);
+        context.Facts.Payload = payload;
         byte[] script;
         try
         {

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Benchmark of issue 16: what moving the command line to System.CommandLine costs the runner.
+# Publishes gpu-executor at BASE (default e7ccfd8, the last hand-parsed command line) in a
+# scratch worktree, and measures it against this tree's binary in the same run: `config`'s
+# latency, and `run`'s per-stage cost on one container with a trivial script. Reports both
+# medians and their difference in ms (the target: under 5 ms either way).
+#   scripts/benchmark-cli.sh [BASE] [RUNS]
+# GPU_EXECUTOR_BASELINE_BINARY=PATH skips the baseline build and uses that binary.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+base="${1:-e7ccfd8}"
+runs="${2:-40}"
+
+source scripts/with-testbed.sh "${GPU_EXECUTOR_BENCHMARK_DIR:-/tmp/gpu-executor-benchmark}" 4570
+binary="$PWD/$(scripts/publish.sh)"
+baseline="${GPU_EXECUTOR_BASELINE_BINARY:-}"
+work="$(mktemp -d)"
+cleanup_work() { git worktree remove --force "$work/base-src" >/dev/null 2>&1 || true; rm -rf "$work"; }
+# with-testbed.sh's own EXIT trap stops the daemons; this one runs first, then that.
+testbed_exit="$(trap -p EXIT | sed "s/^trap -- '//; s/' EXIT\$//")"
+trap "cleanup_work; $testbed_exit" EXIT
+git worktree prune
+if [ -z "$baseline" ]; then
+  echo "== publishing the baseline at $base" >&2
+  git worktree add --detach "$work/base-src" "$base" >/dev/null
+  (cd "$work/base-src" && scripts/publish.sh "$work/base-bin" >/dev/null)
+  baseline="$work/base-bin/gpu-executor"
+fi
+
+cat > "$work/config.toml" <<TOML
+state_dir = "$work/state"
+[docker]
+endpoint = "$DOCKER_HOST"
+[images]
+allowed = ["gpu-executor-test/*"]
+pull_policy = "never"
+[builds]
+host_dir = "$work/builds"
+[cache]
+host_dir = "$work/cache"
+TOML
+cat > "$work/response.json" <<JSON
+{"id": 990016, "job_info": {"name": "bench", "project_id": 1, "project_full_path": "bench/bench", "pipeline_id": 1},
+ "git_info": {"ref": "main"}, "runner_info": {"timeout": 3600}, "image": {"name": "$GPU_EXECUTOR_TEST_IMAGE"}}
+JSON
+printf '#!/usr/bin/env bash\ntrue\n' > "$work/script"
+export JOB_RESPONSE_FILE="$work/response.json" BUILD_EXIT_CODE_FILE="$work/build_exit_code"
+export BUILD_FAILURE_EXIT_CODE=1 SYSTEM_FAILURE_EXIT_CODE=2 TMPDIR="$work"
+"$binary" --config "$work/config.toml" prepare >/dev/null 2>&1
+
+hyperfine -N --warmup 5 --runs "$runs" --export-json "$work/config.json" \
+  -n "config, baseline" "$baseline --config $work/config.toml config" \
+  -n "config, System.CommandLine" "$binary --config $work/config.toml config" >&2
+hyperfine -N --warmup 3 --runs "$runs" --export-json "$work/run.json" \
+  -n "run, baseline" "$baseline --config $work/config.toml run $work/script build_script" \
+  -n "run, System.CommandLine" "$binary --config $work/config.toml run $work/script build_script" >&2
+
+"$binary" --config "$work/config.toml" cleanup >/dev/null 2>&1 || true
+python3 - "$work/config.json" "$work/run.json" "$base" <<'PY'
+import json, sys
+for path, what in ((sys.argv[1], "config latency"), (sys.argv[2], "run, per stage")):
+    base, new = json.load(open(path))["results"]
+    delta = (new["median"] - base["median"]) * 1000
+    print(f"{what:16} median: baseline ({sys.argv[3]}) {base['median']*1000:.1f} ms, System.CommandLine {new['median']*1000:.1f} ms, "
+          f"difference {delta:+.1f} ms (ratio {new['median']/base['median']:.2f}x; target |difference| < 5 ms)")
+PY
