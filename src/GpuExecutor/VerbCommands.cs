@@ -243,14 +243,15 @@ public sealed class VerbCommands
     private IEnumerable<Command> SimulationVerbs()
     {
         var jobFile = new Argument<string>("JOB.json") { Description = "the job: its variables, image, steps and timeout" };
-        var executor = new Option<string?>("--executor") { Description = "executor binary to drive (default: this one)", HelpName = "PATH" };
+        var executor = LastWins(new Option<string?>("--executor") { Description = "executor binary to drive (default: this one)", HelpName = "PATH" }, text => text);
         var cancelAfter = Seconds("--cancel-after", "cancel the job this long into its first user step");
         var gracefulKill = Seconds("--graceful-kill-timeout", "the runner's SIGTERM-to-SIGKILL wait (default 600)");
         var forceKill = Seconds("--force-kill-timeout", "the wait after SIGKILL (default 10)");
         var cleanupWait = Seconds("--timeout-cleanup-wait", "on job timeout, wait this long before cleanup (default 300)");
         var retryDelay = Seconds("--prepare-retry-delay", "the pause between preparation attempts (default 3)");
-        var jobId = new Option<long?>("--job-id") { Description = "the job id to use (default: the job file's, else random)", HelpName = "N" };
-        var result = new Option<string?>("--result") { Description = "write the outcome and every call as JSON", HelpName = "FILE" };
+        var jobId = LastWins(new Option<long?>("--job-id") { Description = "the job id to use (default: the job file's, else random)", HelpName = "N" },
+            text => long.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var id) && id > 0 ? id : null);
+        var result = LastWins(new Option<string?>("--result") { Description = "write the outcome and every call as JSON", HelpName = "FILE" }, text => text);
         yield return Simulation("simulate", """
             Play GitLab Runner: drive a job file through config, prepare, every stage and cleanup.
             Exit 0 success, 1 failed, 2 system failure, 3 canceled, 4 timeout; 64 bad usage.
@@ -371,5 +372,26 @@ public sealed class VerbCommands
         Arity = required ? ArgumentArity.ExactlyOne : ArgumentArity.ZeroOrOne,
     };
 
-    private static Option<double?> Seconds(string name, string description) => new(name) { Description = description, HelpName = "SECONDS" };
+    private static Option<double?> Seconds(string name, string description) =>
+        LastWins(new Option<double?>(name) { Description = description, HelpName = "SECONDS" },
+            text => double.TryParse(text, System.Globalization.NumberStyles.Float, System.Globalization.CultureInfo.InvariantCulture, out var seconds) && seconds >= 0 ? seconds : null);
+
+    /// <summary>
+    /// An option that may be given more than once, the last one counting, as the simulators took
+    /// them before (a script's defaults first, a caller's overrides after). A value that does not
+    /// parse is a usage error naming it.
+    /// </summary>
+    private static Option<T> LastWins<T>(Option<T> option, Func<string, T?> parse)
+    {
+        option.Arity = ArgumentArity.OneOrMore;
+        option.CustomParser = result =>
+        {
+            var text = result.Tokens[^1].Value;
+            if (parse(text) is { } value)
+                return value;
+            result.AddError($"{option.Name}: '{text}' is not a valid value.");
+            return default!;
+        };
+        return option;
+    }
 }

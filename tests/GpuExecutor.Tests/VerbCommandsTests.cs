@@ -30,6 +30,19 @@ public sealed class VerbCommandsTests
         Assert.NotEmpty(Parse(args).Errors);
 
     [Fact]
+    public void A_simulator_option_given_twice_takes_the_last_value_and_a_bad_value_is_an_error()
+    {
+        var parse = Parse("simulate", "job.json", "--prepare-retry-delay", "0.2", "--cancel-after", "5", "--prepare-retry-delay", "1.5");
+        Assert.Empty(parse.Errors);
+        Assert.Equal(1.5, parse.GetValue<double?>("--prepare-retry-delay"));
+        Assert.Equal(5.0, parse.GetValue<double?>("--cancel-after"));
+        Assert.Equal("job.json", parse.GetValue<string>("JOB.json"));
+
+        Assert.NotEmpty(Parse("simulate", "job.json", "--prepare-retry-delay", "soon").Errors);
+        Assert.NotEmpty(Parse("simulate", "job.json", "--job-id", "-3").Errors);
+    }
+
+    [Fact]
     public void An_argument_that_starts_with_at_is_an_argument_not_a_response_file()
     {
         var parse = Parse("run", "@/etc/passwd", "build_script");

@@ -33,8 +33,11 @@ public static class EventLog
             var line = JsonSerializer.SerializeToUtf8Bytes(record, AdminLogJsonContext.Default.AdminEvent);
             var path = PathOf(stateDir);
             // Many processes append at once (every stage of every job, agents, fetchers); the
-            // lock keeps lines whole and rotation from renaming a file under a writer.
-            using var hostLock = HostLock.AcquireAsync(Path.Combine(directory, ".events.lock"), CancellationToken.None).GetAwaiter().GetResult();
+            // lock keeps lines whole and rotation from renaming a file under a writer. It is held
+            // for microseconds, but a holder can be frozen (SIGSTOP, a stuck disk): the line is
+            // lost after a bounded wait, never the verb's time.
+            using var wait = new CancellationTokenSource(LockWait);
+            using var hostLock = HostLock.AcquireAsync(Path.Combine(directory, ".events.lock"), wait.Token).GetAwaiter().GetResult();
             if (new FileInfo(path) is { Exists: true } existing && existing.Length + line.Length + 1 > maxBytes)
                 Rotate(path);
             using var file = new FileStream(path, FileMode.Append, FileAccess.Write, FileShare.ReadWrite | FileShare.Delete, bufferSize: 0);
@@ -42,11 +45,14 @@ public static class EventLog
             file.Write("\n"u8);
             return true;
         }
-        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+        catch (Exception error) when (error is IOException or UnauthorizedAccessException or OperationCanceledException)
         {
             return false;
         }
     }
+
+    /// <summary>The longest a verb waits for another writer's lock before it gives up its line.</summary>
+    public static readonly TimeSpan LockWait = TimeSpan.FromSeconds(2);
 
     private static void Rotate(string path)
     {

@@ -46,17 +46,38 @@ public sealed class HostDoctor(
     /// <summary>Where the checkpoint store probe writes, under checkpoints.prefix: no run key can start with a dot.</summary>
     public const string ProbePrefix = ".gpu-executor-doctor/";
 
+    /// <summary>
+    /// The most one group of checks may take: a daemon, store or GitLab that never answers is a
+    /// failed check after this long, not a doctor that hangs (the SDKs' own timeouts run to minutes).
+    /// </summary>
+    public static readonly TimeSpan CheckTimeout = TimeSpan.FromSeconds(30);
+
     public async Task<IReadOnlyList<DoctorFinding>> CheckAsync(string? runnerConfigPath, string thisBinary, CancellationToken cancellationToken)
     {
         var findings = new List<DoctorFinding>();
-        var engine = await CheckDockerAsync(findings, cancellationToken);
-        await CheckGpusAsync(findings, engine, cancellationToken);
+        EngineDescription? engine = null;
+        await BoundedAsync(findings, "docker", async token => engine = await CheckDockerAsync(findings, token), cancellationToken);
+        await BoundedAsync(findings, "gpus", token => CheckGpusAsync(findings, engine, token), cancellationToken);
         CheckDirectories(findings);
-        await CheckStoresAsync(findings, cancellationToken);
-        await CheckGitLabAsync(findings, cancellationToken);
+        await BoundedAsync(findings, "stores", token => CheckStoresAsync(findings, token), cancellationToken);
+        await BoundedAsync(findings, "gitlab", token => CheckGitLabAsync(findings, token), cancellationToken);
         if (runnerConfigPath is not null)
             CheckRunnerConfig(findings, runnerConfigPath, thisBinary);
         return findings;
+    }
+
+    private static async Task BoundedAsync(List<DoctorFinding> findings, string check, Func<CancellationToken, Task> run, CancellationToken cancellationToken)
+    {
+        using var limit = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        limit.CancelAfter(CheckTimeout);
+        try
+        {
+            await run(limit.Token);
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            findings.Add(new(check, DoctorStatus.Fail, $"no answer within {CheckTimeout.TotalSeconds:0} s", $"find out why the {check} check hangs: a daemon, a store or a server that accepts connections and never answers"));
+        }
     }
 
     private async Task<EngineDescription?> CheckDockerAsync(List<DoctorFinding> findings, CancellationToken cancellationToken)
