@@ -27,26 +27,8 @@ if [ -z "$baseline" ]; then
   baseline="$work/base-bin/gpu-executor"
 fi
 
-cat > "$work/config.toml" <<TOML
-state_dir = "$work/state"
-[docker]
-endpoint = "$DOCKER_HOST"
-[images]
-allowed = ["gpu-executor-test/*"]
-pull_policy = "never"
-[builds]
-host_dir = "$work/builds"
-[cache]
-host_dir = "$work/cache"
-TOML
-cat > "$work/response.json" <<JSON
-{"id": 990016, "job_info": {"name": "bench", "project_id": 1, "project_full_path": "bench/bench", "pipeline_id": 1},
- "git_info": {"ref": "main"}, "runner_info": {"timeout": 3600}, "image": {"name": "$GPU_EXECUTOR_TEST_IMAGE"}}
-JSON
-printf '#!/usr/bin/env bash\ntrue\n' > "$work/script"
-export JOB_RESPONSE_FILE="$work/response.json" BUILD_EXIT_CODE_FILE="$work/build_exit_code"
-export BUILD_FAILURE_EXIT_CODE=1 SYSTEM_FAILURE_EXIT_CODE=2 TMPDIR="$work"
-"$binary" --config "$work/config.toml" prepare >/dev/null 2>&1
+testbed_executor_config "$work" > "$work/config.toml"
+testbed_prepared_job "$work" 990016 "$binary"
 
 hyperfine -N --warmup 5 --runs "$runs" --export-json "$work/config.json" \
   -n "config, baseline" "$baseline --config $work/config.toml config" \

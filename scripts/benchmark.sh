@@ -13,25 +13,8 @@ command -v /usr/bin/time >/dev/null || { DEBIAN_FRONTEND=noninteractive apt-get 
 binary="$PWD/$(scripts/publish.sh)"
 
 work="$(mktemp -d)"
-cat > "$work/config.toml" <<TOML
-[docker]
-endpoint = "$DOCKER_HOST"
-[images]
-allowed = ["gpu-executor-test/*"]
-pull_policy = "never"
-[builds]
-host_dir = "$work/builds"
-[cache]
-host_dir = "$work/cache"
-TOML
-cat > "$work/response.json" <<JSON
-{"id": 990001, "job_info": {"name": "bench", "project_id": 1, "project_full_path": "bench/bench", "pipeline_id": 1},
- "git_info": {"ref": "main"}, "runner_info": {"timeout": 3600}, "image": {"name": "$GPU_EXECUTOR_TEST_IMAGE"}}
-JSON
-printf '#!/usr/bin/env bash\ntrue\n' > "$work/script"
-export JOB_RESPONSE_FILE="$work/response.json" BUILD_EXIT_CODE_FILE="$work/build_exit_code"
-export BUILD_FAILURE_EXIT_CODE=1 SYSTEM_FAILURE_EXIT_CODE=2 TMPDIR="$work"
-"$binary" --config "$work/config.toml" prepare >/dev/null 2>&1
+testbed_executor_config "$work" > "$work/config.toml"
+testbed_prepared_job "$work" 990001 "$binary"
 container="gpu-executor-990001-job"
 
 hyperfine -N --warmup 3 --runs "$runs" --export-json "$work/run.json" \

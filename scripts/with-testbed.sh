@@ -34,3 +34,18 @@ host_dir = "$work/cache"
 mode = "none"
 TOML
 }
+
+# testbed_prepared_job WORK JOB_ID BINARY: a trivial job (WORK/response.json, WORK/script) whose
+# container BINARY prepares with WORK/config.toml, and the runner's environment exported, for
+# benchmarks that time one verb against it; they clean it up with BINARY's cleanup.
+testbed_prepared_job() {
+  local work="$1" job_id="$2" binary="$3"
+  cat > "$work/response.json" <<JSON
+{"id": $job_id, "job_info": {"name": "bench", "project_id": 1, "project_full_path": "bench/bench", "pipeline_id": 1},
+ "git_info": {"ref": "main"}, "runner_info": {"timeout": 3600}, "image": {"name": "$GPU_EXECUTOR_TEST_IMAGE"}}
+JSON
+  printf '#!/usr/bin/env bash\ntrue\n' > "$work/script"
+  export JOB_RESPONSE_FILE="$work/response.json" BUILD_EXIT_CODE_FILE="$work/build_exit_code"
+  export BUILD_FAILURE_EXIT_CODE=1 SYSTEM_FAILURE_EXIT_CODE=2 TMPDIR="$work"
+  "$binary" --config "$work/config.toml" prepare >/dev/null 2>&1
+}
