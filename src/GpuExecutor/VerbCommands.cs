@@ -96,10 +96,15 @@ public sealed class VerbCommands
             """, [], (_, context) => GcVerb.RunAsync(context, _stdout));
 
         var links = new Option<bool>("--links") { Description = "also show how the GPUs connect, as the allocator ranks the links" };
-        yield return Verb("gpus", """
+        var gpus = Verb("gpus", """
             List the host's GPUs and which job holds each.
             Example: gpu-executor gpus --links
             """, [links], (parse, context) => GpusVerb.RunAsync(context, parse.GetValue(links), _stdout));
+        var sampledJob = new Argument<string>("JOB_ID");
+        var sample = Verb("sample", "The job's GPU sampler; prepare starts it, detached.", [sampledJob], (parse, context) => GpusVerb.SampleAsync(context, parse.GetValue(sampledJob)!));
+        sample.Hidden = true;
+        gpus.Subcommands.Add(sample);
+        yield return gpus;
 
         yield return DatasetsVerbs();
         yield return CheckpointsVerbs();

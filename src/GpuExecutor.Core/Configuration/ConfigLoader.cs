@@ -75,7 +75,7 @@ public static partial class ConfigLoader
             Stores = ReadStores(top.Table("stores")),
             Datasets = ReadDatasets(top.Table("datasets")),
         };
-        config = config with { Checkpoints = ReadCheckpoints(top.Table("checkpoints"), config.Stores), Continuation = ReadContinuation(top.Table("continuation")), Mlflow = ReadMlflow(top.Table("mlflow")) };
+        config = config with { Checkpoints = ReadCheckpoints(top.Table("checkpoints"), config.Stores), Continuation = ReadContinuation(top.Table("continuation")), Mlflow = ReadMlflow(top.Table("mlflow")), Telemetry = ReadTelemetry(top.Table("telemetry")) };
         top.RejectUnknownKeys();
 
         // Cancel and timeout: the trainer gets the stop grace period, then the agent the final
@@ -366,6 +366,19 @@ public static partial class ConfigLoader
         if (!Uri.TryCreate(urlText, UriKind.Absolute, out var url) || url.Scheme is not ("http" or "https") || url.UserInfo.Length > 0 || url.Query.Length > 0 || url.Fragment.Length > 0)
             throw new ConfigurationException(table.KeyPath("gitlab_url"), $"'{urlText}' is not the http(s) URL of a GitLab instance, such as https://gitlab.example.com.");
         return url;
+    }
+
+    private static TelemetrySettings ReadTelemetry(TableReader table)
+    {
+        var defaults = new TelemetrySettings();
+        var interval = table.Seconds("gpu_sample_seconds", defaults.GpuSampleInterval, 3600);
+        var settings = new TelemetrySettings
+        {
+            GpuSampleInterval = interval,
+            IdleUtilizationPercent = (int)table.Integer("idle_utilization_percent", defaults.IdleUtilizationPercent, 0, 100),
+        };
+        table.RejectUnknownKeys();
+        return settings;
     }
 
     private static MlflowSettings ReadMlflow(TableReader table)

@@ -7,4 +7,7 @@ public interface IGpuInventory
 
     /// <summary>The link matrix, or <see cref="GpuTopology.Unknown"/>; cached in <paramref name="cacheDirectory"/> where given.</summary>
     Task<GpuTopology> TopologyAsync(IReadOnlyList<GpuDevice> inventory, string? cacheDirectory, Action<string> log, CancellationToken cancellationToken);
+
+    /// <summary>One sample of each of the given GPUs, from one call; GPUs not asked for are left out whatever the driver answers.</summary>
+    Task<IReadOnlyList<Telemetry.GpuSample>> SampleAsync(IReadOnlyList<string> uuids, CancellationToken cancellationToken);
 }

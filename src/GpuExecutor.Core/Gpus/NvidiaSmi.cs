@@ -47,6 +47,30 @@ public sealed class NvidiaSmi(string program) : IGpuInventory
         }
     }
 
+    /// <summary>The fields of a sample, by their --query-gpu names (`nvidia-smi --help-query-gpu`).</summary>
+    public const string SampleFields = "index,uuid,utilization.gpu,utilization.memory,memory.used,power.draw,temperature.gpu,clocks.sm";
+
+    public async Task<IReadOnlyList<Telemetry.GpuSample>> SampleAsync(IReadOnlyList<string> uuids, CancellationToken cancellationToken)
+    {
+        var output = await RunAsync(["--query-gpu=" + SampleFields, "--format=csv,noheader,nounits", "--id=" + string.Join(',', uuids)], cancellationToken);
+        return ParseSamples(output, uuids, DateTimeOffset.UtcNow);
+    }
+
+    /// <summary>nvidia-smi's answer to <see cref="SampleFields"/>, one line per GPU; lines of other GPUs, and lines that are not samples, are left out.</summary>
+    public static IReadOnlyList<Telemetry.GpuSample> ParseSamples(string output, IReadOnlyList<string> uuids, DateTimeOffset time)
+    {
+        var samples = new List<Telemetry.GpuSample>();
+        foreach (var line in output.Split('\n', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries))
+        {
+            var fields = line.Split(',', StringSplitOptions.TrimEntries);
+            if (fields.Length != 8 || !uuids.Contains(fields[1]) || !int.TryParse(fields[0], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var index))
+                continue;
+            samples.Add(new Telemetry.GpuSample(time, fields[1], index, Telemetry.GpuSample.Parse(fields[2]), Telemetry.GpuSample.Parse(fields[3]),
+                Telemetry.GpuSample.Parse(fields[4]), Telemetry.GpuSample.Parse(fields[5]), Telemetry.GpuSample.Parse(fields[6]), Telemetry.GpuSample.Parse(fields[7])));
+        }
+        return samples;
+    }
+
     private async Task<string> RunAsync(IReadOnlyList<string> arguments, CancellationToken cancellationToken)
     {
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);

@@ -12,6 +12,7 @@ using GpuExecutor.Outcomes;
 using GpuExecutor.Protocol;
 using GpuExecutor.Stages;
 using GpuExecutor.Storage;
+using GpuExecutor.Telemetry;
 
 namespace GpuExecutor.Workflows;
 
@@ -31,7 +32,8 @@ public sealed class PrepareJob(
     TextWriter log,
     IDatasetStreamLauncher? streamLauncher = null,
     GitLabMlflowOpener? openGitLab = null,
-    VerbFacts? facts = null)
+    VerbFacts? facts = null,
+    IGpuSamplerLauncher? samplerLauncher = null)
 {
     public async Task RunAsync(JobPayload payload, CancellationToken cancellationToken)
     {
@@ -133,6 +135,11 @@ public sealed class PrepareJob(
             }
             if (checkpoints is not null)
                 lifecycle.StartAgent(agentLauncher, job, job.RunKey);
+            if (gpus.Count > 0 && samplerLauncher is not null && config.Telemetry.GpuSampleInterval > TimeSpan.Zero)
+            {
+                var samplerLog = samplerLauncher.Start(job.JobId);
+                log.WriteLine($"GPU usage is sampled every {config.Telemetry.GpuSampleInterval.TotalSeconds:0} s while the job holds its GPUs (the sampler's log: {samplerLog}).");
+            }
             if (gpus.Count > 0)
                 await GpuVisibilityCheck.ReportAndCheckAsync(driver, config.Gpus, JobContainerNames.For(job.JobId, JobContainerNames.JobRole), gpus, topology, log, cancellationToken);
 

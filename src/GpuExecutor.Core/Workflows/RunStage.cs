@@ -3,11 +3,13 @@ using GpuExecutor.Configuration;
 using GpuExecutor.Containers;
 using GpuExecutor.Datasets;
 using GpuExecutor.HostFiles;
+using GpuExecutor.JobLog;
 using GpuExecutor.Jobs;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Protocol;
 using GpuExecutor.Stages;
 using GpuExecutor.Storage;
+using GpuExecutor.Telemetry;
 
 namespace GpuExecutor.Workflows;
 
@@ -113,6 +115,9 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
             throw;
         }
         await recordingStart;
+        // Whatever the outcome: a failed or stopped training spent its GPU-hours too.
+        if (StagePlacement.IsUserStep(stageName))
+            ReportGpuUsage(streamingJob.JobId);
         if (outcome.StoppedFromOutside)
         {
             // The training was signalled and may have saved, but it did not end by itself: the
@@ -152,6 +157,27 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
         // code is the script's own (an OOM-killed trainer's 137 included), never the host's.
         var exitCode = Math.Max(outcome.ExitCode, 1);
         throw new BuildFailureException(outcome.Stopped ? $"stage '{stageName}' was stopped (exit code {exitCode})." : "", exitCode);
+    }
+
+    /// <summary>
+    /// The "GPU usage" section: the samples of the job that holds the GPUs (the adopted
+    /// training's, for a job that adopted one), from the job's start to now; and a loud line for
+    /// each GPU that stayed idle in most of them.
+    /// </summary>
+    private void ReportGpuUsage(long samplesJobId)
+    {
+        var samples = GpuTelemetryFiles.ReadSamples(GpuTelemetryFiles.SamplesFile(config.StateDir, samplesJobId));
+        if (samples.Count == 0)
+            return;
+        var telemetry = config.Telemetry;
+        var report = GpuUsageReport.From(samples, telemetry.GpuSampleInterval, telemetry.IdleUtilizationPercent);
+        using (JobLogSection.Start(log, "gpu_executor_gpu_usage", "GPU usage", collapsed: true))
+        {
+            foreach (var line in report.TableLines())
+                log.WriteLine(line);
+        }
+        foreach (var idle in report.Idle)
+            log.WriteLine(GpuUsageReport.IdleWarning(idle, telemetry.IdleUtilizationPercent));
     }
 
     private static Task RecordEndAsync(CheckpointLifecycle lifecycle, JobIdentity job, string ending, string why)

@@ -28,6 +28,8 @@ public sealed class CompositionRoot(ExecutorConfig config, string configPath) : 
 
     public IDatasetStreamLauncher StreamLauncher { get; } = new DatasetStreamLauncher(config.StateDir, configPath);
 
+    public Telemetry.IGpuSamplerLauncher SamplerLauncher { get; } = new GpuSamplerLauncher(config.StateDir, configPath);
+
     public static IGitLabJobs GitLab(ContinuationSettings settings, Action<string> log) =>
         new GitLabClient(settings.GitLabUrl!, settings.Token!, log);
 

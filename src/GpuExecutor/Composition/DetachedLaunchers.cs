@@ -55,3 +55,15 @@ public sealed class DatasetStreamLauncher(string stateDir, string configPath) : 
         return streamLog;
     }
 }
+
+/// <summary>Starts a job's GPU sampler (`gpus sample`), which lives as long as the job's container.</summary>
+public sealed class GpuSamplerLauncher(string stateDir, string configPath) : Telemetry.IGpuSamplerLauncher
+{
+    public string Start(long jobId)
+    {
+        var samplerLog = Telemetry.GpuTelemetryFiles.SamplerLog(stateDir, jobId);
+        Directory.CreateDirectory(Path.GetDirectoryName(samplerLog)!);
+        DetachedVerb.Start("GPU sampler", configPath, samplerLog, "gpus", "sample", jobId.ToString(CultureInfo.InvariantCulture));
+        return samplerLog;
+    }
+}

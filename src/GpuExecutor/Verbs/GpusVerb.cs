@@ -2,6 +2,7 @@ using System.Globalization;
 using GpuExecutor.Containers;
 using GpuExecutor.Gpus;
 using GpuExecutor.Outcomes;
+using GpuExecutor.Workflows;
 
 namespace GpuExecutor.Verbs;
 
@@ -57,6 +58,16 @@ public static class GpusVerb
 
         if (ledgerError is not null)
             throw new SystemFailureException($"could not read which jobs hold the GPUs: {ledgerError.Message}", ledgerError);
+    }
+
+    /// <summary>The job's GPU sampler (<see cref="GpuSampler"/>), started by prepare, detached: `gpus sample JOB`.</summary>
+    public static async Task SampleAsync(VerbContext context, string jobText)
+    {
+        if (!long.TryParse(jobText, NumberStyles.None, CultureInfo.InvariantCulture, out var jobId))
+            throw new SystemFailureException("usage: gpu-executor gpus sample JOB_ID");
+        context.Facts.JobId = jobId;
+        void Log(string line) => context.Log.WriteLine($"{DateTime.UtcNow:yyyy-MM-ddTHH:mm:ss.fffZ} job {jobId}: {line}");
+        await new GpuSampler(context.Config, context.Adapters.Containers, context.Adapters.Gpus, Log).RunAsync(jobId, context.Stop);
     }
 
     /// <summary>The pairwise links by GPU index, in nvidia-smi's own legend, as the allocator reads them.</summary>

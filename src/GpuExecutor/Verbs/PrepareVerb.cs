@@ -11,7 +11,7 @@ public static class PrepareVerb
         var payload = JobPayloadReader.Read(context.Environment);
         context.Facts.Payload = payload;
         var adapters = context.Adapters;
-        var workflow = new PrepareJob(context.Config, adapters.Containers, adapters.Gpus, adapters.Stores, adapters.AgentLauncher, context.Log, adapters.StreamLauncher, adapters.OpenGitLabMlflow, context.Facts);
+        var workflow = new PrepareJob(context.Config, adapters.Containers, adapters.Gpus, adapters.Stores, adapters.AgentLauncher, context.Log, adapters.StreamLauncher, adapters.OpenGitLabMlflow, context.Facts, adapters.SamplerLauncher);
         await workflow.RunAsync(payload, context.Stop);
     }
 }

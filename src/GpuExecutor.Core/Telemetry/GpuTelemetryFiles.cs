@@ -1,0 +1,47 @@
+using System.Globalization;
+
+namespace GpuExecutor.Telemetry;
+
+/// <summary>
+/// Where a job's GPU samples live on the host: state_dir/telemetry/job-ID/, written by the job's
+/// sampler, read by `run` at the end of each user step. Keyed by the job whose container holds
+/// the GPUs, so that a job that adopts a training reads that training's samples.
+/// </summary>
+public static class GpuTelemetryFiles
+{
+    /// <summary>Where `run` copies the samples in the job's project directory, for `artifacts: paths:`.</summary>
+    public const string ProjectFile = ".gpu-executor/gpu-usage.csv";
+
+    public static string DirectoryOf(string stateDir, long jobId) =>
+        Path.Combine(stateDir, "telemetry", "job-" + jobId.ToString(CultureInfo.InvariantCulture));
+
+    public static string SamplesFile(string stateDir, long jobId) => Path.Combine(DirectoryOf(stateDir, jobId), "gpu.csv");
+
+    /// <summary>Held by the job's one sampler for its whole life: a second one started for the job finds it taken and leaves.</summary>
+    public static string SamplerLock(string stateDir, long jobId) => Path.Combine(DirectoryOf(stateDir, jobId), "sampler.lock");
+
+    public static string SamplerLog(string stateDir, long jobId) => Path.Combine(DirectoryOf(stateDir, jobId), "sampler.log");
+
+    /// <summary>Every sample recorded so far, in order; torn or foreign lines are skipped.</summary>
+    public static IReadOnlyList<GpuSample> ReadSamples(string path)
+    {
+        if (!File.Exists(path))
+            return [];
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+        using var reader = new StreamReader(stream);
+        var samples = new List<GpuSample>();
+        while (reader.ReadLine() is { } line)
+        {
+            if (GpuSample.FromCsv(line) is { } sample)
+                samples.Add(sample);
+        }
+        return samples;
+    }
+}
+
+/// <summary>Starts a job's GPU sampler (`gpus sample JOB`), which lives as long as the job's container.</summary>
+public interface IGpuSamplerLauncher
+{
+    /// <summary>Starts it detached; returns its log's path.</summary>
+    string Start(long jobId);
+}
