@@ -1,0 +1,118 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using GpuExecutor.Telemetry;
+
+namespace GpuExecutor.IntegrationTests;
+
+/// <summary>
+/// GPU telemetry through the simulator on the test bed, with a fake nvidia-smi (nothing here has
+/// a GPU) whose utilisation changes from call to call: GPU 0 climbs, GPU 2 stays at 0 %, and
+/// GPU 1, outside the runner's pool, is busy with something else.
+/// </summary>
+public sealed partial class GpuTelemetryTests
+{
+    private static ExecutorWorkspace ThreeGpuHost()
+    {
+        var workspace = new ExecutorWorkspace(extraConfig: "[telemetry]\ngpu_sample_seconds = 1\nidle_utilization_percent = 10\n");
+        var directory = Directory.CreateDirectory(Path.Combine(workspace.Root, "fake-nvidia-smi")).FullName;
+        File.WriteAllText(Path.Combine(directory, "query.txt"),
+            "0, GPU-t0, NVIDIA L4, 23034, 0, 0, [N/A]\n1, GPU-t1, NVIDIA L4, 23034, 0, 0, [N/A]\n2, GPU-t2, NVIDIA L4, 23034, 0, 0, [N/A]\n");
+        File.WriteAllText(Path.Combine(directory, "topo.txt"), "\tGPU0\tGPU1\tGPU2\nGPU0\t X \tPHB\tPHB\nGPU1\tPHB\t X \tPHB\nGPU2\tPHB\tPHB\t X \n");
+        var script = Path.Combine(directory, "nvidia-smi");
+        // The sample query (it alone asks for utilization.memory) answers call n with GPU 0 at
+        // 10 + 20n % (at most 100) and 1000 + 100n MiB; the inventory and topology are fixed.
+        File.WriteAllText(script, $$"""
+            #!/bin/bash
+            d='{{directory}}'
+            case "$*" in
+              *topo*) cat "$d/topo.txt" ;;
+              *utilization.memory*)
+                n=$(cat "$d/count" 2>/dev/null || echo 0); echo $((n + 1)) > "$d/count"
+                u=$((10 + 20 * n)); [ $u -gt 100 ] && u=100
+                printf '0, GPU-t0, %d, 30, %d, 200.5, 60, 1800\n1, GPU-t1, 88, 88, 9000, 250, 70, 1900\n2, GPU-t2, 0, 0, 300, 25, 35, 210\n' "$u" "$((1000 + 100 * n))" ;;
+              *) cat "$d/query.txt" ;;
+            esac
+            """.Replace("\r", "", StringComparison.Ordinal));
+        File.SetUnixFileMode(script, UnixFileMode.UserRead | UnixFileMode.UserWrite | UnixFileMode.UserExecute);
+        File.AppendAllText(workspace.ConfigPath, $"\n[gpus]\nmode = \"none\"\nnvidia_smi = \"{script}\"\npool = [0, 2]\n");
+        return workspace;
+    }
+
+    [GeneratedRegex(@"^  (?<index>\d+) +(?<uuid>GPU-\S+) +(?<mean>\d+)% +(?<p95>\d+)% +(?<peak>\d+) MiB +(?<power>\d+) W$", RegexOptions.Multiline)]
+    private static partial Regex UsageRow();
+
+    [GeneratedRegex(@"(?<gpus>\d+) GPU\(s\) for [\d.]+ min: (?<hours>[\d.]+) GPU-hours \((?<samples>\d+) samples, one every 1 s\)\.")]
+    private static partial Regex UsageFooter();
+
+    private static string Whole(double value) => value.ToString("0", CultureInfo.InvariantCulture);
+
+    [Fact]
+    public async Task A_job_gets_its_gpus_usage_from_the_samples_an_idle_warning_for_the_idle_one_only_and_the_sampler_ends_with_the_job()
+    {
+        using var workspace = ThreeGpuHost();
+        const long jobId = 7901;
+
+        var simulation = await workspace.SimulateAsync(new
+        {
+            job_id = jobId,
+            variables = new Dictionary<string, string> { ["GPU_COUNT"] = "2" },
+            script = new[] { "echo \"gpus: $NVIDIA_VISIBLE_DEVICES\"", "sleep 6" },
+        });
+
+        Assert.True(simulation.Result.Outcome == "success", simulation.Log);
+        Assert.Contains("gpus: GPU-t0,GPU-t2", simulation.Log);
+        Assert.Contains("GPU usage is sampled every 1 s", simulation.Log);
+
+        // The CSV: only the job's own GPUs, every line a sample.
+        var csv = Path.Combine(workspace.Root, "state", "telemetry", $"job-{jobId}", "gpu.csv");
+        var lines = File.ReadAllLines(csv);
+        Assert.Equal(GpuSample.CsvHeader, lines[0]);
+        var samples = lines.Skip(1).Select(line => GpuSample.FromCsv(line) ?? throw new Xunit.Sdk.XunitException($"not a sample: {line}")).ToList();
+        Assert.Equal(["GPU-t0", "GPU-t2"], samples.Select(sample => sample.Uuid).Distinct().Order());
+
+        // The report covers the samples taken before the step ended: as many per GPU as its footer counts.
+        var footer = UsageFooter().Match(simulation.Log);
+        Assert.True(footer.Success, simulation.Log);
+        Assert.Equal("2", footer.Groups["gpus"].Value);
+        var perGpu = int.Parse(footer.Groups["samples"].Value, CultureInfo.InvariantCulture) / 2;
+        Assert.InRange(perGpu, 3, 10);
+        var rows = UsageRow().Matches(simulation.Log).ToDictionary(row => row.Groups["uuid"].Value);
+        Assert.Equal(["GPU-t0", "GPU-t2"], rows.Keys.Order());
+        foreach (var (uuid, row) in rows)
+        {
+            var reported = samples.Where(sample => sample.Uuid == uuid).OrderBy(sample => sample.Time).Take(perGpu).ToList();
+            var utilization = reported.Select(sample => sample.UtilizationPercent!.Value).Order().ToList();
+            Assert.Equal(Whole(utilization.Average()), row.Groups["mean"].Value);
+            Assert.Equal(Whole(utilization[(int)Math.Ceiling(0.95 * utilization.Count) - 1]), row.Groups["p95"].Value);
+            Assert.Equal(Whole(reported.Max(sample => sample.MemoryUsedMiB!.Value)), row.Groups["peak"].Value);
+            Assert.Equal(Whole(reported.Average(sample => sample.PowerWatts!.Value)), row.Groups["power"].Value);
+        }
+        Assert.True(double.Parse(footer.Groups["hours"].Value, CultureInfo.InvariantCulture) > 0);
+
+        // GPU 2 stayed at 0 %: warned; GPU 0 climbed to 100 %: not warned.
+        Assert.Contains("WARNING: GPU 2 averaged 0% for", simulation.Log);
+        Assert.DoesNotContain("WARNING: GPU 0 averaged", simulation.Log);
+
+        // Cleanup removed the container: the sampler ends within a few intervals.
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (SamplerRunning(jobId) && DateTime.UtcNow < deadline)
+            await Task.Delay(200, TestContext.Current.CancellationToken);
+        Assert.False(SamplerRunning(jobId), "the job's GPU sampler outlived its container");
+        Assert.Contains("sampling ends", File.ReadAllText(Path.Combine(workspace.Root, "state", "telemetry", $"job-{jobId}", "sampler.log")));
+    }
+
+    private static bool SamplerRunning(long jobId) =>
+        Directory.GetDirectories("/proc").Any(directory =>
+        {
+            try
+            {
+                var arguments = File.ReadAllText(Path.Combine(directory, "cmdline")).Split('\0');
+                var at = Array.IndexOf(arguments, "sample");
+                return at > 0 && arguments[at - 1] == "gpus" && at + 1 < arguments.Length && arguments[at + 1] == jobId.ToString(CultureInfo.InvariantCulture);
+            }
+            catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+            {
+                return false;
+            }
+        });
+}
