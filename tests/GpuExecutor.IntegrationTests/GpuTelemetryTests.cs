@@ -101,6 +101,29 @@ public sealed partial class GpuTelemetryTests
         Assert.Contains("sampling ends", File.ReadAllText(Path.Combine(workspace.Root, "state", "telemetry", $"job-{jobId}", "sampler.log")));
     }
 
+    [Fact]
+    public async Task A_checkpointed_runs_samples_are_kept_in_the_store_beside_its_history()
+    {
+        using var workspace = ThreeGpuHost();
+        const long jobId = 7902;
+
+        var simulation = await workspace.SimulateAsync(new
+        {
+            job_id = jobId,
+            variables = new Dictionary<string, string> { ["GPU_COUNT"] = "1", ["CHECKPOINTS"] = "on", ["CHECKPOINT_RUN_KEY"] = "telemetry-run" },
+            script = new[] { "sleep 3" },
+        });
+
+        Assert.True(simulation.Result.Outcome == "success", simulation.Log);
+        // The built-in store: a file store in state_dir, bucket "checkpoints"; the run is scoped to project 1.
+        var stored = Path.Combine(workspace.Root, "state", "checkpoint-store", "checkpoints", "runs", "p1-telemetry-run", "telemetry", $"{jobId:D12}.gpu.csv");
+        Assert.True(File.Exists(stored), simulation.Log);
+        var storedLines = File.ReadAllLines(stored);
+        var hostLines = File.ReadAllLines(Path.Combine(workspace.Root, "state", "telemetry", $"job-{jobId}", "gpu.csv"));
+        Assert.True(storedLines.Length >= 2, string.Join('\n', storedLines));
+        Assert.Equal(storedLines, hostLines.Take(storedLines.Length));
+    }
+
     private static bool SamplerRunning(long jobId) =>
         Directory.GetDirectories("/proc").Any(directory =>
         {

@@ -171,6 +171,15 @@ public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver 
     public Task RecordTrainingAsync(JobIdentity job, Func<RunSegment, RunSegment?> change, CancellationToken cancellationToken) =>
         WriteHistoryAsync(job.RunKey, repository => repository.UpdateSegmentAsync(job.JobId, change, cancellationToken));
 
+    /// <summary>
+    /// The GPU samples of one segment of the run (the job that held the GPUs), as the store's
+    /// runs/RUN/telemetry/JOB.gpu.csv: the run's whole history of GPU use outlives its hosts.
+    /// </summary>
+    public Task RecordGpuSamplesAsync(string runKey, long samplesJobId, byte[] csv, CancellationToken cancellationToken) =>
+        WriteHistoryAsync(runKey, repository => repository.WriteRunRecordAsync(TelemetryRecordName(samplesJobId), csv, cancellationToken));
+
+    public static string TelemetryRecordName(long jobId) => "telemetry/" + jobId.ToString("D12", CultureInfo.InvariantCulture) + ".gpu.csv";
+
     /// <summary>Starts the run's agent for this job's container, detached, and says where its log is.</summary>
     public void StartAgent(ICheckpointAgentLauncher launcher, JobIdentity job, string runKey)
     {

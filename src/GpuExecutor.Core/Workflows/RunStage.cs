@@ -117,7 +117,7 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
         await recordingStart;
         // Whatever the outcome: a failed or stopped training spent its GPU-hours too.
         if (StagePlacement.IsUserStep(stageName))
-            ReportGpuUsage(streamingJob.JobId);
+            await ReportGpuUsageAsync(streamingJob.JobId, checkpoints is null ? null : job.RunKey, lifecycle);
         if (outcome.StoppedFromOutside)
         {
             // The training was signalled and may have saved, but it did not end by itself: the
@@ -162,13 +162,26 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
     /// <summary>
     /// The "GPU usage" section: the samples of the job that holds the GPUs (the adopted
     /// training's, for a job that adopted one), from the job's start to now; and a loud line for
-    /// each GPU that stayed idle in most of them.
+    /// each GPU that stayed idle in most of them. A checkpointed run keeps the samples in the
+    /// store beside its history.
     /// </summary>
-    private void ReportGpuUsage(long samplesJobId)
+    private async Task ReportGpuUsageAsync(long samplesJobId, string? runKey, CheckpointLifecycle lifecycle)
     {
-        var samples = GpuTelemetryFiles.ReadSamples(GpuTelemetryFiles.SamplesFile(config.StateDir, samplesJobId));
+        var path = GpuTelemetryFiles.SamplesFile(config.StateDir, samplesJobId);
+        var samples = GpuTelemetryFiles.ReadSamples(path);
         if (samples.Count == 0)
             return;
+        if (runKey is not null)
+        {
+            byte[] csv;
+            using (var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete))
+            using (var copy = new MemoryStream())
+            {
+                await file.CopyToAsync(copy, CancellationToken.None);
+                csv = copy.ToArray();
+            }
+            await lifecycle.RecordGpuSamplesAsync(runKey, samplesJobId, csv, CancellationToken.None);
+        }
         var telemetry = config.Telemetry;
         var report = GpuUsageReport.From(samples, telemetry.GpuSampleInterval, telemetry.IdleUtilizationPercent);
         using (JobLogSection.Start(log, "gpu_executor_gpu_usage", "GPU usage", collapsed: true))
