@@ -124,6 +124,38 @@ public sealed partial class GpuTelemetryTests
         Assert.Equal(storedLines, hostLines.Take(storedLines.Length));
     }
 
+    [Fact]
+    public async Task The_samples_go_on_when_the_runner_dies_and_a_retry_adopts_the_training_and_end_with_the_adopters_cleanup()
+    {
+        using var workspace = ThreeGpuHost();
+        object Training(long jobId) => new
+        {
+            job_id = jobId,
+            name = "train",
+            image = Testbed.TestImage,
+            variables = new Dictionary<string, string> { ["GPU_COUNT"] = "2", ["CHECKPOINTS"] = "on" },
+            script = new[] { "for i in $(seq 1 8); do echo \"step $i of 8\"; sleep 1; done" },
+            timeout = 600,
+        };
+
+        // The first job's runner dies at step 3; its training, and its sampler, go on.
+        await ReferenceTrainer.RunUntilTheRunnerDiesAsync(workspace, Training(7961), atStep: 3);
+        Assert.True(SamplerRunning(7961), "the sampler ended with its job's runner");
+
+        var retry = await workspace.SimulateAsync(Training(7962));
+
+        Assert.True(retry.Result.Outcome == "success", retry.Log);
+        Assert.Contains("This job adopts it", retry.Log);
+        // The adopter reports the training's GPUs, from the samples its first job's sampler took.
+        Assert.Contains("GPU usage", retry.Log);
+        Assert.Equal(["GPU-t0", "GPU-t2"], UsageRow().Matches(retry.Log).Select(row => row.Groups["uuid"].Value).Order());
+        Assert.False(File.Exists(Path.Combine(workspace.Root, "state", "telemetry", "job-7962", "gpu.csv")), "the adopter sampled GPUs it never held");
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (SamplerRunning(7961) && DateTime.UtcNow < deadline)
+            await Task.Delay(200, TestContext.Current.CancellationToken);
+        Assert.False(SamplerRunning(7961), "the adopted training's sampler outlived the adopter's cleanup");
+    }
+
     private static bool SamplerRunning(long jobId) =>
         Directory.GetDirectories("/proc").Any(directory =>
         {
