@@ -3,10 +3,9 @@ using System.CommandLine.Completions;
 using GpuExecutor.AdminLog;
 using GpuExecutor.Composition;
 using GpuExecutor.Configuration;
+using GpuExecutor.Doctor;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Protocol;
-
-using GpuExecutor.Doctor;
 using GpuExecutor.Verbs;
 
 namespace GpuExecutor;
