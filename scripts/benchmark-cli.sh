@@ -11,14 +11,11 @@ cd "$(dirname "$0")/.."
 base="${1:-e7ccfd8}"
 runs="${2:-40}"
 
-source scripts/with-testbed.sh "${GPU_EXECUTOR_BENCHMARK_DIR:-/tmp/gpu-executor-benchmark}" 4570
+source scripts/with-testbed.sh "${GPU_EXECUTOR_BENCHMARK_DIR:-/tmp/gpu-executor-benchmark-cli}" 4578
 binary="$PWD/$(scripts/publish.sh)"
 baseline="${GPU_EXECUTOR_BASELINE_BINARY:-}"
 work="$(mktemp -d)"
-cleanup_work() { git worktree remove --force "$work/base-src" >/dev/null 2>&1 || true; rm -rf "$work"; }
-# with-testbed.sh's own EXIT trap stops the daemons; this one runs first, then that.
-testbed_exit="$(trap -p EXIT | sed "s/^trap -- '//; s/' EXIT\$//")"
-trap "cleanup_work; $testbed_exit" EXIT
+trap 'git worktree remove --force "$work/base-src" >/dev/null 2>&1 || true; scripts/testbed.sh leftovers "$binary" 60 || true; rm -rf "$work" || true; scripts/testbed.sh stop' EXIT
 git worktree prune
 if [ -z "$baseline" ]; then
   echo "== publishing the baseline at $base" >&2

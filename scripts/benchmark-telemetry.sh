@@ -10,11 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-60}"
 
-source scripts/with-testbed.sh "${GPU_EXECUTOR_BENCHMARK_DIR:-/tmp/gpu-executor-benchmark-telemetry}" 4576
+source scripts/with-testbed.sh "${GPU_EXECUTOR_BENCHMARK_DIR:-/tmp/gpu-executor-benchmark-telemetry}" 4577
 binary="$PWD/$(scripts/publish.sh)"
 work="$(mktemp -d)"
-testbed_exit="$(trap -p EXIT | sed "s/^trap -- '//; s/' EXIT\$//")"
-trap "rm -rf '$work'; $testbed_exit" EXIT
+trap 'scripts/testbed.sh leftovers "$binary" 60 || true; rm -rf "$work" || true; scripts/testbed.sh stop' EXIT
 job_id=990017
 
 printf '0, GPU-b0, NVIDIA L4, 23034, 0, 0, [N/A]\n1, GPU-b1, NVIDIA L4, 23034, 0, 0, [N/A]\n' > "$work/query.txt"

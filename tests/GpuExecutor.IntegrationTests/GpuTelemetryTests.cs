@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
+using GpuExecutor.HostFiles;
 using GpuExecutor.Telemetry;
 
 namespace GpuExecutor.IntegrationTests;
@@ -93,11 +94,7 @@ public sealed partial class GpuTelemetryTests
         Assert.Contains("WARNING: GPU 2 averaged 0% for", simulation.Log);
         Assert.DoesNotContain("WARNING: GPU 0 averaged", simulation.Log);
 
-        // Cleanup removed the container: the sampler ends within a few intervals.
-        var deadline = DateTime.UtcNow.AddSeconds(20);
-        while (SamplerRunning(jobId) && DateTime.UtcNow < deadline)
-            await Task.Delay(200, TestContext.Current.CancellationToken);
-        Assert.False(SamplerRunning(jobId), "the job's GPU sampler outlived its container");
+        await AssertSamplerEndsAsync(jobId, "the job's GPU sampler outlived its container");
         Assert.Contains("sampling ends", File.ReadAllText(Path.Combine(workspace.Root, "state", "telemetry", $"job-{jobId}", "sampler.log")));
     }
 
@@ -150,24 +147,19 @@ public sealed partial class GpuTelemetryTests
         Assert.Contains("GPU usage", retry.Log);
         Assert.Equal(["GPU-t0", "GPU-t2"], UsageRow().Matches(retry.Log).Select(row => row.Groups["uuid"].Value).Order());
         Assert.False(File.Exists(Path.Combine(workspace.Root, "state", "telemetry", "job-7962", "gpu.csv")), "the adopter sampled GPUs it never held");
-        var deadline = DateTime.UtcNow.AddSeconds(20);
-        while (SamplerRunning(7961) && DateTime.UtcNow < deadline)
-            await Task.Delay(200, TestContext.Current.CancellationToken);
-        Assert.False(SamplerRunning(7961), "the adopted training's sampler outlived the adopter's cleanup");
+        await AssertSamplerEndsAsync(7961, "the adopted training's sampler outlived the adopter's cleanup");
     }
 
     private static bool SamplerRunning(long jobId) =>
         Directory.GetDirectories("/proc").Any(directory =>
-        {
-            try
-            {
-                var arguments = File.ReadAllText(Path.Combine(directory, "cmdline")).Split('\0');
-                var at = Array.IndexOf(arguments, "sample");
-                return at > 0 && arguments[at - 1] == "gpus" && at + 1 < arguments.Length && arguments[at + 1] == jobId.ToString(CultureInfo.InvariantCulture);
-            }
-            catch (Exception error) when (error is IOException or UnauthorizedAccessException)
-            {
-                return false;
-            }
-        });
+            int.TryParse(Path.GetFileName(directory), NumberStyles.None, CultureInfo.InvariantCulture, out var pid) && DetachedVerbs.Runs(pid, "gpus", "sample", jobId));
+
+    /// <summary>Cleanup removed the container: the sampler ends within a few intervals.</summary>
+    private static async Task AssertSamplerEndsAsync(long jobId, string because)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (SamplerRunning(jobId) && DateTime.UtcNow < deadline)
+            await Task.Delay(200, TestContext.Current.CancellationToken);
+        Assert.False(SamplerRunning(jobId), because);
+    }
 }

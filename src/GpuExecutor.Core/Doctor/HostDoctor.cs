@@ -1,6 +1,5 @@
 using System.Globalization;
 using System.Text.Json.Serialization;
-using GpuExecutor.Checkpoints;
 using GpuExecutor.Configuration;
 using GpuExecutor.Containers;
 using GpuExecutor.Continuation;

@@ -23,19 +23,30 @@ public static class GpuTelemetryFiles
     public static string SamplerLog(string stateDir, long jobId) => Path.Combine(DirectoryOf(stateDir, jobId), "sampler.log");
 
     /// <summary>Every sample recorded so far, in order; torn or foreign lines are skipped.</summary>
-    public static IReadOnlyList<GpuSample> ReadSamples(string path)
+    public static IReadOnlyList<GpuSample> ReadSamples(string path) => Read(path).Samples;
+
+    /// <summary>
+    /// The samples file as it is now, while its sampler may still append: its bytes (for the
+    /// store) and the samples they hold, from one read. Empty when there is no file.
+    /// </summary>
+    public static (byte[] Csv, IReadOnlyList<GpuSample> Samples) Read(string path)
     {
         if (!File.Exists(path))
-            return [];
-        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
-        using var reader = new StreamReader(stream);
+            return ([], []);
+        byte[] csv;
+        using (var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete))
+        using (var copy = new MemoryStream())
+        {
+            stream.CopyTo(copy);
+            csv = copy.ToArray();
+        }
         var samples = new List<GpuSample>();
-        while (reader.ReadLine() is { } line)
+        foreach (var line in System.Text.Encoding.UTF8.GetString(csv).Split('\n'))
         {
             if (GpuSample.FromCsv(line) is { } sample)
                 samples.Add(sample);
         }
-        return samples;
+        return (csv, samples);
     }
 }
 

@@ -122,13 +122,14 @@ public sealed class PrepareJob(
                 workspace = workspace with { DatasetMounts = (await fetching).Mounts };
                 jobContainer = await StartAsync(job, workspace, JobContainerNames.JobRole, image, startedAt, chosen.Select(gpu => gpu.Uuid).ToList(), environment, cancellationToken, definition?.ToLabels());
             }, cancellationToken, fetching, earlyInventory);
+            var materialized = await fetching;
             facts?.Gpus = gpus.Select(gpu => gpu.Uuid).ToList();
-            if ((await fetching).Summary is { } fetched)
-                facts?.Datasets = new DatasetFigures(fetched.Objects, fetched.CacheHits, fetched.BytesFetched, fetched.BytesServed, (await fetching).Streaming);
+            if (materialized.Summary is { } fetched)
+                facts?.Datasets = new DatasetFigures(fetched.Objects, fetched.CacheHits, fetched.BytesFetched, fetched.BytesServed, materialized.Streaming);
             // Outside the GPU lock: the next job's choice need not wait for this handshake.
             await StageServerHandshake.CheckAsync(driver, JobContainerNames.For(job.JobId, JobContainerNames.JobRole), image, jobChoseImage: true, cancellationToken);
             log.WriteLine($"Job container {jobContainer} runs {image}.");
-            if ((await fetching).Streaming)
+            if (materialized.Streaming)
             {
                 var streamLog = (streamLauncher ?? throw new SystemFailureException("this executor cannot start a dataset stream here.")).Start(job.JobId);
                 log.WriteLine($"Dataset stream started (its log: {streamLog}).");

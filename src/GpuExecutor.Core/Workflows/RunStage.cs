@@ -167,21 +167,11 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
     /// </summary>
     private async Task ReportGpuUsageAsync(long samplesJobId, string? runKey, CheckpointLifecycle lifecycle)
     {
-        var path = GpuTelemetryFiles.SamplesFile(config.StateDir, samplesJobId);
-        var samples = GpuTelemetryFiles.ReadSamples(path);
+        var (csv, samples) = GpuTelemetryFiles.Read(GpuTelemetryFiles.SamplesFile(config.StateDir, samplesJobId));
         if (samples.Count == 0)
             return;
         if (runKey is not null)
-        {
-            byte[] csv;
-            using (var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete))
-            using (var copy = new MemoryStream())
-            {
-                await file.CopyToAsync(copy, CancellationToken.None);
-                csv = copy.ToArray();
-            }
             await lifecycle.RecordGpuSamplesAsync(runKey, samplesJobId, csv, CancellationToken.None);
-        }
         var telemetry = config.Telemetry;
         var report = GpuUsageReport.From(samples, telemetry.GpuSampleInterval, telemetry.IdleUtilizationPercent);
         using (JobLogSection.Start(log, "gpu_executor_gpu_usage", "GPU usage", collapsed: true))
