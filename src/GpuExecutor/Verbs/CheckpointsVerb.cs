@@ -42,12 +42,13 @@ public static class CheckpointsVerb
     /// <summary>The sync agent that prepare starts, detached: `checkpoints agent JOB RUN CONTAINER`.</summary>
     public static async Task AgentAsync(VerbContext context, string jobText, string run, string container)
     {
-        if (!long.TryParse(jobText, NumberStyles.None, CultureInfo.InvariantCulture, out var jobId) || !CheckpointRequest.IsRunKey(run))
-            throw new SystemFailureException("usage: gpu-executor checkpoints agent JOB_ID RUN_KEY CONTAINER");
-        (context.Facts.JobId, context.Facts.RunKey) = (jobId, run);
+        const string usage = "usage: gpu-executor checkpoints agent JOB_ID RUN_KEY CONTAINER";
         // Its log is a file in the run's directory (prepare redirects it): it has no job log.
-        void Log(string line) => context.Log.WriteLine($"{DateTime.UtcNow:yyyy-MM-ddTHH:mm:ss.fffZ} job {jobId}: {line}");
-        var host = new CheckpointAgentHost(context.Config, context.Adapters.Containers, context.Adapters.Stores, CompositionRoot.GitLab, Log);
+        var (jobId, log) = context.DetachedJob(jobText, usage);
+        if (!CheckpointRequest.IsRunKey(run))
+            throw new SystemFailureException(usage);
+        context.Facts.RunKey = run;
+        var host = new CheckpointAgentHost(context.Config, context.Adapters.Containers, context.Adapters.Stores, CompositionRoot.GitLab, log);
         await host.RunAsync(jobId, run, container, KillSwitch(), context.Stop);
     }
 

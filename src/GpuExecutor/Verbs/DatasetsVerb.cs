@@ -56,11 +56,8 @@ public static class DatasetsVerb
     public static async Task StreamAsync(VerbContext context, string jobText)
     {
         var config = context.Config;
-        if (!long.TryParse(jobText, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var jobId))
-            throw new SystemFailureException("usage: gpu-executor datasets stream JOB_ID");
-        context.Facts.JobId = jobId;
         // Started by prepare, detached; its log is a file beside the job's views.
-        void Log(string line) => context.Log.WriteLine($"{DateTime.UtcNow:yyyy-MM-ddTHH:mm:ss.fffZ} job {jobId}: {line}");
-        await new DatasetStreamer(config, context.Adapters.Containers, context.Adapters.Stores, Log, adopted => Reattach.AdoptedUntil(config.StateDir, adopted)).RunAsync(jobId, context.Stop);
+        var (jobId, log) = context.DetachedJob(jobText, "usage: gpu-executor datasets stream JOB_ID");
+        await new DatasetStreamer(config, context.Adapters.Containers, context.Adapters.Stores, log, adopted => Reattach.AdoptedUntil(config.StateDir, adopted)).RunAsync(jobId, context.Stop);
     }
 }

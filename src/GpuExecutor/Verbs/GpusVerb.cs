@@ -63,11 +63,8 @@ public static class GpusVerb
     /// <summary>The job's GPU sampler (<see cref="GpuSampler"/>), started by prepare, detached: `gpus sample JOB`.</summary>
     public static async Task SampleAsync(VerbContext context, string jobText)
     {
-        if (!long.TryParse(jobText, NumberStyles.None, CultureInfo.InvariantCulture, out var jobId))
-            throw new SystemFailureException("usage: gpu-executor gpus sample JOB_ID");
-        context.Facts.JobId = jobId;
-        void Log(string line) => context.Log.WriteLine($"{DateTime.UtcNow:yyyy-MM-ddTHH:mm:ss.fffZ} job {jobId}: {line}");
-        await new GpuSampler(context.Config, context.Adapters.Containers, context.Adapters.Gpus, Log).RunAsync(jobId, context.Stop);
+        var (jobId, log) = context.DetachedJob(jobText, "usage: gpu-executor gpus sample JOB_ID");
+        await new GpuSampler(context.Config, context.Adapters.Containers, context.Adapters.Gpus, log).RunAsync(jobId, context.Stop);
     }
 
     /// <summary>The pairwise links by GPU index, in nvidia-smi's own legend, as the allocator reads them.</summary>
