@@ -58,6 +58,8 @@ public sealed partial class GpuTelemetryTests
             job_id = jobId,
             variables = new Dictionary<string, string> { ["GPU_COUNT"] = "2" },
             script = new[] { "echo \"gpus: $NVIDIA_VISIBLE_DEVICES\"", "sleep 6" },
+            // What `artifacts: paths: [.gpu-executor/]` would publish, as the job sees it.
+            after_script = new[] { "sed 's/^/published: /' \"$CI_PROJECT_DIR/.gpu-executor/gpu-usage.csv\"" },
         });
 
         Assert.True(simulation.Result.Outcome == "success", simulation.Log);
@@ -70,6 +72,12 @@ public sealed partial class GpuTelemetryTests
         Assert.Equal(GpuSample.CsvHeader, lines[0]);
         var samples = lines.Skip(1).Select(line => GpuSample.FromCsv(line) ?? throw new Xunit.Sdk.XunitException($"not a sample: {line}")).ToList();
         Assert.Equal(["GPU-t0", "GPU-t2"], samples.Select(sample => sample.Uuid).Distinct().Order());
+
+        // The copy in the project directory: the header and the samples taken up to the main step's end.
+        var published = simulation.Log.Split('\n').Where(line => line.StartsWith("published: ", StringComparison.Ordinal)).Select(line => line["published: ".Length..].TrimEnd('\r')).ToList();
+        Assert.True(published.Count >= 3, simulation.Log);
+        Assert.Equal(lines.Take(published.Count), published);
+        Assert.Contains("Samples: $CI_PROJECT_DIR/.gpu-executor/gpu-usage.csv", simulation.Log);
 
         // The report covers the samples taken before the step ended: as many per GPU as its footer counts.
         var footer = UsageFooter().Match(simulation.Log);

@@ -131,3 +131,59 @@ public sealed class GpuTelemetryTests : IDisposable
         Assert.Throws<ConfigurationException>(() => ConfigLoader.Parse("[telemetry]\ngpu_sample_seconds = \"fast\"\n", "test.toml"));
     }
 }
+
+public sealed class ProjectSamplesFileTests : IDisposable
+{
+    private readonly string _root = Directory.CreateTempSubdirectory("gpu-executor-project").FullName;
+
+    public void Dispose() => Directory.Delete(_root, recursive: true);
+
+    [Fact]
+    public void The_project_directory_is_read_only_as_plain_names_below_the_builds_mount()
+    {
+        var config = new ExecutorConfig();
+        var builds = config.Builds.ContainerDir;
+        Assert.Equal(["group", "project"], Jobs.JobWorkspace.ProjectDirectoryBelowBuilds(config, builds + "/group//project/"));
+        Assert.Null(Jobs.JobWorkspace.ProjectDirectoryBelowBuilds(config, builds + "/group/../../etc"));
+        Assert.Null(Jobs.JobWorkspace.ProjectDirectoryBelowBuilds(config, "/etc/gpu-executor"));
+        Assert.Null(Jobs.JobWorkspace.ProjectDirectoryBelowBuilds(config, builds + "-other/project"));
+        Assert.Null(Jobs.JobWorkspace.ProjectDirectoryBelowBuilds(config, builds));
+        Assert.Null(Jobs.JobWorkspace.ProjectDirectoryBelowBuilds(config, null));
+    }
+
+    [Fact]
+    public void The_file_is_written_below_the_project_and_replaces_what_stood_at_its_name()
+    {
+        Directory.CreateDirectory(Path.Combine(_root, "group", "project"));
+        Assert.Null(HostFiles.NoFollowFiles.ReplaceFileBeneath(_root, ["group", "project", ".gpu-executor"], "gpu-usage.csv", "a,b\n"u8));
+        var file = Path.Combine(_root, "group", "project", ".gpu-executor", "gpu-usage.csv");
+        Assert.Equal("a,b\n", File.ReadAllText(file));
+
+        // A symlink the job planted at the name is replaced by the file, and its target untouched.
+        var target = Path.Combine(_root, "host-secret");
+        File.WriteAllText(target, "secret");
+        File.Delete(file);
+        File.CreateSymbolicLink(file, target);
+        Assert.Null(HostFiles.NoFollowFiles.ReplaceFileBeneath(_root, ["group", "project", ".gpu-executor"], "gpu-usage.csv", "c,d\n"u8));
+        Assert.Equal("secret", File.ReadAllText(target));
+        Assert.Null(new FileInfo(file).LinkTarget);
+        Assert.Equal("c,d\n", File.ReadAllText(file));
+        Assert.Empty(Directory.GetFiles(Path.GetDirectoryName(file)!, ".*tmp*"));
+    }
+
+    [Fact]
+    public void A_symlink_anywhere_on_the_way_stops_the_write()
+    {
+        var elsewhere = Directory.CreateDirectory(Path.Combine(_root, "elsewhere")).FullName;
+        Directory.CreateDirectory(Path.Combine(_root, "group"));
+        Directory.CreateSymbolicLink(Path.Combine(_root, "group", "project"), elsewhere);
+        Assert.Contains("not a directory", HostFiles.NoFollowFiles.ReplaceFileBeneath(_root, ["group", "project", ".gpu-executor"], "gpu-usage.csv", "x\n"u8));
+
+        Directory.CreateDirectory(Path.Combine(_root, "real"));
+        Directory.CreateSymbolicLink(Path.Combine(_root, "real", ".gpu-executor"), elsewhere);
+        Assert.Contains("not a directory", HostFiles.NoFollowFiles.ReplaceFileBeneath(_root, ["real", ".gpu-executor"], "gpu-usage.csv", "x\n"u8));
+        Assert.Empty(Directory.GetFileSystemEntries(elsewhere));
+
+        Assert.Contains("not a directory name", HostFiles.NoFollowFiles.ReplaceFileBeneath(_root, ["real", ".."], "gpu-usage.csv", "x\n"u8));
+    }
+}

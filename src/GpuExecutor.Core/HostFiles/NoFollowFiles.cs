@@ -22,6 +22,10 @@ public static partial class NoFollowFiles
     private const int AtEmptyPath = 0x1000;
     private const uint StatxBasicStats = 0x7ff;
     private const int OpenReadOnly = 0;
+    private const int OpenWriteOnly = 1;
+    private const int OpenCreate = 0x40;
+    private const int OpenExclusive = 0x80;
+    private const int EEXIST = 17;
     private const int OpenNonBlock = 0x800;
     private const int OpenDirectory = 0x10000;
     private const int OpenNoFollow = 0x20000;
@@ -129,6 +133,58 @@ public static partial class NoFollowFiles
         return (copied, Convert.ToHexStringLower(hash.GetHashAndReset()));
     }
 
+    /// <summary>
+    /// Writes <paramref name="contents"/> as <paramref name="fileName"/> in the directory
+    /// <paramref name="directory"/> under <paramref name="root"/>, a tree the job controls:
+    /// every existing component is opened with O_NOFOLLOW, so a symlink the job planted anywhere
+    /// on the way stops the write instead of steering it; only the last directory is created when
+    /// missing. The file is a new inode written beside its name and renamed over it, so a planted
+    /// symlink or hard link at the name is replaced, never written through. Returns null when
+    /// written, else why not.
+    /// </summary>
+    public static string? ReplaceFileBeneath(string root, IReadOnlyList<string> directory, string fileName, ReadOnlySpan<byte> contents)
+    {
+        var current = Open(AtFdCwd, root, OpenReadOnly | OpenDirectory | OpenCloseOnExec);
+        if (current is null)
+            return $"{root} cannot be opened (error {Marshal.GetLastPInvokeError()})";
+        try
+        {
+            for (var index = 0; index < directory.Count; index++)
+            {
+                var name = directory[index];
+                if (name is "" or "." or ".." || name.Contains('/') || name.Contains('\0'))
+                    return $"'{name}' is not a directory name";
+                var fd = Fd(current);
+                if (index == directory.Count - 1 && MakeDirectoryAt(fd, name, 0x1ED) != 0 && Marshal.GetLastPInvokeError() != EEXIST)
+                    return $"{name} cannot be created (error {Marshal.GetLastPInvokeError()})";
+                var next = Open(fd, name, OpenReadOnly | OpenDirectory | OpenNoFollow | OpenCloseOnExec);
+                if (next is null)
+                    return $"{name} is not a directory (a symlink is not followed)";
+                current.Dispose();
+                current = next;
+            }
+            var directoryFd = Fd(current);
+            var temporary = "." + fileName + ".tmp-" + Convert.ToHexStringLower(System.Security.Cryptography.RandomNumberGenerator.GetBytes(6));
+            var created = OpenAt(directoryFd, temporary, OpenWriteOnly | OpenCreate | OpenExclusive | OpenNoFollow | OpenCloseOnExec, 0x1A4);
+            if (created < 0)
+                return $"{fileName} cannot be created (error {Marshal.GetLastPInvokeError()})";
+            using (var file = new SafeFileHandle((nint)created, ownsHandle: true))
+                RandomAccess.Write(file, contents, 0);
+            if (RenameAt(directoryFd, temporary, directoryFd, fileName) == 0)
+                return null;
+            var error = Marshal.GetLastPInvokeError();
+            UnlinkAt(directoryFd, temporary, 0);
+            return $"{fileName} cannot be replaced (error {error}: a directory stands there?)";
+        }
+        finally
+        {
+            current.Dispose();
+        }
+    }
+
+    /// <summary>The descriptor of a handle this class opened and still holds.</summary>
+    private static int Fd(SafeFileHandle handle) => (int)handle.DangerousGetHandle();
+
     private const int ChunkBytes = 4 << 20;
 
     private static SafeFileHandle? OpenBeneath(SafeFileHandle root, string relativePath)
@@ -196,6 +252,15 @@ public static partial class NoFollowFiles
 
     [LibraryImport("libc", EntryPoint = "openat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial int OpenAt(int directoryFd, string path, int flags, uint mode);
+
+    [LibraryImport("libc", EntryPoint = "mkdirat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int MakeDirectoryAt(int directoryFd, string path, uint mode);
+
+    [LibraryImport("libc", EntryPoint = "renameat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int RenameAt(int fromDirectoryFd, string from, int toDirectoryFd, string to);
+
+    [LibraryImport("libc", EntryPoint = "unlinkat", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
+    private static partial int UnlinkAt(int directoryFd, string path, int flags);
 
     [LibraryImport("libc", EntryPoint = "syscall", SetLastError = true, StringMarshalling = StringMarshalling.Utf8)]
     private static partial int SysCallOpenat2(long number, int directoryFd, string path, ref OpenHow how, nuint size);

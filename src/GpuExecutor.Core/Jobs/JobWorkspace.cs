@@ -31,6 +31,20 @@ public sealed record JobWorkspace(string BuildsHostDir, string CacheHostDir)
         .. (CheckpointMount is { } checkpoints ? [checkpoints] : Array.Empty<BindMount>()),
     ];
 
+    /// <summary>
+    /// The job's project directory ($CI_PROJECT_DIR, which the runner sets below the builds
+    /// directory, and which the job can override) as directory names below <see cref="BuildsHostDir"/>.
+    /// Null when it is not a plain path below the builds mount: nothing is written for it then.
+    /// </summary>
+    public static IReadOnlyList<string>? ProjectDirectoryBelowBuilds(ExecutorConfig config, string? projectDir)
+    {
+        var buildsDir = config.Builds.ContainerDir.TrimEnd('/') + "/";
+        if (projectDir is null || !projectDir.StartsWith(buildsDir, StringComparison.Ordinal) || projectDir.Length > 4096)
+            return null;
+        var names = projectDir[buildsDir.Length..].Split('/', StringSplitOptions.RemoveEmptyEntries);
+        return names.Length == 0 || names.Any(name => name is "." or ".." || name.Contains('\0')) ? null : names;
+    }
+
     /// <summary>The job id of a per-job directory name ("job-ID": builds directories, dataset views), or null when the name is not one of ours.</summary>
     public static long? JobIdOfDirectoryName(string directoryName) =>
         directoryName.StartsWith(BuildsDirPrefix, StringComparison.Ordinal)

@@ -24,7 +24,8 @@ namespace GpuExecutor.Workflows;
 public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IObjectStoreOpener stores, TextWriter log, ICheckpointAgentLauncher? agentLauncher = null)
 {
     /// <summary>Returns when the stage succeeded; throws <see cref="BuildFailureException"/> with the script's exit code when it did not.</summary>
-    public async Task RunAsync(JobPayload payload, ReadOnlyMemory<byte> script, string stageName, Stream stdout, Stream stderr, CancellationToken stop)
+    /// <param name="projectDir">$CI_PROJECT_DIR as the runner passed it (untrusted): where the GPU samples are copied for `artifacts:`.</param>
+    public async Task RunAsync(JobPayload payload, ReadOnlyMemory<byte> script, string stageName, Stream stdout, Stream stderr, CancellationToken stop, string? projectDir = null)
     {
         var job = JobIdentity.From(payload);
         var hasHelper = config.Images.Helper.Length > 0;
@@ -117,7 +118,7 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
         await recordingStart;
         // Whatever the outcome: a failed or stopped training spent its GPU-hours too.
         if (StagePlacement.IsUserStep(stageName))
-            await ReportGpuUsageAsync(streamingJob.JobId, checkpoints is null ? null : job.RunKey, lifecycle);
+            await ReportGpuUsageAsync(streamingJob, checkpoints is null ? null : job.RunKey, lifecycle, projectDir);
         if (outcome.StoppedFromOutside)
         {
             // The training was signalled and may have saved, but it did not end by itself: the
@@ -162,25 +163,47 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
     /// <summary>
     /// The "GPU usage" section: the samples of the job that holds the GPUs (the adopted
     /// training's, for a job that adopted one), from the job's start to now; and a loud line for
-    /// each GPU that stayed idle in most of them. A checkpointed run keeps the samples in the
-    /// store beside its history.
+    /// each GPU that stayed idle in most of them. The samples go to the project directory, for
+    /// `artifacts:`, and a checkpointed run keeps them in the store beside its history.
     /// </summary>
-    private async Task ReportGpuUsageAsync(long samplesJobId, string? runKey, CheckpointLifecycle lifecycle)
+    /// <param name="gpuJob">The job whose container holds the GPUs and mounts the builds directory.</param>
+    private async Task ReportGpuUsageAsync(JobIdentity gpuJob, string? runKey, CheckpointLifecycle lifecycle, string? projectDir)
     {
-        var (csv, samples) = GpuTelemetryFiles.Read(GpuTelemetryFiles.SamplesFile(config.StateDir, samplesJobId));
+        var (csv, samples) = GpuTelemetryFiles.Read(GpuTelemetryFiles.SamplesFile(config.StateDir, gpuJob.JobId));
         if (samples.Count == 0)
             return;
+        // Whole lines only: the sampler may be halfway through appending one.
+        csv = csv.AsSpan(0, csv.AsSpan().LastIndexOf((byte)'\n') + 1).ToArray();
         if (runKey is not null)
-            await lifecycle.RecordGpuSamplesAsync(runKey, samplesJobId, csv, CancellationToken.None);
+            await lifecycle.RecordGpuSamplesAsync(runKey, gpuJob.JobId, csv, CancellationToken.None);
+        var copied = CopySamplesToProject(gpuJob, projectDir, csv);
         var telemetry = config.Telemetry;
         var report = GpuUsageReport.From(samples, telemetry.GpuSampleInterval, telemetry.IdleUtilizationPercent);
         using (JobLogSection.Start(log, "gpu_executor_gpu_usage", "GPU usage", collapsed: true))
         {
             foreach (var line in report.TableLines())
                 log.WriteLine(line);
+            log.WriteLine(copied);
         }
         foreach (var idle in report.Idle)
             log.WriteLine(GpuUsageReport.IdleWarning(idle, telemetry.IdleUtilizationPercent));
+    }
+
+    /// <summary>
+    /// The samples at $CI_PROJECT_DIR/.gpu-executor/gpu-usage.csv. The project directory belongs
+    /// to the job, which may have planted symlinks in it: the write follows none.
+    /// </summary>
+    /// <returns>The job log's line saying where the file is, or why it is not there.</returns>
+    private string CopySamplesToProject(JobIdentity gpuJob, string? projectDir, byte[] csv)
+    {
+        var builds = JobWorkspace.For(config, gpuJob).BuildsHostDir;
+        var directory = GpuTelemetryFiles.ProjectFile.Split('/');
+        var why = JobWorkspace.ProjectDirectoryBelowBuilds(config, projectDir) is { } project
+            ? NoFollowFiles.ReplaceFileBeneath(builds, [.. project, .. directory[..^1]], directory[^1], csv)
+            : $"$CI_PROJECT_DIR ({projectDir ?? "unset"}) is not below {config.Builds.ContainerDir}";
+        return why is null
+            ? $"Samples: $CI_PROJECT_DIR/{GpuTelemetryFiles.ProjectFile} (list it under artifacts:paths to keep it)."
+            : $"Samples not copied to $CI_PROJECT_DIR/{GpuTelemetryFiles.ProjectFile}: {why}.";
     }
 
     private static Task RecordEndAsync(CheckpointLifecycle lifecycle, JobIdentity job, string ending, string why)

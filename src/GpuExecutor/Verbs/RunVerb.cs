@@ -28,6 +28,6 @@ public static class RunVerb
         await using var stdout = Console.OpenStandardOutput();
         await using var stderr = Console.OpenStandardError();
         var workflow = new RunStage(context.Config, context.Adapters.Containers, context.Adapters.Stores, context.Log, context.Adapters.AgentLauncher);
-        await workflow.RunAsync(payload, script, stageName, stdout, stderr, context.Stop);
+        await workflow.RunAsync(payload, script, stageName, stdout, stderr, context.Stop, context.Environment.GetJobVariable("CI_PROJECT_DIR"));
     }
 }
