@@ -35,7 +35,7 @@ public sealed class PipelineDefinitionTests : IDisposable
         // The pipeline's own keys merged into the component's job.
         Assert.Equal("8", train.Variables["EPOCHS"]);
         Assert.Equal(24 * 3600, train.TimeoutSeconds);
-        Assert.Equal(["model/"], train.ArtifactPaths);
+        Assert.Equal(["model/", ".gpu-executor/gpu-usage.csv"], train.ArtifactPaths);
         Assert.Equal(["cd examples/pytorch && python3 train.py"], train.Script);
 
         var evaluate = pipeline.Jobs.Single(job => job.Name == "evaluate");
