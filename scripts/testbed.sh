@@ -49,6 +49,8 @@ install_packages() {
   # The package: lintian checks it, and the binary links the system's zlib.
   command -v lintian >/dev/null || missing+=(lintian)
   [ -e /usr/lib/x86_64-linux-gnu/libz.so ] || missing+=(zlib1g-dev)
+  # The metrics textfile is checked with Prometheus' own promtool.
+  command -v promtool >/dev/null || missing+=(prometheus)
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing ${missing[*]}"
   # Installing docker.io must not start a system daemon that would take docker0 and

@@ -94,6 +94,14 @@ public sealed class VerbCommands
             Example: gpu-executor gc
             """, [], (_, context) => GcVerb.RunAsync(context, _stdout));
 
+        var print = new Option<bool>("--print") { Description = "print the metrics instead of writing the file" };
+        yield return Verb("metrics", """
+            Write the host's Prometheus textfile into [metrics] textfile_dir now.
+            prepare, cleanup, gc, the GPU sampler and the checkpoint agent rewrite it
+            as they go; the package's timer (gpu-executor-metrics.timer) every 30 s.
+            Example: gpu-executor metrics --print
+            """, [print], (parse, context) => MetricsVerb.RunAsync(context, parse.GetValue(print), _stdout));
+
         var links = new Option<bool>("--links") { Description = "also show how the GPUs connect, as the allocator ranks the links" };
         var gpus = Verb("gpus", """
             List the host's GPUs and which job holds each.
@@ -301,23 +309,30 @@ public sealed class VerbCommands
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var facts = new VerbFacts();
             ExecutorConfig? config = null;
+            CompositionRoot? adapters = null;
             Exception? failure = null;
             try
             {
                 var configPath = ConfigPath(parse);
                 config = ConfigLoader.LoadFile(configPath);
-                using var adapters = new CompositionRoot(config, Path.GetFullPath(configPath));
+                adapters = new CompositionRoot(config, Path.GetFullPath(configPath));
                 await body(parse, new VerbContext(config, adapters, _environment, _stderr, _stop, facts));
             }
             catch (Exception error)
             {
                 failure = error;
             }
-            // A verb that returns has succeeded; every failure is an exception, mapped here.
-            var exitCode = ExitCodes.FromOutcome(failure, _environment, _stderr);
-            if (logged && config is not null)
-                VerbEvents.Record(config, _environment, VerbPath(parse.CommandResult.Command), facts, failure, exitCode, clock.Elapsed);
-            return exitCode;
+            using (adapters)
+            {
+                // A verb that returns has succeeded; every failure is an exception, mapped here.
+                var exitCode = ExitCodes.FromOutcome(failure, _environment, _stderr);
+                var verb = VerbPath(parse.CommandResult.Command);
+                if (logged && config is not null)
+                    VerbEvents.Record(config, _environment, verb, facts, failure, exitCode, clock.Elapsed);
+                if (logged && config is not null && adapters is not null)
+                    await VerbMetrics.RecordAsync(config, adapters, verb, failure);
+                return exitCode;
+            }
         });
         return command;
     }

@@ -12,9 +12,10 @@ namespace GpuExecutor.IntegrationTests;
 /// </summary>
 public sealed partial class GpuTelemetryTests
 {
-    private static ExecutorWorkspace ThreeGpuHost()
+    /// <summary>Three fake GPUs, of which the runner's pool is GPUs 0 and 2; samples every second.</summary>
+    internal static ExecutorWorkspace ThreeGpuHost(string extraConfig = "")
     {
-        var workspace = new ExecutorWorkspace(extraConfig: "[telemetry]\ngpu_sample_seconds = 1\nidle_utilization_percent = 10\n");
+        var workspace = new ExecutorWorkspace(extraConfig: "[telemetry]\ngpu_sample_seconds = 1\nidle_utilization_percent = 10\n" + extraConfig);
         var directory = Directory.CreateDirectory(Path.Combine(workspace.Root, "fake-nvidia-smi")).FullName;
         File.WriteAllText(Path.Combine(directory, "query.txt"),
             "0, GPU-t0, NVIDIA L4, 23034, 0, 0, [N/A]\n1, GPU-t1, NVIDIA L4, 23034, 0, 0, [N/A]\n2, GPU-t2, NVIDIA L4, 23034, 0, 0, [N/A]\n");

@@ -82,6 +82,9 @@ public sealed class CountingProxy : IDisposable
     }
 
     public string Endpoint => _server.Url;
+
+    /// <summary>A fault for an object PUT by its path ("/BUCKET/KEY"), for a test that must fail one kind of object.</summary>
+    public Func<string, InjectedFault>? PutFaultForPath { get; init; }
     public int ObjectGets => Volatile.Read(ref _gets);
     /// <summary>Bytes of object bodies sent (listings not counted).</summary>
     public long ObjectBytesServed => Interlocked.Read(ref _bytes);
@@ -154,6 +157,8 @@ public sealed class CountingProxy : IDisposable
                 fault = _faultFor(Interlocked.Increment(ref _gets));
             if (incoming.HttpMethod == "PUT")
                 fault = _putFaultFor(Interlocked.Increment(ref _puts));
+            if (incoming.HttpMethod == "PUT" && fault == InjectedFault.None && PutFaultForPath is { } byPath)
+                fault = byPath(incoming.Url?.AbsolutePath ?? "");
             if (incoming.HasEntityBody && fault == InjectedFault.None)
             {
                 var content = new MemoryStream();

@@ -63,9 +63,10 @@ public sealed class CheckpointAgent(
     Func<CommitStep, Task>? afterStep = null,
     Func<DateTimeOffset?>? adoptedUntil = null,
     TrainingLease? lease = null,
-    Func<bool>? nobodyFollows = null)
+    Func<bool>? nobodyFollows = null,
+    Func<long?, Task>? afterCommitAttempt = null)
 {
-    private CheckpointAgentStatus _status = new(jobId, null, null, 0, 0, null, null, 0, false) { Pid = Environment.ProcessId };
+    private CheckpointAgentStatus _status = new(jobId, null, null, 0, 0, null, null, 0, false) { Pid = Environment.ProcessId, StartedAt = DateTimeOffset.UtcNow };
 
     private enum ContainerPresence { Running, Gone, DaemonUnreachable }
 
@@ -81,7 +82,7 @@ public sealed class CheckpointAgent(
         var committed = snapshotter.Fingerprint();
         if (ReadStatus(directories, jobId) is { Exited: false, CommittedGeneration: { } before } died)
         {
-            _status = died with { Pid = Environment.ProcessId };
+            _status = died with { Pid = Environment.ProcessId, StartedAt = died.StartedAt ?? DateTimeOffset.UtcNow };
             if (LocalCommit.Read(directories) is { } local && local.Generation == before)
                 committed = new DirectoryFingerprint(local.Files.OrderBy(file => file.Path, StringComparer.Ordinal).Select(file => (file.Path, file.Size, file.ModifiedNanoseconds)).ToList());
             log($"started again after this job's agent died; generation {before} is the newest it committed");
@@ -207,6 +208,8 @@ public sealed class CheckpointAgent(
                         _status = _status with { CommittedGeneration = result.Generation, CommittedAt = DateTimeOffset.UtcNow, UploadedBytes = result.UploadedBytes, TotalBytes = result.TotalBytes, FailingSince = null, LastError = null, CommittedFiles = pending.Files.Count, FinalPassNote = null };
                         pending = null;
                         failures = 0;
+                        if (afterCommitAttempt is not null)
+                            await afterCommitAttempt(result.UploadedBytes);
                     }
                     catch (Exception error) when (error is SystemFailureException or IOException or BuildFailureException && !cancellationToken.IsCancellationRequested)
                     {
@@ -215,6 +218,8 @@ public sealed class CheckpointAgent(
                         retryAt = DateTime.UtcNow + TimeSpan.FromSeconds(Math.Min(60, 2 << Math.Min(failures, 5)));
                         _status = _status with { FailingSince = _status.FailingSince ?? DateTimeOffset.UtcNow, LastError = error.Message };
                         log($"commit failed (attempt {failures}), retrying at {retryAt:HH:mm:ss}: {error.Message}");
+                        if (afterCommitAttempt is not null)
+                            await afterCommitAttempt(null);
                     }
                 }
                 WriteStatus();

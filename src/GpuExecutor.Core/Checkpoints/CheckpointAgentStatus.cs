@@ -22,6 +22,10 @@ public sealed record CheckpointAgentStatus(
     [JsonPropertyName("pid")]
     public int Pid { get; init; }
 
+    /// <summary>When this job's first agent started: the run's work is safe up to here (restore put the newest generation in place).</summary>
+    [JsonPropertyName("started_at")]
+    public DateTimeOffset? StartedAt { get; init; }
+
     /// <summary>The job's deadline, from its container's labels, once the agent has read them.</summary>
     [JsonPropertyName("deadline")]
     public DateTimeOffset? Deadline { get; init; }

@@ -75,7 +75,7 @@ public static partial class ConfigLoader
             Stores = ReadStores(top.Table("stores")),
             Datasets = ReadDatasets(top.Table("datasets")),
         };
-        config = config with { Checkpoints = ReadCheckpoints(top.Table("checkpoints"), config.Stores), Continuation = ReadContinuation(top.Table("continuation")), Mlflow = ReadMlflow(top.Table("mlflow")), Telemetry = ReadTelemetry(top.Table("telemetry")) };
+        config = config with { Checkpoints = ReadCheckpoints(top.Table("checkpoints"), config.Stores), Continuation = ReadContinuation(top.Table("continuation")), Mlflow = ReadMlflow(top.Table("mlflow")), Telemetry = ReadTelemetry(top.Table("telemetry")), Metrics = ReadMetrics(top.Table("metrics")) };
         top.RejectUnknownKeys();
 
         // Cancel and timeout: the trainer gets the stop grace period, then the agent the final
@@ -376,6 +376,16 @@ public static partial class ConfigLoader
         {
             GpuSampleInterval = interval,
             IdleUtilizationPercent = (int)table.Integer("idle_utilization_percent", defaults.IdleUtilizationPercent, 0, 100),
+        };
+        table.RejectUnknownKeys();
+        return settings;
+    }
+
+    private static MetricsSettings ReadMetrics(TableReader table)
+    {
+        var settings = new MetricsSettings
+        {
+            TextfileDir = table.String("textfile_dir") is { Length: > 0 } ? table.AbsolutePath("textfile_dir", "/") : null,
         };
         table.RejectUnknownKeys();
         return settings;

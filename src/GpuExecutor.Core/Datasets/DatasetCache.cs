@@ -7,6 +7,7 @@ using GpuExecutor.Containers;
 using GpuExecutor.HostFiles;
 using GpuExecutor.JobLog;
 using GpuExecutor.Jobs;
+using GpuExecutor.Metrics;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Storage;
 
@@ -27,6 +28,12 @@ public sealed class DatasetCache(string stateDir, Action<string> log)
     private string Root => Path.Combine(stateDir, "datasets");
     private string ObjectsDir => Path.Combine(Root, "objects");
     private string LocksDir => Path.Combine(Root, "locks");
+
+    // What this instance did since its counts last went to the host's metrics (FlushCounts).
+    private long _hits;
+    private long _misses;
+    private long _missBytes;
+    private long _fetchedBytes;
 
     public string ViewsOf(long jobId) => Path.Combine(Root, "views", "job-" + jobId.ToString(CultureInfo.InvariantCulture));
 
@@ -190,6 +197,22 @@ public sealed class DatasetCache(string stateDir, Action<string> log)
     private const string InUseFile = "objects-in-use.txt";
     private const string KeySuffix = ".key";
 
+    /// <summary>
+    /// Adds what this instance did since the last call to the host's counters (where metrics are
+    /// kept): once per materialisation, and now and then by the stream fetcher, never per object.
+    /// </summary>
+    public void FlushCounts()
+    {
+        var misses = Interlocked.Exchange(ref _misses, 0);
+        MetricCounters.Add(stateDir,
+            (HostMetrics.CacheHits, Interlocked.Exchange(ref _hits, 0)),
+            (HostMetrics.CacheMisses, misses),
+            (HostMetrics.FetchedBytes, Interlocked.Exchange(ref _fetchedBytes, 0)),
+            // Each miss leaves one more complete object in the cache; eviction recounts both.
+            (HostMetrics.CacheObjects, misses),
+            (HostMetrics.CacheBytes, Interlocked.Exchange(ref _missBytes, 0)));
+    }
+
     /// <summary>One cached object, for the admin listing.</summary>
     public sealed record CachedObject(string Name, string Source, long Size, DateTime LastUsedUtc, bool InUse);
 
@@ -246,6 +269,7 @@ public sealed class DatasetCache(string stateDir, Action<string> log)
             .ToList();
         var total = objects.Sum(file => file.Length);
         long removed = 0;
+        var evicted = 0;
         foreach (var file in objects.OrderBy(file => file.LastAccessTimeUtc))
         {
             if (total - removed <= maxBytes)
@@ -256,6 +280,19 @@ public sealed class DatasetCache(string stateDir, Action<string> log)
             file.Delete();
             File.Delete(file.FullName + KeySuffix);
             removed += size;
+            evicted++;
+        }
+        // Eviction has just looked at every object: the cache's size in the metrics is set from
+        // that, whatever the increments since (objects removed by hand, fetches that failed).
+        if (MetricCounters.AreKept(stateDir))
+        {
+            MetricCounters.Update(stateDir, totals =>
+            {
+                totals[HostMetrics.CacheBytes] = total - removed;
+                totals[HostMetrics.CacheObjects] = objects.Count - evicted;
+                totals[HostMetrics.CacheEvictions] = totals.GetValueOrDefault(HostMetrics.CacheEvictions) + evicted;
+                totals[HostMetrics.CacheEvictedBytes] = totals.GetValueOrDefault(HostMetrics.CacheEvictedBytes) + removed;
+            });
         }
         return removed;
     }
@@ -296,6 +333,7 @@ public sealed class DatasetCache(string stateDir, Action<string> log)
         if (IsComplete(path, item))
         {
             MarkUsed(path);
+            Interlocked.Increment(ref _hits);
             return (path, true);
         }
 
@@ -304,8 +342,17 @@ public sealed class DatasetCache(string stateDir, Action<string> log)
         using (await HostLock.AcquireAsync(LockFileOf(name), cancellationToken))
         {
             if (IsComplete(path, item))
+            {
+                Interlocked.Increment(ref _hits);
                 return (path, true);
-            await fetcher.FetchAsync(store, source.Bucket, item, path, bytesFetched, cancellationToken);
+            }
+            await fetcher.FetchAsync(store, source.Bucket, item, path, fetched =>
+            {
+                Interlocked.Add(ref _fetchedBytes, fetched);
+                bytesFetched(fetched);
+            }, cancellationToken);
+            Interlocked.Increment(ref _misses);
+            Interlocked.Add(ref _missBytes, item.Size);
             // Which object this is, for `gpu-executor datasets list`. The name is a hash of the
             // same text, so a key file already there says the same and is left alone.
             try

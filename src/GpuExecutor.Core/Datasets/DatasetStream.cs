@@ -196,6 +196,7 @@ public sealed class DatasetStreamer(ExecutorConfig config, IContainerDriver driv
                     }
                     if (Directory.Exists(views))
                         DatasetStreams.WriteStatus(views, status with { Done = Volatile.Read(ref done), Bytes = Interlocked.Read(ref bytes) });
+                    cache.FlushCounts();
                 }
                 catch (DirectoryNotFoundException)
                 {
@@ -264,6 +265,7 @@ public sealed class DatasetStreamer(ExecutorConfig config, IContainerDriver driv
         WriteIndexes(complete: failed is null && done == plan.Pending.Count, failed, force: true);
         if (Directory.Exists(views))
             DatasetStreams.WriteStatus(views, status with { Done = done, Bytes = Interlocked.Read(ref bytes), EndedAt = DateTimeOffset.UtcNow, Failed = failed, EndReason = endReason });
+            cache.FlushCounts();
         log($"stream done: {done} of {plan.Pending.Count} objects, {Interlocked.Read(ref bytes) / 1048576.0:0.0} MiB fetched; {endReason}");
     }
 

@@ -20,7 +20,17 @@ public sealed class JobDatasets(ExecutorConfig config, IObjectStoreOpener stores
         {
             var clock = System.Diagnostics.Stopwatch.StartNew();
             var cache = new DatasetCache(config.StateDir, log.WriteLine);
-            var (mounts, summary) = await cache.MaterializeAsync(jobId, datasets, config.Stores, stores, new ObjectFetcher(log.WriteLine), cancellationToken, config.Datasets);
+            IReadOnlyList<BindMount> mounts;
+            DatasetCache.Summary summary;
+            try
+            {
+                (mounts, summary) = await cache.MaterializeAsync(jobId, datasets, config.Stores, stores, new ObjectFetcher(log.WriteLine), cancellationToken, config.Datasets);
+            }
+            finally
+            {
+                // What was fetched counts, even for a job whose datasets then failed.
+                cache.FlushCounts();
+            }
             if (config.Datasets.CacheMaxBytes is { } cap && cache.Evict(cap, DateTime.UtcNow) is > 0 and var evicted)
                 log.WriteLine($"  evicted {evicted / 1048576.0:0.0} MiB of least recently used objects (datasets.cache_max_size)");
             foreach (var dataset in datasets)

@@ -12,7 +12,8 @@ namespace GpuExecutor.Gpus;
 /// all happen under one host-wide lock, so two prepares can never pick the same GPU; when too
 /// few are free, the job waits, saying in its log what it waits for and who holds the GPUs.
 /// </summary>
-public sealed class GpuAllocator(IContainerDriver driver, IGpuInventory nvidiaSmi, GpuSettings settings, string stateDir, Action<string> log)
+/// <param name="waitReporting">The job that waits, recorded for the host's metrics (<see cref="Metrics.GpuWaits"/>), and what rewrites them: when it starts waiting for GPUs, and while it waits.</param>
+public sealed class GpuAllocator(IContainerDriver driver, IGpuInventory nvidiaSmi, GpuSettings settings, string stateDir, Action<string> log, (long JobId, Func<Task> Changed)? waitReporting = null)
 {
     private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(500);
     private static readonly TimeSpan WaitingMessageInterval = TimeSpan.FromSeconds(30);
@@ -47,57 +48,75 @@ public sealed class GpuAllocator(IContainerDriver driver, IGpuInventory nvidiaSm
         var waitEnds = DateTime.UtcNow + settings.WaitTimeout;
         var nextMessage = DateTime.UtcNow;
         GpuTopology? topology = null;
-        while (true)
+        IDisposable? waiting = null;
+        try
         {
-            if (mustFinishFirst.IsFaulted || mustFinishFirst.IsCanceled)
-                await mustFinishFirst;
-            string waitingFor;
-            using (await HostLock.AcquireAsync(LockPath, cancellationToken))
+            while (true)
             {
-                // nvidia-smi (tens of ms on real hosts) and the ledger run side by side; the
-                // first inventory may have been started by the caller before the lock, while it
-                // did other work. Only the ledger must be read under the lock, and it is.
-                var inventoryTask = firstInventory ?? nvidiaSmi.QueryAsync(cancellationToken);
-                firstInventory = null;
-                var holdersTask = GpuLedger.ReadAsync(driver, cancellationToken);
-                var inventory = await inventoryTask;
-                var holders = await holdersTask;
-                var pool = InPool(inventory);
-                CheckCanEverBeMet(pool, request);
-                var free = pool
-                    .Where(request.Admits)
-                    .Where(gpu => !holders.ContainsKey(gpu.Uuid) && !IsBusyOutsideJobs(gpu))
-                    .ToList();
-                if (free.Count >= request.Count && !mustFinishFirst.IsCompleted)
+                if (mustFinishFirst.IsFaulted || mustFinishFirst.IsCanceled)
+                    await mustFinishFirst;
+                string waitingFor;
+                using (await HostLock.AcquireAsync(LockPath, cancellationToken))
                 {
-                    // Enough GPUs, but the datasets are still arriving: take nothing yet, and do
-                    // not count this against the GPU wait.
-                    waitEnds = DateTime.UtcNow + settings.WaitTimeout;
-                    waitingFor = "the GPUs are free; waiting for the datasets to arrive.";
+                    // nvidia-smi (tens of ms on real hosts) and the ledger run side by side; the
+                    // first inventory may have been started by the caller before the lock, while it
+                    // did other work. Only the ledger must be read under the lock, and it is.
+                    var inventoryTask = firstInventory ?? nvidiaSmi.QueryAsync(cancellationToken);
+                    firstInventory = null;
+                    var holdersTask = GpuLedger.ReadAsync(driver, cancellationToken);
+                    var inventory = await inventoryTask;
+                    var holders = await holdersTask;
+                    var pool = InPool(inventory);
+                    Metrics.GpuPoolRecord.Write(stateDir, pool);
+                    CheckCanEverBeMet(pool, request);
+                    var free = pool
+                        .Where(request.Admits)
+                        .Where(gpu => !holders.ContainsKey(gpu.Uuid) && !IsBusyOutsideJobs(gpu))
+                        .ToList();
+                    if (free.Count >= request.Count && !mustFinishFirst.IsCompleted)
+                    {
+                        // Enough GPUs, but the datasets are still arriving: take nothing yet, and do
+                        // not count this against the GPU wait.
+                        waitEnds = DateTime.UtcNow + settings.WaitTimeout;
+                        waitingFor = "the GPUs are free; waiting for the datasets to arrive.";
+                    }
+                    else if (free.Count >= request.Count)
+                    {
+                        topology ??= request.Count > 1 ? await nvidiaSmi.TopologyAsync(inventory, TopologyCacheDirectory, log, cancellationToken) : GpuTopology.Unknown;
+                        var chosen = GpuSelection.Choose(free, request.Count, topology)!;
+                        await createHolder(chosen, topology);
+                        return chosen;
+                    }
+                    else
+                    {
+                        waitingFor = DescribeWait(pool, request, holders, free.Count);
+                        // Only a wait for GPUs counts as one in the metrics, not a wait for the
+                        // job's own datasets.
+                        if (waiting is null && waitReporting is { } reporting)
+                        {
+                            waiting = Metrics.GpuWaits.Register(stateDir, reporting.JobId, DateTimeOffset.UtcNow);
+                            nextMessage = DateTime.UtcNow;
+                        }
+                    }
                 }
-                else if (free.Count >= request.Count)
-                {
-                    topology ??= request.Count > 1 ? await nvidiaSmi.TopologyAsync(inventory, TopologyCacheDirectory, log, cancellationToken) : GpuTopology.Unknown;
-                    var chosen = GpuSelection.Choose(free, request.Count, topology)!;
-                    await createHolder(chosen, topology);
-                    return chosen;
-                }
-                else
-                {
-                    waitingFor = DescribeWait(pool, request, holders, free.Count);
-                }
-            }
 
-            if (DateTime.UtcNow >= waitEnds)
-                // The host is busy, not the job wrong: a system failure, which the runner retries.
-                throw new SystemFailureException($"no GPUs freed up within gpus.wait_timeout_seconds ({settings.WaitTimeout.TotalSeconds:0} s). {waitingFor}");
-            if (DateTime.UtcNow >= nextMessage)
-            {
-                log($"Waiting for {request}: {waitingFor}");
-                nextMessage = DateTime.UtcNow + WaitingMessageInterval;
+                if (DateTime.UtcNow >= waitEnds)
+                    // The host is busy, not the job wrong: a system failure, which the runner retries.
+                    throw new SystemFailureException($"no GPUs freed up within gpus.wait_timeout_seconds ({settings.WaitTimeout.TotalSeconds:0} s). {waitingFor}");
+                if (DateTime.UtcNow >= nextMessage)
+                {
+                    log($"Waiting for {request}: {waitingFor}");
+                    nextMessage = DateTime.UtcNow + WaitingMessageInterval;
+                    if (waiting is not null)
+                        await waitReporting!.Value.Changed();
+                }
+                await Task.WhenAny(mustFinishFirst.IsCompleted ? Task.Delay(PollInterval, cancellationToken) : mustFinishFirst, Task.Delay(PollInterval, cancellationToken));
+                cancellationToken.ThrowIfCancellationRequested();
             }
-            await Task.WhenAny(mustFinishFirst.IsCompleted ? Task.Delay(PollInterval, cancellationToken) : mustFinishFirst, Task.Delay(PollInterval, cancellationToken));
-            cancellationToken.ThrowIfCancellationRequested();
+        }
+        finally
+        {
+            waiting?.Dispose();
         }
     }
 

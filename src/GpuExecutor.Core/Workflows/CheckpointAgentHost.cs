@@ -3,6 +3,7 @@ using GpuExecutor.Configuration;
 using GpuExecutor.Containers;
 using GpuExecutor.Continuation;
 using GpuExecutor.HostFiles;
+using GpuExecutor.Metrics;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Storage;
 
@@ -20,6 +21,8 @@ public sealed class CheckpointAgentHost(
     Func<ContinuationSettings, Action<string>, IGitLabJobs> openGitLab,
     Action<string> log)
 {
+    private readonly HostMetricsTextfile _metrics = new(config, driver);
+
     public async Task RunAsync(long jobId, string run, string container, Func<CommitStep, Task>? afterStep, CancellationToken cancellationToken)
     {
         var directories = RunDirectories.For(config.StateDir, run);
@@ -51,12 +54,17 @@ public sealed class CheckpointAgentHost(
         {
             log($"agent started for container {container}, run {run}");
             var lease = TrainingLease.For(repository, config, log);
-            await new CheckpointAgent(jobId, container, driver, repository, directories, timing, log, afterStep, AdoptedUntil, lease, NobodyFollows).RunAsync(cancellationToken);
+            await new CheckpointAgent(jobId, container, driver, repository, directories, timing, log, afterStep, AdoptedUntil, lease, NobodyFollows, CountCommitAsync).RunAsync(cancellationToken);
         }
         await RecordEndAsync(jobId, repository, directories, cancellationToken);
         // Outside the lock: the retry it makes is the run's next job, whose prepare takes the lock.
         await ContinueIfAskedAsync(jobId, repository, directories, cancellationToken);
     }
+
+    /// <param name="uploadedBytes">The bytes a commit uploaded; null for a commit that failed.</param>
+    private Task CountCommitAsync(long? uploadedBytes) => uploadedBytes is { } bytes
+        ? _metrics.CountAsync((HostMetrics.CheckpointCommits, 1), (HostMetrics.CheckpointUploadedBytes, bytes))
+        : _metrics.CountAsync((HostMetrics.CheckpointCommitFailures, 1));
 
     /// <summary>
     /// The job's end in the run's history, where its `run` could not write it (its runner died,
@@ -94,6 +102,7 @@ public sealed class CheckpointAgentHost(
         var settings = config.Continuation;
         if (ContinuationFiles.ReadRequest(directories, jobId) is not { } request)
             return;
+        long? continuedAs = null;
         try
         {
             if (!settings.Enabled)
@@ -103,7 +112,7 @@ public sealed class CheckpointAgentHost(
             else
             {
                 using var gitLab = openGitLab(settings, log);
-                await new JobContinuer(gitLab, repository, settings, log).ContinueAsync(request, cancellationToken);
+                continuedAs = await new JobContinuer(gitLab, repository, settings, log).ContinueAsync(request, cancellationToken);
             }
         }
         catch (Exception error) when (error is GitLabApiException or SystemFailureException or IOException && !cancellationToken.IsCancellationRequested)
@@ -113,6 +122,7 @@ public sealed class CheckpointAgentHost(
         finally
         {
             File.Delete(ContinuationFiles.RequestFile(directories, jobId));
+            await _metrics.CountAsync(continuedAs is null ? (HostMetrics.ContinuationsRefused, 1) : (HostMetrics.Continuations, 1));
         }
     }
 }

@@ -330,6 +330,7 @@ public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver 
         if (place.Segment >= settings.MaxSegments)
         {
             log.WriteLine($"Continuation: this job, segment {place.Segment} of at most {settings.MaxSegments}, reached its deadline; the run is not continued (continuation.max_segments). A new job of the run resumes from the newest checkpoint.");
+            Metrics.MetricCounters.Add(config.StateDir, (Metrics.HostMetrics.ContinuationsRefused, 1));
             return null;
         }
         var next = place.Segment + 1;

@@ -8,6 +8,7 @@ using GpuExecutor.Gpus;
 using GpuExecutor.Images;
 using GpuExecutor.JobLog;
 using GpuExecutor.Jobs;
+using GpuExecutor.Metrics;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Protocol;
 using GpuExecutor.Stages;
@@ -73,6 +74,7 @@ public sealed class PrepareJob(
                 if (orphan.Adoptable)
                 {
                     await AdoptAsync(job, orphan.Training, startedAt, hasHelper, cancellationToken);
+                    MetricCounters.Add(config.StateDir, (HostMetrics.Reattaches, 1));
                     facts?.Checkpoint = new CheckpointFigures(null, orphan.Training.JobId);
                     await lifecycle.RecordAdoptionAsync(job, orphan.Training.JobId, cancellationToken);
                     // The training has its MLflow run already; the run learns who follows it now.
@@ -111,7 +113,7 @@ public sealed class PrepareJob(
                 ? new JobDatasets(config, stores, log).MaterializeAsync(job.JobId, datasets, cancellationToken)
                 : Task.FromResult(MaterializedDatasets.None);
 
-            var allocator = new GpuAllocator(driver, gpuInventory, config.Gpus, config.StateDir, log.WriteLine);
+            var allocator = new GpuAllocator(driver, gpuInventory, config.Gpus, config.StateDir, log.WriteLine, (job.JobId, new HostMetricsTextfile(config, driver).TryWriteAsync));
             var jobContainer = "";
             var topology = GpuTopology.Unknown;
             // Choose and create under the allocator's host-wide lock: the container's labels are

@@ -43,7 +43,15 @@ public static class DatasetsVerb
         var datasets = DatasetDeclaration.Parse($"{source} -> /prefetch", config);
         try
         {
-            var (_, summary) = await cache.MaterializeAsync(PrefetchJobId, datasets, config.Stores, context.Adapters.Stores, new ObjectFetcher(line => stdout.WriteLine(line)), context.Stop);
+            DatasetCache.Summary summary;
+            try
+            {
+                (_, summary) = await cache.MaterializeAsync(PrefetchJobId, datasets, config.Stores, context.Adapters.Stores, new ObjectFetcher(line => stdout.WriteLine(line)), context.Stop);
+            }
+            finally
+            {
+                cache.FlushCounts();
+            }
             stdout.WriteLine($"{summary.Objects} objects: {summary.BytesFetched / 1048576.0:0.0} MiB fetched, {summary.CacheHits} already cached.");
         }
         finally
