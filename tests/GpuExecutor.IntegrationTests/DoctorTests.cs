@@ -128,6 +128,26 @@ public sealed class DoctorTests
     }
 
     [Fact]
+    public async Task A_metrics_textfile_dir_that_node_exporter_never_made_fails_with_the_fix_and_passes_once_it_exists()
+    {
+        using var gitLab = new FakeGitLab(ContinuationToken);
+        using var workspace = await HealthyHostAsync(gitLab);
+        var textfiles = Path.Combine(workspace.Root, "node-exporter");
+        File.AppendAllText(workspace.ConfigPath, $"\n[metrics]\ntextfile_dir = \"{textfiles}\"\n");
+
+        var (exitCode, output) = await DoctorAsync(workspace);
+        Assert.True(exitCode == 3, output);
+        var (line, fix) = Check(output, "FAIL ", "metrics.textfile_dir");
+        Assert.Contains("does not exist", line);
+        Assert.Contains("prometheus-node-exporter", fix);
+
+        Directory.CreateDirectory(textfiles);
+        (exitCode, output) = await DoctorAsync(workspace);
+        Assert.True(exitCode == 0, output);
+        Check(output, "PASS ", "metrics.textfile_dir");
+    }
+
+    [Fact]
     public async Task An_unwritable_state_dir_fails_with_the_fix()
     {
         using var gitLab = new FakeGitLab(ContinuationToken);

@@ -197,3 +197,19 @@ public sealed partial class MetricsTests
         }
     }
 }
+
+public sealed class AlertRuleCheckTests
+{
+    [Fact]
+    public async Task The_readmes_alert_rules_pass_promtool_and_fire_on_their_test_series_only()
+    {
+        if (!File.Exists("/usr/bin/promtool"))
+            Testbed.Missing("promtool is not installed (Debian's prometheus package; scripts/testbed.sh installs it)");
+        var directory = Path.Combine(Testbed.RepositoryRoot, "examples", "prometheus");
+        var check = await Testbed.RunAsync("/usr/bin/promtool", ["check", "rules", "gpu-executor.rules.yml"], null, directory, TimeSpan.FromSeconds(30));
+        Assert.True(check.ExitCode == 0, check.Stdout + check.Stderr);
+        Assert.Contains("SUCCESS: 3 rules found", check.Stdout + check.Stderr);
+        var test = await Testbed.RunAsync("/usr/bin/promtool", ["test", "rules", "gpu-executor.rules.test.yml"], null, directory, TimeSpan.FromSeconds(30));
+        Assert.True(test.ExitCode == 0, test.Stdout + test.Stderr);
+    }
+}

@@ -113,7 +113,7 @@ public sealed class PackageTests : IDisposable
     }
 
     [Fact]
-    public async Task The_gc_timer_and_its_service_pass_systemd_analyze_verify_and_a_broken_timer_does_not()
+    public async Task The_gc_and_metrics_timers_and_their_services_pass_systemd_analyze_verify_and_a_broken_timer_does_not()
     {
         RequirePackage();
         if (!File.Exists("/usr/bin/systemd-analyze"))
@@ -129,13 +129,15 @@ public sealed class PackageTests : IDisposable
         async Task<(int ExitCode, string Output)> VerifyAsync()
         {
             var (code, stdout, errors) = await Testbed.RunAsync("systemd-analyze",
-                ["verify", "--root", _root, "--man=no", "/lib/systemd/system/gpu-executor-gc.timer", "/lib/systemd/system/gpu-executor-gc.service"], null, _work);
+                ["verify", "--root", _root, "--man=no", "/lib/systemd/system/gpu-executor-gc.timer", "/lib/systemd/system/gpu-executor-gc.service",
+                 "/lib/systemd/system/gpu-executor-metrics.timer", "/lib/systemd/system/gpu-executor-metrics.service"], null, _work);
             return (code, stdout + errors);
         }
 
         var (verified, output) = await VerifyAsync();
         Assert.True(verified == 0, output);
         Assert.Contains("OnCalendar=hourly", File.ReadAllText(InRoot("/lib/systemd/system/gpu-executor-gc.timer")));
+        Assert.Contains("OnUnitActiveSec=30s", File.ReadAllText(InRoot("/lib/systemd/system/gpu-executor-metrics.timer")));
 
         var timer = InRoot("/lib/systemd/system/gpu-executor-gc.timer");
         File.WriteAllText(timer, File.ReadAllText(timer).Replace("OnCalendar=hourly", "OnCalendar=every hour", StringComparison.Ordinal));

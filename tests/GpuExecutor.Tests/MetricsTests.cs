@@ -3,6 +3,7 @@ using GpuExecutor.Containers;
 using GpuExecutor.Gpus;
 using GpuExecutor.Metrics;
 using GpuExecutor.Tests.Fakes;
+using GpuExecutor.Workflows;
 
 namespace GpuExecutor.Tests;
 
@@ -100,5 +101,20 @@ public sealed class MetricsTests : IDisposable
         var silent = await new HostMetricsTextfile(config, driver).RenderAsync(DateTimeOffset.UtcNow, TestContext.Current.CancellationToken);
         Assert.Contains("\ngpu_executor_docker_up 0\n", silent);
         Assert.DoesNotContain("gpu_executor_gpu_held{", silent);
+    }
+}
+
+public sealed partial class AlertRuleTests
+{
+    [System.Text.RegularExpressions.GeneratedRegex(@"gpu_executor_[a-z_]+")]
+    private static partial System.Text.RegularExpressions.Regex MetricName();
+
+    [Fact]
+    public void The_example_alert_rules_name_only_metrics_gpu_executor_writes()
+    {
+        var rules = File.ReadAllText(Path.Combine(RepositoryRoot.Path, "examples", "prometheus", "gpu-executor.rules.yml"));
+        var named = MetricName().Matches(rules).Select(match => match.Value).ToHashSet();
+        Assert.True(named.Count >= 4, string.Join(", ", named));
+        Assert.All(named, name => Assert.Contains(HostMetrics.Families, family => family.Name == name));
     }
 }

@@ -195,6 +195,18 @@ public sealed class HostDoctor(
                     $"create it for the user the runner runs as (install -d -m 0750 {path}), or point the config elsewhere"));
         }
 
+        // node_exporter's textfile directory is node_exporter's to create: a missing one means
+        // it is not installed, or is pointed elsewhere, and nobody would read the file.
+        if (config.Metrics.TextfileDir is { } textfiles)
+        {
+            findings.Add(!Directory.Exists(textfiles)
+                ? new("metrics.textfile_dir", DoctorStatus.Fail, $"{textfiles} does not exist",
+                    "install node_exporter (Debian: prometheus-node-exporter, whose textfile collector reads /var/lib/prometheus/node-exporter), or point metrics.textfile_dir at its --collector.textfile.directory")
+                : WritableProblem(textfiles) is { } problem
+                    ? new("metrics.textfile_dir", DoctorStatus.Fail, $"{textfiles} is not writable: {problem}", $"let the user the runner runs as write {textfiles}")
+                    : new("metrics.textfile_dir", DoctorStatus.Pass, $"{textfiles} is writable: gpu_executor.prom is written there"));
+        }
+
         if (config.Datasets.CacheMaxBytes is { } cap && NearestExisting(Path.Combine(config.StateDir, "datasets")) is { } existing)
         {
             var free = new DriveInfo(existing).AvailableFreeSpace;

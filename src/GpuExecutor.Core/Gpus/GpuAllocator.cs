@@ -12,7 +12,7 @@ namespace GpuExecutor.Gpus;
 /// all happen under one host-wide lock, so two prepares can never pick the same GPU; when too
 /// few are free, the job waits, saying in its log what it waits for and who holds the GPUs.
 /// </summary>
-/// <param name="waitReporting">The job that waits, recorded for the host's metrics (<see cref="Metrics.GpuWaits"/>), and what rewrites them: when it starts waiting for GPUs, and while it waits.</param>
+/// <param name="waitReporting">The job that waits, recorded for the host's metrics (<see cref="GpuWaits"/>), and what rewrites them: when it starts waiting for GPUs, and while it waits.</param>
 public sealed class GpuAllocator(IContainerDriver driver, IGpuInventory nvidiaSmi, GpuSettings settings, string stateDir, Action<string> log, (long JobId, Func<Task> Changed)? waitReporting = null)
 {
     private static readonly TimeSpan PollInterval = TimeSpan.FromMilliseconds(500);
@@ -67,7 +67,7 @@ public sealed class GpuAllocator(IContainerDriver driver, IGpuInventory nvidiaSm
                     var inventory = await inventoryTask;
                     var holders = await holdersTask;
                     var pool = InPool(inventory);
-                    Metrics.GpuPoolRecord.Write(stateDir, pool);
+                    GpuPoolRecord.Write(stateDir, pool);
                     CheckCanEverBeMet(pool, request);
                     var free = pool
                         .Where(request.Admits)
@@ -94,7 +94,7 @@ public sealed class GpuAllocator(IContainerDriver driver, IGpuInventory nvidiaSm
                         // job's own datasets.
                         if (waiting is null && waitReporting is { } reporting)
                         {
-                            waiting = Metrics.GpuWaits.Register(stateDir, reporting.JobId, DateTimeOffset.UtcNow);
+                            waiting = GpuWaits.Register(stateDir, reporting.JobId, DateTimeOffset.UtcNow);
                             nextMessage = DateTime.UtcNow;
                         }
                     }

@@ -87,7 +87,7 @@ public sealed class GpuSampler(ExecutorConfig config, IContainerDriver driver, I
                     foreach (var sample in await gpus.SampleAsync(uuids, stop))
                         writer.WriteLine(sample.ToCsv());
                     // The host's metrics carry each held GPU's last sample.
-                    await new Metrics.HostMetricsTextfile(config, driver).TryWriteAsync();
+                    await new HostMetricsTextfile(config, driver).TryWriteAsync();
                 }
                 catch (SystemFailureException error)
                 {

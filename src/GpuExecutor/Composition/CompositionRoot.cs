@@ -31,7 +31,7 @@ public sealed class CompositionRoot(ExecutorConfig config, string configPath) : 
     public Telemetry.IGpuSamplerLauncher SamplerLauncher { get; } = new GpuSamplerLauncher(config.StateDir, configPath);
 
     /// <summary>The host's Prometheus textfile, written where [metrics] turns it on.</summary>
-    public Metrics.HostMetricsTextfile Metrics => new(config, Containers);
+    public Workflows.HostMetricsTextfile Metrics => new(config, Containers);
 
     public static IGitLabJobs GitLab(ContinuationSettings settings, Action<string> log) =>
         new GitLabClient(settings.GitLabUrl!, settings.Token!, log);

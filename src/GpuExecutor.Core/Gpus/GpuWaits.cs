@@ -1,6 +1,6 @@
 using System.Globalization;
 
-namespace GpuExecutor.Metrics;
+namespace GpuExecutor.Gpus;
 
 /// <summary>
 /// Jobs whose prepare waits for GPUs, for the metrics: one file per waiting job under

@@ -1,7 +1,6 @@
 using System.Globalization;
-using GpuExecutor.Gpus;
 
-namespace GpuExecutor.Metrics;
+namespace GpuExecutor.Gpus;
 
 /// <summary>
 /// The runner's GPU pool as prepare last saw it (index, UUID, model), kept in

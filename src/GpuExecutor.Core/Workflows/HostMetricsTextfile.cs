@@ -4,9 +4,10 @@ using GpuExecutor.Checkpoints;
 using GpuExecutor.Configuration;
 using GpuExecutor.Containers;
 using GpuExecutor.Gpus;
+using GpuExecutor.Metrics;
 using GpuExecutor.Telemetry;
 
-namespace GpuExecutor.Metrics;
+namespace GpuExecutor.Workflows;
 
 /// <summary>
 /// The host's metrics as a Prometheus textfile for node_exporter's textfile collector:
