@@ -94,6 +94,14 @@ public sealed class VerbCommands
             Example: gpu-executor gc
             """, [], (_, context) => GcVerb.RunAsync(context, _stdout));
 
+        var logsTarget = new Argument<string>("JOB|RUN") { Description = "a job id (its logs on this host) or a run key (its jobs' logs in the store)" };
+        var followStep = new Option<bool>("--follow", "-f") { Description = "follow a job's step while it prints, until the step ends" };
+        yield return Verb("logs", """
+            Print a job's whole step logs, as the steps printed them, past the runner's
+            output_limit: from this host by job id, or from the store by run key.
+            Example: gpu-executor logs 4242 --follow
+            """, [logsTarget, followStep], (parse, context) => LogsVerb.RunAsync(context, parse.GetValue(logsTarget)!, parse.GetValue(followStep), _stderr));
+
         var print = new Option<bool>("--print") { Description = "print the metrics instead of writing the file" };
         yield return Verb("metrics", """
             Write the host's Prometheus textfile into [metrics] textfile_dir now.

@@ -8,6 +8,24 @@ namespace GpuExecutor;
 /// <summary>Turns one finished verb call into its admin log line (<see cref="EventLog"/>).</summary>
 public static class VerbEvents
 {
+    /// <summary>VmHWM from /proc/self/status; null where there is no such file.</summary>
+    private static long? PeakRssKiB()
+    {
+        try
+        {
+            foreach (var line in File.ReadLines("/proc/self/status"))
+            {
+                if (line.StartsWith("VmHWM:", StringComparison.Ordinal)
+                    && long.TryParse(line["VmHWM:".Length..].Trim().Split(' ')[0], System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out var kib))
+                    return kib;
+            }
+        }
+        catch (IOException)
+        {
+        }
+        return null;
+    }
+
     public static void Record(ExecutorConfig config, IRunnerEnvironment environment, string verb, VerbFacts facts, Exception? failure, int exitCode, TimeSpan duration)
     {
         // The payload the verb read, if it read one; else only the job's identity, read cheaply:
@@ -29,6 +47,7 @@ public static class VerbEvents
             RunKey = facts.RunKey,
             Stage = facts.Stage,
             DurationMs = (long)duration.TotalMilliseconds,
+            PeakRssKiB = PeakRssKiB(),
             Outcome = ExitCodes.OutcomeName(failure),
             ExitCode = exitCode,
             Message = redaction.Redact(failure switch

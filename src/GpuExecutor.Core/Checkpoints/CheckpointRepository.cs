@@ -341,6 +341,14 @@ public sealed class CheckpointRepository(IObjectStore store, string bucket, stri
             return names;
         }, cancellationToken);
 
+    /// <summary>A file under the run (a job's whole log), streamed from disk rather than held in memory.</summary>
+    public async Task WriteRunFileAsync(string name, string path, CancellationToken cancellationToken) =>
+        await _retry.ExecuteAsync(async token => await store.PutFileAsync(bucket, RunPrefix + name, path, new FileInfo(path).Length, token), cancellationToken);
+
+    /// <summary>A file under the run, to read as a stream; null when there is none.</summary>
+    public async Task<Stream?> OpenRunFileAsync(string name, CancellationToken cancellationToken) =>
+        await _retry.ExecuteAsync(async token => await store.HeadAsync(bucket, RunPrefix + name, token) is null ? null : await store.OpenReadAsync(bucket, RunPrefix + name, 0, null, token), cancellationToken);
+
     public async Task WriteRunRecordAsync(string name, byte[] content, CancellationToken cancellationToken) =>
         await _retry.ExecuteAsync(async token => await store.PutBytesAsync(bucket, RunPrefix + name, content, token), cancellationToken);
 

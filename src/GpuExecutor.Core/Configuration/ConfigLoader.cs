@@ -75,7 +75,7 @@ public static partial class ConfigLoader
             Stores = ReadStores(top.Table("stores")),
             Datasets = ReadDatasets(top.Table("datasets")),
         };
-        config = config with { Checkpoints = ReadCheckpoints(top.Table("checkpoints"), config.Stores), Continuation = ReadContinuation(top.Table("continuation")), Mlflow = ReadMlflow(top.Table("mlflow")), Telemetry = ReadTelemetry(top.Table("telemetry")), Metrics = ReadMetrics(top.Table("metrics")) };
+        config = config with { Checkpoints = ReadCheckpoints(top.Table("checkpoints"), config.Stores), Continuation = ReadContinuation(top.Table("continuation")), Mlflow = ReadMlflow(top.Table("mlflow")), Telemetry = ReadTelemetry(top.Table("telemetry")), Metrics = ReadMetrics(top.Table("metrics")), Logs = ReadLogs(top.Table("logs")) };
         top.RejectUnknownKeys();
 
         // Cancel and timeout: the trainer gets the stop grace period, then the agent the final
@@ -377,6 +377,42 @@ public static partial class ConfigLoader
             GpuSampleInterval = interval,
             IdleUtilizationPercent = (int)table.Integer("idle_utilization_percent", defaults.IdleUtilizationPercent, 0, 100),
         };
+        table.RejectUnknownKeys();
+        return settings;
+    }
+
+    private static LogSettings ReadLogs(TableReader table)
+    {
+        var defaults = new LogSettings();
+        var budget = table.Raw("job_log_budget") is { } raw ? table.Size("job_log_budget", raw) : defaults.JobLogBudgetBytes;
+        if (budget < 64 * 1024)
+            throw new ConfigurationException(table.KeyPath("job_log_budget"), "must be at least 64k: the job log needs room for the live output and the notices.");
+        var patterns = new List<System.Text.RegularExpressions.Regex>();
+        var patternTexts = table.Raw("keep_patterns") is null ? LogSettings.DefaultKeepPatterns : table.StringList("keep_patterns");
+        foreach (var pattern in patternTexts)
+        {
+            try
+            {
+                if (pattern.Length is 0 or > 200)
+                    throw new ArgumentException("1 to 200 characters");
+                patterns.Add(LogSettings.Compile(pattern));
+            }
+            catch (Exception error) when (error is ArgumentException or NotSupportedException)
+            {
+                // NonBacktracking refuses backreferences and lookarounds, with the reason.
+                throw new ConfigurationException(table.KeyPath("keep_patterns"), $"'{pattern}' is not a pattern this executor can run in linear time: {error.Message}");
+            }
+        }
+        var settings = new LogSettings
+        {
+            JobLogBudgetBytes = budget,
+            SampleOneIn = (int)table.Integer("sample_one_in", defaults.SampleOneIn, 1, 1_000_000),
+            KeepPatterns = patterns,
+            HeldBackNoticeInterval = table.Seconds("held_back_notice_seconds", defaults.HeldBackNoticeInterval, 24 * 3600),
+            HostKeep = TimeSpan.FromDays(table.Integer("host_keep_days", (long)defaults.HostKeep.TotalDays, 0, 3650)),
+        };
+        if (settings.HeldBackNoticeInterval <= TimeSpan.Zero)
+            throw new ConfigurationException(table.KeyPath("held_back_notice_seconds"), "must be at least 1.");
         table.RejectUnknownKeys();
         return settings;
     }

@@ -34,6 +34,7 @@ public sealed record ExecutorConfig
     public MlflowSettings Mlflow { get; init; } = new();
     public TelemetrySettings Telemetry { get; init; } = new();
     public MetricsSettings Metrics { get; init; } = new();
+    public LogSettings Logs { get; init; } = new();
 
     /// <summary>Object stores jobs may read datasets from, by name (the scheme of a dataset source).</summary>
     public IReadOnlyDictionary<string, StoreSettings> Stores { get; init; } = new Dictionary<string, StoreSettings>();

@@ -178,6 +178,14 @@ public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver 
     public Task RecordGpuSamplesAsync(string runKey, long samplesJobId, byte[] csv, CancellationToken cancellationToken) =>
         WriteHistoryAsync(runKey, repository => repository.WriteRunRecordAsync(TelemetryRecordName(samplesJobId), csv, cancellationToken));
 
+    /// <summary>A step's whole log, compressed, under the run: it outlives the host.</summary>
+    public Task RecordStepLogAsync(string runKey, long jobId, string stageName, string compressedLog, CancellationToken cancellationToken) =>
+        WriteHistoryAsync(runKey, repository => repository.WriteRunFileAsync(StepLogRecordName(jobId, stageName), compressedLog, cancellationToken));
+
+    /// <summary>logs/JOB.log.gz for the job's script, logs/JOB.STEP.log.gz for its other steps (release's, say).</summary>
+    public static string StepLogRecordName(long jobId, string stageName) =>
+        "logs/" + jobId.ToString("D12", CultureInfo.InvariantCulture) + (stageName is "step_script" or "build_script" ? "" : "." + JobLog.StepLogFiles.SafeStepName(stageName)) + ".log.gz";
+
     public static string TelemetryRecordName(long jobId) => "telemetry/" + jobId.ToString("D12", CultureInfo.InvariantCulture) + ".gpu.csv";
 
     /// <summary>Starts the run's agent for this job's container, detached, and says where its log is.</summary>

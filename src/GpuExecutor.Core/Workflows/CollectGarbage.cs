@@ -86,6 +86,22 @@ public sealed class CollectGarbage(ExecutorConfig config, IContainerDriver drive
             removed++;
         }
 
+        // Whole step logs kept past logs.host_keep_days (a checkpointed run's are in the store too).
+        var logsRoot = JobLog.StepLogFiles.RootOf(config.StateDir);
+        if (Directory.Exists(logsRoot))
+        {
+            foreach (var directory in new DirectoryInfo(logsRoot).EnumerateDirectories())
+            {
+                if (JobWorkspace.JobIdOfDirectoryName(directory.Name) is not { } jobId || liveJobIds.Contains(jobId))
+                    continue;
+                if (now - directory.LastWriteTimeUtc < config.Logs.HostKeep)
+                    continue;
+                directory.Delete(recursive: true);
+                stdout.WriteLine($"removed the step logs of job {jobId} (logs.host_keep_days)");
+                removed++;
+            }
+        }
+
         // Adoptions whose adopting job is long past its deadline: nothing follows them any more.
         foreach (var (file, adopted) in adoptions)
         {

@@ -1,3 +1,4 @@
+using System.Globalization;
 using GpuExecutor.Checkpoints;
 using GpuExecutor.Configuration;
 using GpuExecutor.Containers;
@@ -66,13 +67,22 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
         if (following)
             log.WriteLine($"Re-attach: following job {adopted!.JobId}'s {stageName} in {container} from here on; what it printed before is in job {adopted.JobId}'s log and the container's log.");
 
+        // A user step's whole output goes to a file on the host as it streams; the job log gets
+        // it within logs.job_log_budget, below the runner's output_limit.
+        var whereTheLogIs = $"`gpu-executor logs {job.JobId}` on host {config.HostName}" + (checkpoints is null ? "" : $", or `gpu-executor logs {job.RunKey}` on any host of the store");
+        await using var stepLog = StagePlacement.IsUserStep(stageName)
+            ? StepOutputLog.Start(config.Logs, config.StateDir, job.JobId, stageName, stdout, stderr, whereTheLogIs)
+            : null;
+        var stageStdout = stepLog?.Stdout ?? stdout;
+        var stageStderr = stepLog?.Stderr ?? stderr;
+
         Task<StageResult> RunTheStageAsync()
         {
             // Before the stop SIGKILLs what outlived the grace period, the agent learns that the
             // trainer's uncommitted changes may be torn.
             Action? beforeKill = directories is null ? null : () => CheckpointAgent.NoteWriterKilled(directories, agentJobId);
             var runner = new StageRunner(driver, config.Run, log.WriteLine, beforeKill);
-            return runner.RunAsync(container, script, stdout, stderr, stop, beforeDeadline.Token, nonce, following);
+            return runner.RunAsync(container, script, stageStdout, stageStderr, stop, beforeDeadline.Token, nonce, following);
         }
 
         var reachedDeadline = false;
@@ -116,6 +126,8 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
             throw;
         }
         await recordingStart;
+        if (stepLog is not null)
+            await ReportStepLogAsync(await stepLog.FinishAsync(), job, stageName, checkpoints is null ? null : job.RunKey, lifecycle);
         // Whatever the outcome: a failed or stopped training spent its GPU-hours too.
         if (StagePlacement.IsUserStep(stageName))
             await ReportGpuUsageAsync(streamingJob, checkpoints is null ? null : job.RunKey, lifecycle, projectDir);
@@ -187,6 +199,22 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
         }
         foreach (var idle in report.Idle)
             log.WriteLine(GpuUsageReport.IdleWarning(idle, telemetry.IdleUtilizationPercent));
+    }
+
+    /// <summary>One line for the step's whole log: how much there was, how much the job log showed, and where the rest is.</summary>
+    private async Task ReportStepLogAsync(StepLogSummary summary, JobIdentity job, string stageName, string? runKey, CheckpointLifecycle lifecycle)
+    {
+        var stored = "";
+        if (runKey is not null)
+        {
+            await lifecycle.RecordStepLogAsync(runKey, job.JobId, stageName, summary.Path, CancellationToken.None);
+            stored = $"; the store keeps it as runs/{runKey}/{CheckpointLifecycle.StepLogRecordName(job.JobId, stageName)}";
+        }
+        var held = summary.HeldBackLines == 0
+            ? "the job log showed all of it"
+            : $"the job log showed {Sizes.Describe(summary.ShownBytes)} and held back {summary.HeldBackLines.ToString("N0", CultureInfo.InvariantCulture)} lines ({Sizes.Describe(summary.HeldBackBytes)})";
+        log.WriteLine($"Whole log of {stageName}: {Sizes.Describe(summary.Bytes)}, {summary.Lines.ToString("N0", CultureInfo.InvariantCulture)} lines; {held}. " +
+                      $"`gpu-executor logs {job.JobId}` on host {config.HostName} prints it ({summary.Path}){stored}.");
     }
 
     /// <summary>
