@@ -112,6 +112,11 @@ public sealed class ConfigLoaderTests
 
     [Theory]
     [InlineData("[images]\npull_policy = \"sometimes\"", "images.pull_policy")]
+    [InlineData("[logs]\njob_log_budget = \"16k\"", "logs.job_log_budget")]
+    [InlineData("[logs]\nkeep_patterns = [\"(a)\\\\1\"]", "logs.keep_patterns")]
+    [InlineData("[logs]\nkeep_patterns = [\"(?<=x)y\"]", "logs.keep_patterns")]
+    [InlineData("[logs]\nsample_one_in = 0", "logs.sample_one_in")]
+    [InlineData("[metrics]\ntextfile_dir = \"relative/dir\"", "metrics.textfile_dir")]
     [InlineData("[images]\nallowed = \"ubuntu\"", "images.allowed")]
     [InlineData("[images]\nallowed = [\"ubuntu\", \"bad pattern!\"]", "images.allowed[1]")]
     [InlineData("[images]\ndefault = \"UPPER/case\"", "images.default")]

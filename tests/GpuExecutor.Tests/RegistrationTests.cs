@@ -26,6 +26,23 @@ public sealed class RegistrationTests
     }
 
     [Fact]
+    public void A_job_log_budget_past_the_runners_default_output_limit_gets_one_in_the_template_and_an_entry_without_it_is_refused()
+    {
+        var config = ConfigLoader.Parse("[run]\nstop_grace_seconds = 30\n[checkpoints]\nfinal_commit_wait_seconds = 120\n[logs]\njob_log_budget = \"16m\"\n", "test.toml");
+        Assert.Null(RunnerRegistration.TemplateEntry(Request(), Config).OutputLimitKiB);
+
+        var entry = RunnerRegistration.TemplateEntry(Request(), config);
+        var parsed = Assert.Single(RunnerEntry.ParseFile(RunnerRegistration.TemplateToml(entry), "template.toml"));
+        Assert.Equal(16 * 1024 + 256 + 1, parsed.OutputLimitKiB);
+        Assert.Empty(parsed.DisagreementsWith(config));
+
+        var withoutLimit = parsed with { OutputLimitKiB = null };
+        var (problem, fix) = Assert.Single(withoutLimit.DisagreementsWith(config));
+        Assert.Contains("output_limit is 4096 KiB (the runner's default), but logs.job_log_budget is 16384 KiB", problem);
+        Assert.Contains("set output_limit = 16641", fix);
+    }
+
+    [Fact]
     public void Strings_with_quotes_and_backslashes_are_escaped_in_the_template()
     {
         var request = Request() with { ExecutorConfigPath = "/etc/gpu \"exec\"\\cfg.toml" };

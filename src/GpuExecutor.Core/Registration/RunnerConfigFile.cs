@@ -49,7 +49,10 @@ public static class RunnerConfigFile
             execs,
             args,
             Integer(custom, "graceful_kill_timeout"),
-            Integer(custom, "force_kill_timeout"));
+            Integer(custom, "force_kill_timeout"))
+        {
+            OutputLimitKiB = Integer(table, "output_limit"),
+        };
     }
 
     private static string? String(TomlTable table, string key) => table.TryGetValue(key, out var value) && value is string text ? text : null;

@@ -23,6 +23,15 @@ public sealed record RunnerEntry(
     /// <summary>The stages the runner calls, each with its *_exec and *_args.</summary>
     public static readonly IReadOnlyList<string> Stages = ["config", "prepare", "run", "cleanup"];
 
+    /// <summary>[[runners]] output_limit: the most of a job's log, in KiB, the runner sends to GitLab.</summary>
+    public long? OutputLimitKiB { get; init; }
+
+    /// <summary>GitLab Runner's own default for output_limit, in KiB.</summary>
+    public const long DefaultOutputLimitKiB = 4096;
+
+    /// <summary>What the job log needs beyond the steps' budget: the other stages' lines and the executor's own.</summary>
+    public const long JobLogHeadroomBytes = 256 * 1024;
+
     /// <summary>GitLab Runner's own default for [runners.custom] graceful_kill_timeout, in seconds.</summary>
     public const long DefaultGracefulKillTimeout = 600;
 
@@ -65,6 +74,10 @@ public sealed record RunnerEntry(
                 problems.Add(($"custom.{stage}_args names the config {stageConfig ?? "(default)"}, the config stage {ExecutorConfigPath ?? "(default)"}",
                     "give every stage the same --config PATH"));
         }
+        var outputLimit = OutputLimitKiB ?? DefaultOutputLimitKiB;
+        if (outputLimit * 1024 < config.Logs.JobLogBudgetBytes + JobLogHeadroomBytes)
+            problems.Add(($"output_limit is {outputLimit} KiB{(OutputLimitKiB is null ? " (the runner's default)" : "")}, but logs.job_log_budget is {config.Logs.JobLogBudgetBytes / 1024} KiB: the runner would cut the job log before the lines the budget keeps for errors and losses",
+                $"set output_limit = {(config.Logs.JobLogBudgetBytes + JobLogHeadroomBytes) / 1024 + 1} (or more) in the [[runners]] entry, or lower logs.job_log_budget"));
         var needed = (long)Math.Ceiling((config.Run.StopGracePeriod + config.Checkpoints.FinalCommitWait).TotalSeconds);
         var declared = (long)config.Run.RunnerGracefulKillTimeout.TotalSeconds;
         if (EffectiveGracefulKillTimeout <= needed)

@@ -50,7 +50,11 @@ public static partial class RunnerRegistration
             RunnerEntry.Stages.ToDictionary(stage => stage, _ => request.Binary, StringComparer.Ordinal),
             arguments,
             request.GracefulKillTimeout ?? (long)config.Run.RunnerGracefulKillTimeout.TotalSeconds,
-            ForceKillTimeout);
+            ForceKillTimeout)
+        {
+            // The runner's default fits the default budget; a larger budget needs a larger limit.
+            OutputLimitKiB = (config.Logs.JobLogBudgetBytes + RunnerEntry.JobLogHeadroomBytes) / 1024 + 1 is var needed && needed > RunnerEntry.DefaultOutputLimitKiB ? needed : null,
+        };
         var problems = entry.DisagreementsWith(config);
         if (problems.Count > 0)
             throw new SystemFailureException($"refusing to register runner '{request.Name}': it would disagree with {request.ExecutorConfigPath}:\n" +
@@ -67,6 +71,11 @@ public static partial class RunnerRegistration
         text.AppendLine("  executor = \"custom\"");
         text.AppendLine($"  builds_dir = {Quote(entry.BuildsDir!)}");
         text.AppendLine($"  cache_dir = {Quote(entry.CacheDir!)}");
+        if (entry.OutputLimitKiB is { } outputLimit)
+        {
+            text.AppendLine("  # KiB of job log the runner sends: more than logs.job_log_budget, which fills it with the steps' output.");
+            text.AppendLine(string.Create(CultureInfo.InvariantCulture, $"  output_limit = {outputLimit}"));
+        }
         text.AppendLine("  [runners.custom]");
         foreach (var stage in RunnerEntry.Stages)
         {
