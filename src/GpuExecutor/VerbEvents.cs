@@ -48,6 +48,7 @@ public static class VerbEvents
             Stage = facts.Stage,
             DurationMs = (long)duration.TotalMilliseconds,
             PeakRssKiB = PeakRssKiB(),
+            CpuMs = (long)System.Diagnostics.Process.GetCurrentProcess().TotalProcessorTime.TotalMilliseconds,
             Outcome = ExitCodes.OutcomeName(failure),
             ExitCode = exitCode,
             Message = redaction.Redact(failure switch

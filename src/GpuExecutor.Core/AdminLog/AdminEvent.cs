@@ -23,6 +23,8 @@ public sealed record AdminEvent
     [JsonPropertyName("duration_ms")] public long DurationMs { get; init; }
     /// <summary>The verb process's peak resident memory (VmHWM): a stage that streamed 50 GiB of output must show what one that streamed 5 KiB shows.</summary>
     [JsonPropertyName("peak_rss_kib")] public long? PeakRssKiB { get; init; }
+    /// <summary>The verb process's CPU time, user and system, in milliseconds.</summary>
+    [JsonPropertyName("cpu_ms")] public long? CpuMs { get; init; }
     /// <summary>success, build_failure, system_failure or findings (ExitCodes.OutcomeName).</summary>
     [JsonPropertyName("outcome")] public string Outcome { get; init; } = "";
     [JsonPropertyName("exit_code")] public int ExitCode { get; init; }
