@@ -7,7 +7,9 @@ public sealed class StreamingTests
     [Fact]
     public async Task A_stage_that_prints_hundreds_of_megabytes_streams_them_all_with_flat_memory()
     {
-        using var workspace = new ExecutorWorkspace();
+        // A budget past the output: the job log gets all of it live, as a runner with a large
+        // output_limit would (the throttled view has its own test, FullLogTests).
+        using var workspace = new ExecutorWorkspace(extraConfig: "[logs]\njob_log_budget = 1099511627776\n");
         const long jobId = 7401;
         const long outputBytes = 256L << 20;
         var environment = workspace.RunnerEnvironment(workspace.WritePayload(jobId));

@@ -201,7 +201,11 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
             log.WriteLine(GpuUsageReport.IdleWarning(idle, telemetry.IdleUtilizationPercent));
     }
 
-    /// <summary>One line for the step's whole log: how much there was, how much the job log showed, and where the rest is.</summary>
+    /// <summary>
+    /// The step's whole log goes to the run in the store; and where the job log did not show all
+    /// of it, one line says how much there was, how much was held back, and where it is. A step
+    /// the job log showed whole gets no line: the job log is its whole log.
+    /// </summary>
     private async Task ReportStepLogAsync(StepLogSummary summary, JobIdentity job, string stageName, string? runKey, CheckpointLifecycle lifecycle)
     {
         var stored = "";
@@ -210,10 +214,10 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
             await lifecycle.RecordStepLogAsync(runKey, job.JobId, stageName, summary.Path, CancellationToken.None);
             stored = $"; the store keeps it as runs/{runKey}/{CheckpointLifecycle.StepLogRecordName(job.JobId, stageName)}";
         }
-        var held = summary.HeldBackLines == 0
-            ? "the job log showed all of it"
-            : $"the job log showed {Sizes.Describe(summary.ShownBytes)} and held back {summary.HeldBackLines.ToString("N0", CultureInfo.InvariantCulture)} lines ({Sizes.Describe(summary.HeldBackBytes)})";
-        log.WriteLine($"Whole log of {stageName}: {Sizes.Describe(summary.Bytes)}, {summary.Lines.ToString("N0", CultureInfo.InvariantCulture)} lines; {held}. " +
+        if (summary.HeldBackLines == 0)
+            return;
+        log.WriteLine($"Whole log of {stageName}: {Sizes.Describe(summary.Bytes)}, {summary.Lines.ToString("N0", CultureInfo.InvariantCulture)} lines; " +
+                      $"the job log showed {Sizes.Describe(summary.ShownBytes)} and held back {summary.HeldBackLines.ToString("N0", CultureInfo.InvariantCulture)} lines ({Sizes.Describe(summary.HeldBackBytes)}). " +
                       $"`gpu-executor logs {job.JobId}` on host {config.HostName} prints it ({summary.Path}){stored}.");
     }
 
