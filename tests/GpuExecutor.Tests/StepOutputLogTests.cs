@@ -118,4 +118,23 @@ public sealed class StepOutputLogTests : IDisposable
         }
         Assert.DoesNotContain("plain line", Encoding.UTF8.GetString(second.ToArray()));
     }
+
+    [Fact]
+    public async Task A_disk_that_fails_the_host_file_never_stops_the_step_or_its_job_log()
+    {
+        // /dev/full: every write fails with ENOSPC, as a full state_dir would. The link is the
+        // job's second step's file, as it counts as the first.
+        var directory = Directory.CreateDirectory(StepLogFiles.DirectoryOf(_stateDir, 8)).FullName;
+        File.CreateSymbolicLink(Path.Combine(directory, "02-step_script.log"), "/dev/full");
+        var jobLog = new MemoryStream();
+        await using var step = StepOutputLog.Start(Budget(1 << 20), _stateDir, 8, "step_script", jobLog, Stream.Null, "here");
+        await step.Stdout.WriteAsync("epoch 1\n"u8.ToArray(), TestContext.Current.CancellationToken);
+        await step.Stdout.WriteAsync("epoch 2\n"u8.ToArray(), TestContext.Current.CancellationToken);
+
+        var summary = await step.FinishAsync();
+
+        Assert.Equal("epoch 1\nepoch 2\n", Encoding.UTF8.GetString(jobLog.ToArray()));
+        Assert.Contains("the host file stopped after 0 B", summary.Incomplete);
+        Assert.Equal((16L, 2L), (summary.Bytes, summary.Lines));
+    }
 }

@@ -49,7 +49,8 @@ public static class StepLogFiles
 
 /// <summary>What a step printed, once it ended.</summary>
 /// <param name="HeldBackLines">Lines the job log did not show (past the live part of the budget).</param>
-public sealed record StepLogSummary(string Path, long Bytes, long Lines, long ShownBytes, long HeldBackLines, long HeldBackBytes);
+/// <param name="Incomplete">Why the file on the host lacks part of the output (a full disk), or null.</param>
+public sealed record StepLogSummary(string Path, long Bytes, long Lines, long ShownBytes, long HeldBackLines, long HeldBackBytes, string? Incomplete = null);
 
 /// <summary>
 /// A job step's output on its way to the job log. All of it goes to a file on the host as it
@@ -104,6 +105,9 @@ public sealed class StepOutputLog : IAsyncDisposable
     private DateTimeOffset _lastNotice;
     private StepLogSummary? _summary;
 
+    /// <summary>Why the host file stopped being written; the job log goes on without it.</summary>
+    private string? _fileFailure;
+
     private StepOutputLog(LogSettings settings, string livePath, FileStream file, HostLock writerLock, long shownBefore, Stream jobStdout, Stream jobStderr, string whereLine, TimeProvider clock)
     {
         _settings = settings;
@@ -138,12 +142,20 @@ public sealed class StepOutputLog : IAsyncDisposable
         var livePath = Path.Combine(directory, $"{order:D2}-{StepLogFiles.SafeStepName(stageName)}{StepLogFiles.LiveSuffix}");
         var writerLock = HostLock.TryAcquire(StepLogFiles.WriterLock(livePath), create: true)
             ?? throw new IOException($"another process writes {livePath}");
-        long shownBefore = 0;
-        if (File.Exists(StepLogFiles.BudgetFile(directory)))
-            long.TryParse(File.ReadAllText(StepLogFiles.BudgetFile(directory)).Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out shownBefore);
-        // Unbuffered: `gpu-executor logs --follow` reads what the step printed as soon as it did.
-        var file = new FileStream(livePath, FileMode.Append, FileAccess.Write, FileShare.Read | FileShare.Delete, bufferSize: 0);
-        return new StepOutputLog(settings, livePath, file, writerLock, shownBefore, jobStdout, jobStderr, whereLine, clock ?? TimeProvider.System);
+        try
+        {
+            long shownBefore = 0;
+            if (File.Exists(StepLogFiles.BudgetFile(directory)))
+                long.TryParse(File.ReadAllText(StepLogFiles.BudgetFile(directory)).Trim(), NumberStyles.None, CultureInfo.InvariantCulture, out shownBefore);
+            // Unbuffered: `gpu-executor logs --follow` reads what the step printed as soon as it did.
+            var file = new FileStream(livePath, FileMode.Append, FileAccess.Write, FileShare.Read | FileShare.Delete, bufferSize: 0);
+            return new StepOutputLog(settings, livePath, file, writerLock, shownBefore, jobStdout, jobStderr, whereLine, clock ?? TimeProvider.System);
+        }
+        catch
+        {
+            writerLock.Dispose();
+            throw;
+        }
     }
 
     private async Task WriteAsync(OutputStream stream, ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
@@ -151,7 +163,7 @@ public sealed class StepOutputLog : IAsyncDisposable
         await _gate.WaitAsync(cancellationToken);
         try
         {
-            await _file.WriteAsync(data, cancellationToken);
+            await WriteToFileAsync(data, cancellationToken);
             _bytes += data.Length;
             if (_bytes / CollectEveryBytes != (_bytes - data.Length) / CollectEveryBytes)
                 GC.Collect(2, GCCollectionMode.Forced, blocking: true, compacting: true);
@@ -182,6 +194,24 @@ public sealed class StepOutputLog : IAsyncDisposable
         finally
         {
             _gate.Release();
+        }
+    }
+
+    /// <summary>
+    /// The host file is a copy for later: a full or failing disk in state_dir stops it, says so at
+    /// the end, and never stops the step or its job log.
+    /// </summary>
+    private async Task WriteToFileAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+    {
+        if (_fileFailure is not null)
+            return;
+        try
+        {
+            await _file.WriteAsync(data, cancellationToken);
+        }
+        catch (IOException error)
+        {
+            _fileFailure = $"the host file stopped after {Sizes.Describe(_bytes)}: {error.Message}";
         }
     }
 
@@ -262,17 +292,39 @@ public sealed class StepOutputLog : IAsyncDisposable
                     }
                 }
             }
-            await _file.DisposeAsync();
-            var compressed = StepLogFiles.CompressedOf(_livePath);
-            var partial = compressed + ".tmp";
-            await using (var source = new FileStream(_livePath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, bufferSize: 1 << 16))
-            await using (var target = new FileStream(partial, FileMode.Create, FileAccess.Write, FileShare.None, bufferSize: 1 << 16))
-            await using (var gzip = new GZipStream(target, CompressionLevel.Fastest))
-                await source.CopyToAsync(gzip);
-            File.Move(partial, compressed, overwrite: true);
-            File.Delete(_livePath);
-            await File.WriteAllTextAsync(_budgetFile, _shown.ToString(CultureInfo.InvariantCulture));
-            _summary = new StepLogSummary(compressed, _bytes, _lines, _shown - _shownBefore, _heldLines, _heldBytes);
+            var path = _livePath;
+            try
+            {
+                await _file.DisposeAsync();
+                // A file that stopped part way stays as it is: the disk that failed it would
+                // likely fail its compressed copy too.
+                if (_fileFailure is not null)
+                    throw new IOException(_fileFailure);
+                var compressed = StepLogFiles.CompressedOf(_livePath);
+                var partial = compressed + ".tmp";
+                try
+                {
+                    await using (var source = new FileStream(_livePath, FileMode.Open, FileAccess.Read, FileShare.ReadWrite, bufferSize: 1 << 16))
+                    await using (var target = new FileStream(partial, FileMode.Create, FileAccess.Write, FileShare.None, bufferSize: 1 << 16))
+                    await using (var gzip = new GZipStream(target, CompressionLevel.Fastest))
+                        await source.CopyToAsync(gzip);
+                }
+                catch (IOException)
+                {
+                    // No room to compress: the live file stays, whole, and `logs` reads it as it is.
+                    File.Delete(partial);
+                    throw;
+                }
+                File.Move(partial, compressed, overwrite: true);
+                File.Delete(_livePath);
+                path = compressed;
+                await File.WriteAllTextAsync(_budgetFile, _shown.ToString(CultureInfo.InvariantCulture));
+            }
+            catch (IOException error)
+            {
+                _fileFailure ??= $"the host file could not be finished: {error.Message}";
+            }
+            _summary = new StepLogSummary(path, _bytes, _lines, _shown - _shownBefore, _heldLines, _heldBytes, _fileFailure);
             return _summary;
         }
         finally

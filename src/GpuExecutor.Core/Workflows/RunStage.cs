@@ -70,9 +70,7 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
         // A user step's whole output goes to a file on the host as it streams; the job log gets
         // it within logs.job_log_budget, below the runner's output_limit.
         var whereTheLogIs = $"`gpu-executor logs {job.JobId}` on host {config.HostName}" + (checkpoints is null ? "" : $", or `gpu-executor logs {job.RunKey}` on any host of the store");
-        await using var stepLog = StagePlacement.IsUserStep(stageName)
-            ? StepOutputLog.Start(config.Logs, config.StateDir, job.JobId, stageName, stdout, stderr, whereTheLogIs)
-            : null;
+        await using var stepLog = StagePlacement.IsUserStep(stageName) ? StartStepLog(job, stageName, stdout, stderr, whereTheLogIs) : null;
         var stageStdout = stepLog?.Stdout ?? stdout;
         var stageStderr = stepLog?.Stderr ?? stderr;
 
@@ -214,11 +212,27 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
             await lifecycle.RecordStepLogAsync(runKey, job.JobId, stageName, summary.Path, CancellationToken.None);
             stored = $"; the store keeps it as runs/{runKey}/{CheckpointLifecycle.StepLogRecordName(job.JobId, stageName)}";
         }
+        if (summary.Incomplete is { } why)
+            log.WriteLine($"WARNING: the whole log of {stageName} is incomplete on this host: {why}.");
         if (summary.HeldBackLines == 0)
             return;
         log.WriteLine($"Whole log of {stageName}: {Sizes.Describe(summary.Bytes)}, {summary.Lines.ToString("N0", CultureInfo.InvariantCulture)} lines; " +
                       $"the job log showed {Sizes.Describe(summary.ShownBytes)} and held back {summary.HeldBackLines.ToString("N0", CultureInfo.InvariantCulture)} lines ({Sizes.Describe(summary.HeldBackBytes)}). " +
                       $"`gpu-executor logs {job.JobId}` on host {config.HostName} prints it ({summary.Path}){stored}.");
+    }
+
+    /// <summary>A step's whole log, or none where state_dir cannot hold one (a full disk): the step runs all the same, with the job log as the runner would keep it.</summary>
+    private StepOutputLog? StartStepLog(JobIdentity job, string stageName, Stream stdout, Stream stderr, string whereTheLogIs)
+    {
+        try
+        {
+            return StepOutputLog.Start(config.Logs, config.StateDir, job.JobId, stageName, stdout, stderr, whereTheLogIs);
+        }
+        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+        {
+            log.WriteLine($"WARNING: the whole log of {stageName} cannot be kept on this host ({error.Message}); the job log gets the output as the runner keeps it.");
+            return null;
+        }
     }
 
     /// <summary>
