@@ -207,7 +207,8 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
     private async Task ReportStepLogAsync(StepLogSummary summary, JobIdentity job, string stageName, string? runKey, CheckpointLifecycle lifecycle)
     {
         var stored = "";
-        if (runKey is not null)
+        // A host copy that stopped part way is not what the step printed: the store gets none.
+        if (runKey is not null && summary.Incomplete is null)
         {
             await lifecycle.RecordStepLogAsync(runKey, job.JobId, stageName, summary.Path, CancellationToken.None);
             stored = $"; the store keeps it as runs/{runKey}/{CheckpointLifecycle.StepLogRecordName(job.JobId, stageName)}";
