@@ -125,7 +125,7 @@ public sealed class HostDoctor(
         }
 
         var missing = settings.Pool.Where(entry => !inventory.Any(gpu => gpu.Uuid == entry || gpu.Index.ToString(CultureInfo.InvariantCulture) == entry)).ToList();
-        var pool = new GpuAllocator(docker, gpus, settings, config.StateDir, _ => { }).InPool(inventory);
+        var pool = GpuAllocator.InPool(settings, inventory);
         if (missing.Count > 0)
             findings.Add(new("gpus", DoctorStatus.Fail, $"gpus.pool names {string.Join(", ", missing)}, which nvidia-smi does not list (it lists {inventory.Count})",
                 "correct [gpus].pool to indexes or UUIDs that `nvidia-smi -L` shows"));

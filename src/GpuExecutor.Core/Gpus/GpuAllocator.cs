@@ -66,7 +66,7 @@ public sealed class GpuAllocator(IContainerDriver driver, IGpuInventory nvidiaSm
                     var holdersTask = GpuLedger.ReadAsync(driver, cancellationToken);
                     var inventory = await inventoryTask;
                     var holders = await holdersTask;
-                    var pool = InPool(inventory);
+                    var pool = InPool(settings, inventory);
                     GpuPoolRecord.Write(stateDir, pool);
                     CheckCanEverBeMet(pool, request);
                     var free = pool
@@ -121,7 +121,7 @@ public sealed class GpuAllocator(IContainerDriver driver, IGpuInventory nvidiaSm
     }
 
     /// <summary>The host's GPUs this runner may use (gpus.pool, by index or UUID; empty means all).</summary>
-    public IReadOnlyList<GpuDevice> InPool(IReadOnlyList<GpuDevice> inventory) =>
+    public static IReadOnlyList<GpuDevice> InPool(GpuSettings settings, IReadOnlyList<GpuDevice> inventory) =>
         settings.Pool.Count == 0
             ? inventory
             : inventory.Where(gpu => settings.Pool.Contains(gpu.Uuid) || settings.Pool.Contains(gpu.Index.ToString(CultureInfo.InvariantCulture))).ToList();

@@ -18,7 +18,7 @@ public static class GpusVerb
         var nvidiaSmi = context.Adapters.Gpus;
         var inventory = await nvidiaSmi.QueryAsync(context.Stop);
         var driver = context.Adapters.Containers;
-        var pool = new GpuAllocator(driver, nvidiaSmi, settings, context.Config.StateDir, _ => { }).InPool(inventory).Select(gpu => gpu.Uuid).ToHashSet();
+        var pool = GpuAllocator.InPool(settings, inventory).Select(gpu => gpu.Uuid).ToHashSet();
 
         // The inventory is worth printing even when Docker is down (or absent, as on a host being
         // set up): an admin checking nvidia-smi should not need the daemon. The exit code still

@@ -17,7 +17,7 @@ public static class MetricsVerb
             using var bounded = CancellationTokenSource.CreateLinkedTokenSource(context.Stop);
             bounded.CancelAfter(HostMetricsTextfile.DockerWait);
             var inventory = await context.Adapters.Gpus.QueryAsync(bounded.Token);
-            GpuPoolRecord.Write(config.StateDir, new GpuAllocator(context.Adapters.Containers, context.Adapters.Gpus, config.Gpus, config.StateDir, _ => { }).InPool(inventory));
+            GpuPoolRecord.Write(config.StateDir, GpuAllocator.InPool(config.Gpus, inventory));
         }
         catch (Exception error) when (error is SystemFailureException or OperationCanceledException && !context.Stop.IsCancellationRequested)
         {
