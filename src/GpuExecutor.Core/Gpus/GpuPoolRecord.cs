@@ -1,4 +1,5 @@
 using System.Globalization;
+using GpuExecutor.HostFiles;
 
 namespace GpuExecutor.Gpus;
 
@@ -21,10 +22,7 @@ public static class GpuPoolRecord
         {
             if (File.Exists(path) && File.ReadAllText(path) == text)
                 return;
-            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-            var temporary = $"{path}.{Environment.ProcessId.ToString(CultureInfo.InvariantCulture)}.tmp";
-            File.WriteAllText(temporary, text);
-            File.Move(temporary, path, overwrite: true);
+            StateFiles.WriteText(path, text);
         }
         catch (IOException)
         {

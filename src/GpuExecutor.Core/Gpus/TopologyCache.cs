@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Text;
+using GpuExecutor.HostFiles;
 
 namespace GpuExecutor.Gpus;
 
@@ -59,24 +60,14 @@ internal sealed class TopologyCache
     {
         if (_key is null)
             return;
-        var temporary = $"{_path}.{Environment.ProcessId}.tmp";
         try
         {
-            Directory.CreateDirectory(Path.GetDirectoryName(_path)!);
-            File.WriteAllText(temporary, _key + "\n" + output);
-            File.Move(temporary, _path, overwrite: true);
+            StateFiles.WriteText(_path, _key + "\n" + output);
         }
         catch (Exception error) when (error is IOException or UnauthorizedAccessException)
         {
             // A cache that cannot be written only costs the next prepare a `topo -m`.
             log($"WARNING: could not cache the GPU topology in '{_path}': {error.Message}");
-            try
-            {
-                File.Delete(temporary);
-            }
-            catch (Exception cleanup) when (cleanup is IOException or UnauthorizedAccessException)
-            {
-            }
         }
     }
 }

@@ -14,6 +14,33 @@ public static class StateFiles
         File.Move(temporary, path, overwrite: true);
     }
 
+    /// <summary>
+    /// A text file written beside its name (a name of this process's own, so two writers never
+    /// share one) and renamed over it: a reader sees the old text or the new, never half. The
+    /// file beside is removed when the write fails.
+    /// </summary>
+    public static void WriteText(string path, string text)
+    {
+        var temporary = $"{path}.{Environment.ProcessId.ToString(System.Globalization.CultureInfo.InvariantCulture)}.tmp";
+        try
+        {
+            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+            File.WriteAllText(temporary, text);
+            File.Move(temporary, path, overwrite: true);
+        }
+        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+        {
+            try
+            {
+                File.Delete(temporary);
+            }
+            catch (Exception cleanup) when (cleanup is IOException or UnauthorizedAccessException)
+            {
+            }
+            throw;
+        }
+    }
+
     /// <summary>Null when there is no record, or an unreadable one (a crash mid-write leaves only the .tmp).</summary>
     public static T? Read<T>(string path, JsonTypeInfo<T> type) where T : class
     {

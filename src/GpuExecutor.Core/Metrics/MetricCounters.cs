@@ -32,10 +32,7 @@ public static class MetricCounters
             var text = new StringBuilder();
             foreach (var (series, value) in totals.OrderBy(pair => pair.Key, StringComparer.Ordinal))
                 text.Append(series).Append(' ').Append(MetricSeries.Value(value)).Append('\n');
-            var path = PathOf(stateDir);
-            var temporary = path + ".tmp";
-            File.WriteAllText(temporary, text.ToString());
-            File.Move(temporary, path, overwrite: true);
+            StateFiles.WriteText(PathOf(stateDir), text.ToString());
             return true;
         }
         catch (Exception error) when (error is IOException or UnauthorizedAccessException or OperationCanceledException)
