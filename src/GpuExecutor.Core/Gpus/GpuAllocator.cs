@@ -48,75 +48,67 @@ public sealed class GpuAllocator(IContainerDriver driver, IGpuInventory nvidiaSm
         var waitEnds = DateTime.UtcNow + settings.WaitTimeout;
         var nextMessage = DateTime.UtcNow;
         GpuTopology? topology = null;
-        IDisposable? waiting = null;
-        try
+        // A wait for GPUs (not for the job's own datasets) is on record for the metrics while it lasts.
+        using var waiting = waitReporting is { } reporting ? new GpuWaits.Registration(stateDir, reporting.JobId) : null;
+        while (true)
         {
-            while (true)
+            if (mustFinishFirst.IsFaulted || mustFinishFirst.IsCanceled)
+                await mustFinishFirst;
+            string waitingFor;
+            using (await HostLock.AcquireAsync(LockPath, cancellationToken))
             {
-                if (mustFinishFirst.IsFaulted || mustFinishFirst.IsCanceled)
-                    await mustFinishFirst;
-                string waitingFor;
-                using (await HostLock.AcquireAsync(LockPath, cancellationToken))
+                // nvidia-smi (tens of ms on real hosts) and the ledger run side by side; the
+                // first inventory may have been started by the caller before the lock, while it
+                // did other work. Only the ledger must be read under the lock, and it is.
+                var inventoryTask = firstInventory ?? nvidiaSmi.QueryAsync(cancellationToken);
+                firstInventory = null;
+                var holdersTask = GpuLedger.ReadAsync(driver, cancellationToken);
+                var inventory = await inventoryTask;
+                var holders = await holdersTask;
+                var pool = InPool(settings, inventory);
+                GpuPoolRecord.Write(stateDir, pool);
+                CheckCanEverBeMet(pool, request);
+                var free = pool
+                    .Where(request.Admits)
+                    .Where(gpu => !holders.ContainsKey(gpu.Uuid) && !IsBusyOutsideJobs(gpu))
+                    .ToList();
+                if (free.Count >= request.Count && !mustFinishFirst.IsCompleted)
                 {
-                    // nvidia-smi (tens of ms on real hosts) and the ledger run side by side; the
-                    // first inventory may have been started by the caller before the lock, while it
-                    // did other work. Only the ledger must be read under the lock, and it is.
-                    var inventoryTask = firstInventory ?? nvidiaSmi.QueryAsync(cancellationToken);
-                    firstInventory = null;
-                    var holdersTask = GpuLedger.ReadAsync(driver, cancellationToken);
-                    var inventory = await inventoryTask;
-                    var holders = await holdersTask;
-                    var pool = InPool(settings, inventory);
-                    GpuPoolRecord.Write(stateDir, pool);
-                    CheckCanEverBeMet(pool, request);
-                    var free = pool
-                        .Where(request.Admits)
-                        .Where(gpu => !holders.ContainsKey(gpu.Uuid) && !IsBusyOutsideJobs(gpu))
-                        .ToList();
-                    if (free.Count >= request.Count && !mustFinishFirst.IsCompleted)
+                    // Enough GPUs, but the datasets are still arriving: take nothing yet, and do
+                    // not count this against the GPU wait.
+                    waitEnds = DateTime.UtcNow + settings.WaitTimeout;
+                    waitingFor = "the GPUs are free; waiting for the datasets to arrive.";
+                }
+                else if (free.Count >= request.Count)
+                {
+                    topology ??= request.Count > 1 ? await nvidiaSmi.TopologyAsync(inventory, TopologyCacheDirectory, log, cancellationToken) : GpuTopology.Unknown;
+                    var chosen = GpuSelection.Choose(free, request.Count, topology)!;
+                    await createHolder(chosen, topology);
+                    return chosen;
+                }
+                else
+                {
+                    waitingFor = DescribeWait(pool, request, holders, free.Count);
+                    if (waiting is { Begun: false })
                     {
-                        // Enough GPUs, but the datasets are still arriving: take nothing yet, and do
-                        // not count this against the GPU wait.
-                        waitEnds = DateTime.UtcNow + settings.WaitTimeout;
-                        waitingFor = "the GPUs are free; waiting for the datasets to arrive.";
-                    }
-                    else if (free.Count >= request.Count)
-                    {
-                        topology ??= request.Count > 1 ? await nvidiaSmi.TopologyAsync(inventory, TopologyCacheDirectory, log, cancellationToken) : GpuTopology.Unknown;
-                        var chosen = GpuSelection.Choose(free, request.Count, topology)!;
-                        await createHolder(chosen, topology);
-                        return chosen;
-                    }
-                    else
-                    {
-                        waitingFor = DescribeWait(pool, request, holders, free.Count);
-                        // Only a wait for GPUs counts as one in the metrics, not a wait for the
-                        // job's own datasets.
-                        if (waiting is null && waitReporting is { } reporting)
-                        {
-                            waiting = GpuWaits.Register(stateDir, reporting.JobId, DateTimeOffset.UtcNow);
-                            nextMessage = DateTime.UtcNow;
-                        }
+                        waiting.Begin(DateTimeOffset.UtcNow);
+                        nextMessage = DateTime.UtcNow;
                     }
                 }
-
-                if (DateTime.UtcNow >= waitEnds)
-                    // The host is busy, not the job wrong: a system failure, which the runner retries.
-                    throw new SystemFailureException($"no GPUs freed up within gpus.wait_timeout_seconds ({settings.WaitTimeout.TotalSeconds:0} s). {waitingFor}");
-                if (DateTime.UtcNow >= nextMessage)
-                {
-                    log($"Waiting for {request}: {waitingFor}");
-                    nextMessage = DateTime.UtcNow + WaitingMessageInterval;
-                    if (waiting is not null)
-                        await waitReporting!.Value.Changed();
-                }
-                await Task.WhenAny(mustFinishFirst.IsCompleted ? Task.Delay(PollInterval, cancellationToken) : mustFinishFirst, Task.Delay(PollInterval, cancellationToken));
-                cancellationToken.ThrowIfCancellationRequested();
             }
-        }
-        finally
-        {
-            waiting?.Dispose();
+
+            if (DateTime.UtcNow >= waitEnds)
+                // The host is busy, not the job wrong: a system failure, which the runner retries.
+                throw new SystemFailureException($"no GPUs freed up within gpus.wait_timeout_seconds ({settings.WaitTimeout.TotalSeconds:0} s). {waitingFor}");
+            if (DateTime.UtcNow >= nextMessage)
+            {
+                log($"Waiting for {request}: {waitingFor}");
+                nextMessage = DateTime.UtcNow + WaitingMessageInterval;
+                if (waiting is { Begun: true })
+                    await waitReporting!.Value.Changed();
+            }
+            await Task.WhenAny(mustFinishFirst.IsCompleted ? Task.Delay(PollInterval, cancellationToken) : mustFinishFirst, Task.Delay(PollInterval, cancellationToken));
+            cancellationToken.ThrowIfCancellationRequested();
         }
     }
 

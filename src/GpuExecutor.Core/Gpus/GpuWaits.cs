@@ -17,13 +17,9 @@ public static class GpuWaits
     /// <summary>Records the wait until the returned handle is disposed.</summary>
     public static IDisposable Register(string stateDir, long jobId, DateTimeOffset since)
     {
-        var directory = DirectoryOf(stateDir);
-        Directory.CreateDirectory(directory);
-        var path = Path.Combine(directory, "job-" + jobId.ToString(CultureInfo.InvariantCulture));
-        File.WriteAllText(path, $"{Environment.ProcessId.ToString(CultureInfo.InvariantCulture)} {since.ToUnixTimeMilliseconds().ToString(CultureInfo.InvariantCulture)}\n");
-        foreach (var stale in Read(stateDir, includeDead: true).Where(wait => !IsAlive(wait)))
-            File.Delete(Path.Combine(directory, "job-" + stale.Wait.JobId.ToString(CultureInfo.InvariantCulture)));
-        return new Registration(path);
+        var registration = new Registration(stateDir, jobId);
+        registration.Begin(since);
+        return registration;
     }
 
     /// <summary>The waits whose process still runs.</summary>
@@ -61,8 +57,27 @@ public static class GpuWaits
 
     private static bool IsAlive((Wait Wait, int Pid) entry) => Directory.Exists("/proc/" + entry.Pid.ToString(CultureInfo.InvariantCulture));
 
-    private sealed class Registration(string path) : IDisposable
+    /// <summary>A job's wait, recorded from <see cref="Begin"/> (if it ever waits) until disposed.</summary>
+    public sealed class Registration(string stateDir, long jobId) : IDisposable
     {
-        public void Dispose() => File.Delete(path);
+        private readonly string _path = Path.Combine(DirectoryOf(stateDir), "job-" + jobId.ToString(CultureInfo.InvariantCulture));
+
+        public bool Begun { get; private set; }
+
+        public void Begin(DateTimeOffset since)
+        {
+            var directory = DirectoryOf(stateDir);
+            Directory.CreateDirectory(directory);
+            File.WriteAllText(_path, $"{Environment.ProcessId.ToString(CultureInfo.InvariantCulture)} {since.ToUnixTimeMilliseconds().ToString(CultureInfo.InvariantCulture)}\n");
+            Begun = true;
+            foreach (var stale in Read(stateDir, includeDead: true).Where(wait => !IsAlive(wait)))
+                File.Delete(Path.Combine(directory, "job-" + stale.Wait.JobId.ToString(CultureInfo.InvariantCulture)));
+        }
+
+        public void Dispose()
+        {
+            if (Begun)
+                File.Delete(_path);
+        }
     }
 }
