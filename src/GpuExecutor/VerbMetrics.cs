@@ -18,9 +18,8 @@ public static class VerbMetrics
     {
         if (config.Metrics.TextfileDir is null)
             return;
-        var call = (MetricSeries.Of(HostMetrics.VerbCalls, ("verb", verb), ("outcome", ExitCodes.OutcomeName(failure))), 1.0);
         // The first call with metrics on starts the host's counters; from then on every process counts.
-        MetricCounters.Update(config.StateDir, totals => totals[call.Item1] = totals.GetValueOrDefault(call.Item1) + call.Item2);
+        MetricCounters.StartKeepingAndAdd(config.StateDir, (MetricSeries.Of(HostMetrics.VerbCalls, ("verb", verb), ("outcome", ExitCodes.OutcomeName(failure))), 1));
         if (RewritingVerbs.Contains(verb))
             await adapters.Metrics.TryWriteAsync();
     }

@@ -50,7 +50,14 @@ public static class MetricCounters
 
     /// <summary>Adds to the totals, where this host keeps them (<see cref="AreKept"/>).</summary>
     public static bool Add(string stateDir, params (string Series, double Delta)[] deltas) =>
-        deltas.Length > 0 && AreKept(stateDir) && Update(stateDir, totals =>
+        AreKept(stateDir) && AddTo(stateDir, deltas);
+
+    /// <summary>Adds to the totals, and starts keeping them on this host if it did not (a verb of a config with metrics on).</summary>
+    public static bool StartKeepingAndAdd(string stateDir, params (string Series, double Delta)[] deltas) =>
+        AddTo(stateDir, deltas);
+
+    private static bool AddTo(string stateDir, (string Series, double Delta)[] deltas) =>
+        deltas.Length > 0 && Update(stateDir, totals =>
         {
             foreach (var (series, delta) in deltas)
             {
