@@ -21,9 +21,10 @@ public static class StepLogReader
     {
         var directory = StepLogFiles.DirectoryOf(stateDir, jobId);
         var done = new HashSet<string>(StringComparer.Ordinal);
+        string? NextStep() => StepLogFiles.Steps(directory).FirstOrDefault(path => !done.Contains(StepLogFiles.StepOf(path)));
         while (true)
         {
-            var next = StepLogFiles.Steps(directory).FirstOrDefault(path => !done.Contains(Path.GetFileName(path).Split('.')[0]));
+            var next = NextStep();
             if (next is null && follow && done.Count > 0)
             {
                 // Between two steps: the next one may be about to begin.
@@ -31,12 +32,12 @@ public static class StepLogReader
                 while (next is null && DateTime.UtcNow < giveUp)
                 {
                     await Task.Delay(FollowPoll, cancellationToken);
-                    next = StepLogFiles.Steps(directory).FirstOrDefault(path => !done.Contains(Path.GetFileName(path).Split('.')[0]));
+                    next = NextStep();
                 }
             }
             if (next is null)
                 return done.Count;
-            done.Add(Path.GetFileName(next).Split('.')[0]);
+            done.Add(StepLogFiles.StepOf(next));
             if (next.EndsWith(StepLogFiles.CompressedSuffix, StringComparison.Ordinal))
                 await CopyCompressedAsync(next, output, cancellationToken);
             else

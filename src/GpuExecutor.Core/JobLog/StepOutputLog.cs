@@ -34,10 +34,13 @@ public static class StepLogFiles
             ? []
             : Directory.EnumerateFiles(directory)
                 .Where(path => path.EndsWith(LiveSuffix, StringComparison.Ordinal) || path.EndsWith(CompressedSuffix, StringComparison.Ordinal))
-                .GroupBy(path => Path.GetFileName(path).Split('.')[0], StringComparer.Ordinal)
+                .GroupBy(StepOf, StringComparer.Ordinal)
                 .OrderBy(group => group.Key, StringComparer.Ordinal)
                 .Select(group => group.OrderBy(path => path.EndsWith(LiveSuffix, StringComparison.Ordinal) ? 0 : 1).First())
                 .ToList();
+
+    /// <summary>Which step a log file is ("NN-STEP"), live or compressed.</summary>
+    public static string StepOf(string path) => Path.GetFileName(path).Split('.')[0];
 
     /// <summary>A stage name as a file name: the runner's names are plain, but nothing unplain gets through.</summary>
     public static string SafeStepName(string stageName)
