@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text;
 
 namespace GpuExecutor.Telemetry;
 
@@ -47,6 +48,35 @@ public static class GpuTelemetryFiles
                 samples.Add(sample);
         }
         return (csv, samples);
+    }
+
+    /// <summary>How much of the end of a samples file is read for its GPUs' newest samples.</summary>
+    private const int NewestTailBytes = 16 * 1024;
+
+    /// <summary>Each GPU's newest sample in the end of a samples file, which its sampler may be appending to.</summary>
+    public static IEnumerable<GpuSample> ReadNewest(string path)
+    {
+        try
+        {
+            using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
+            var start = Math.Max(0, file.Length - NewestTailBytes);
+            file.Seek(start, SeekOrigin.Begin);
+            var buffer = new byte[file.Length - start];
+            file.ReadExactly(buffer);
+            var text = Encoding.UTF8.GetString(buffer);
+            // The first line of a tail may be cut, and the last may be torn: only whole samples count.
+            var newest = new Dictionary<string, GpuSample>(StringComparer.Ordinal);
+            foreach (var line in text.Split('\n').Skip(start > 0 ? 1 : 0))
+            {
+                if (GpuSample.FromCsv(line) is { } sample)
+                    newest[sample.Uuid] = sample;
+            }
+            return newest.Values;
+        }
+        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
+        {
+            return [];
+        }
     }
 }
 

@@ -24,9 +24,6 @@ public sealed class HostMetricsTextfile(ExecutorConfig config, IContainerDriver 
     /// <summary>How long the writer waits for Docker's list of containers: a daemon that does not answer makes docker_up 0, not a stuck writer.</summary>
     public static readonly TimeSpan DockerWait = TimeSpan.FromSeconds(5);
 
-    /// <summary>How much of a job's samples file is read for its GPUs' last samples.</summary>
-    private const int SampleTailBytes = 16 * 1024;
-
     private string StateDir => config.StateDir;
 
     public async Task<string> RenderAsync(DateTimeOffset now, CancellationToken cancellationToken)
@@ -139,7 +136,7 @@ public sealed class HostMetricsTextfile(ExecutorConfig config, IContainerDriver 
         {
             if (long.TryParse(jobId, NumberStyles.None, CultureInfo.InvariantCulture, out var id))
             {
-                foreach (var sample in LastSamples(GpuTelemetryFiles.SamplesFile(StateDir, id)))
+                foreach (var sample in GpuTelemetryFiles.ReadNewest(GpuTelemetryFiles.SamplesFile(StateDir, id)))
                     lastSamples[sample.Uuid] = sample;
             }
         }
@@ -155,32 +152,6 @@ public sealed class HostMetricsTextfile(ExecutorConfig config, IContainerDriver 
             if (sample.MemoryUsedMiB is { } memory)
                 series.Add((MetricSeries.Of(HostMetrics.GpuMemoryUsed, gpu, uuid), memory * 1048576));
             series.Add((MetricSeries.Of(HostMetrics.GpuSampleTime, gpu, uuid), sample.Time.ToUnixTimeMilliseconds() / 1000.0));
-        }
-    }
-
-    /// <summary>Each GPU's newest sample in the end of a samples file, which its sampler may be appending to.</summary>
-    private static IEnumerable<GpuSample> LastSamples(string path)
-    {
-        try
-        {
-            using var file = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite | FileShare.Delete);
-            var start = Math.Max(0, file.Length - SampleTailBytes);
-            file.Seek(start, SeekOrigin.Begin);
-            var buffer = new byte[file.Length - start];
-            file.ReadExactly(buffer);
-            var text = Encoding.UTF8.GetString(buffer);
-            // The first line of a tail may be cut, and the last may be torn: only whole samples count.
-            var newest = new Dictionary<string, GpuSample>(StringComparer.Ordinal);
-            foreach (var line in text.Split('\n').Skip(start > 0 ? 1 : 0))
-            {
-                if (GpuSample.FromCsv(line) is { } sample)
-                    newest[sample.Uuid] = sample;
-            }
-            return newest.Values;
-        }
-        catch (Exception error) when (error is IOException or UnauthorizedAccessException)
-        {
-            return [];
         }
     }
 
