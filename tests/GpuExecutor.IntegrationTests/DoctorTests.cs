@@ -77,7 +77,7 @@ public sealed class DoctorTests
 
         Assert.True(exitCode == 0, output);
         Assert.DoesNotContain("FAIL ", output);
-        foreach (var check in new[] { "config", "docker", "docker live-restore", "docker init", "gpus", "gpus busy", "state_dir", "dataset cache", "checkpoint work", "store s3", "clock", "gitlab", "runner doctor-host" })
+        foreach (var check in new[] { "config", "docker", "docker live-restore", "gpus", "gpus busy", "state_dir", "dataset cache", "checkpoint work", "store s3", "clock", "gitlab", "runner doctor-host" })
             Check(output, "PASS ", check);
         Assert.Contains("(user gpu-bot)", Check(output, "PASS ", "gitlab").Line);
         Assert.Matches(@"PASS  checkpoint store \(s3\) +wrote, read back and deleted", output);

@@ -126,7 +126,8 @@ public sealed class ExecutorWorkspace : IDisposable
 {
     /// <param name="hostName">The config's host_name, for tests that model several hosts sharing one store.</param>
     /// <param name="containerNetwork">container.network_mode: "host" lets a job reach a fake server on the host's loopback.</param>
-    public ExecutorWorkspace(string? dockerEndpoint = null, bool removeBuildsDir = false, string allowed = "\"gpu-executor-test/*\"", int stopGraceSeconds = 3, string? gpus = null, string extraConfig = "", string? hostName = null, int? daemonReconnectSeconds = null, string? containerNetwork = null)
+    /// <param name="containerConfig">More [container] keys (memory, pids_limit, ...), one per line.</param>
+    public ExecutorWorkspace(string? dockerEndpoint = null, bool removeBuildsDir = false, string allowed = "\"gpu-executor-test/*\"", int stopGraceSeconds = 3, string? gpus = null, string extraConfig = "", string? hostName = null, int? daemonReconnectSeconds = null, string? containerNetwork = null, string containerConfig = "")
     {
         Testbed.Require();
         Root = Directory.CreateTempSubdirectory("gpu-executor-it").FullName;
@@ -150,6 +151,7 @@ public sealed class ExecutorWorkspace : IDisposable
             [container]
             shm_size = "128m"
             {(containerNetwork is null ? "" : $"network_mode = \"{containerNetwork}\"")}
+            {containerConfig}
             [container.ulimits]
             nofile = "1024:4096"
             [run]

@@ -61,6 +61,25 @@ public sealed class ConfigLoaderTests
         """;
 
     [Fact]
+    public void Containers_are_hardened_unless_the_config_says_otherwise()
+    {
+        var defaults = ConfigLoader.Parse("", "test.toml").Container;
+        Assert.True(defaults.NoNewPrivileges);
+        Assert.Equal(ContainerDefaults.ReviewedCapabilities, defaults.Capabilities);
+        Assert.DoesNotContain("NET_RAW", defaults.Capabilities);
+        Assert.DoesNotContain("MKNOD", defaults.Capabilities);
+        Assert.Equal(ContainerDefaults.DefaultPidsLimit, defaults.PidsLimit);
+
+        var relaxed = ConfigLoader.Parse("[container]\nno_new_privileges = false\ncapabilities = [\"CAP_CHOWN\", \"NET_RAW\", \"CHOWN\"]\npids_limit = \"unlimited\"", "test.toml").Container;
+        Assert.False(relaxed.NoNewPrivileges);
+        Assert.Equal(["CHOWN", "NET_RAW"], relaxed.Capabilities);
+        Assert.Null(relaxed.PidsLimit);
+
+        Assert.Empty(ConfigLoader.Parse("[container]\ncapabilities = []", "test.toml").Container.Capabilities);
+        Assert.Equal(256, ConfigLoader.Parse("[container]\npids_limit = 256", "test.toml").Container.PidsLimit);
+    }
+
+    [Fact]
     public void Every_key_of_a_full_config_is_read()
     {
         var config = ConfigLoader.Parse(FullConfig, "test.toml");
@@ -131,6 +150,15 @@ public sealed class ConfigLoaderTests
     [InlineData("[container]\nmemory = \"1m\"", "container.memory")]
     [InlineData("[container]\nnetwork_mode = \"bad name!\"", "container.network_mode")]
     [InlineData("[container.ulimits]\nmemlok = 1", "container.ulimits.memlok")]
+    [InlineData("[container]\nprivileged = true", "container.privileged")]
+    [InlineData("[container]\nvolumes = [\"/var/run/docker.sock:/var/run/docker.sock\"]", "container.volumes")]
+    [InlineData("[container]\ndevices = [\"/dev/mem\"]", "container.devices")]
+    [InlineData("[container]\ncapabilities = [\"SYS_ADMIN\"]", "container.capabilities")]
+    [InlineData("[container]\ncapabilities = [\"CAP_FLY\"]", "container.capabilities")]
+    [InlineData("[container]\ncapabilities = \"CHOWN\"", "container.capabilities")]
+    [InlineData("[container]\npids_limit = 10", "container.pids_limit")]
+    [InlineData("[container]\npids_limit = \"lots\"", "container.pids_limit")]
+    [InlineData("[container]\nno_new_privileges = \"yes\"", "container.no_new_privileges")]
     [InlineData("[container.ulimits]\nnofile = \"2048:1024\"", "container.ulimits.nofile")]
     [InlineData("[run]\nstop_signal = \"KILL\"", "run.stop_signal")]
     [InlineData("[run]\nstop_grace_seconds = -1", "run.stop_grace_seconds")]

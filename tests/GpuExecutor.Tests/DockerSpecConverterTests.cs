@@ -48,6 +48,28 @@ public sealed class DockerSpecConverterTests
     }
 
     [Fact]
+    public void A_job_container_is_hardened_and_runs_the_stage_server_as_its_pid_1()
+    {
+        var spec = new ContainerSpec("gpu-executor-7-job", "trainer:1", StageServer.Command, new Dictionary<string, string>(), [], new Dictionary<string, string>(), new ContainerDefaults { PidsLimit = 512 }, WorkingDir: null);
+
+        var request = DockerSpecConverter.ToCreateParameters(spec);
+
+        Assert.False(request.HostConfig.Init);
+        Assert.False(request.HostConfig.Privileged);
+        Assert.Equal(["ALL"], request.HostConfig.CapDrop);
+        Assert.Equal(ContainerDefaults.ReviewedCapabilities, request.HostConfig.CapAdd);
+        Assert.Equal(["no-new-privileges:true"], request.HostConfig.SecurityOpt);
+        Assert.Equal(512, request.HostConfig.PidsLimit);
+        Assert.Empty(request.HostConfig.Binds ?? []);
+
+        var relaxed = DockerSpecConverter.ToCreateParameters(spec with { Resources = new ContainerDefaults { NoNewPrivileges = false, PidsLimit = null, Capabilities = [] } });
+        Assert.Empty(relaxed.HostConfig.SecurityOpt);
+        Assert.Equal(-1, relaxed.HostConfig.PidsLimit);
+        Assert.Empty(relaxed.HostConfig.CapAdd);
+        Assert.Equal(["ALL"], relaxed.HostConfig.CapDrop);
+    }
+
+    [Fact]
     public void Helper_stages_go_to_the_helper_container_only_when_one_is_configured()
     {
         Assert.Equal("gpu-executor-5-helper", JobContainerNames.ForStage(5, "get_sources", hasHelper: true));

@@ -28,7 +28,7 @@ public sealed class StageServerProtocolTests
     {
         var script = StageServer.Command[2];
 
-        Assert.Contains($"printf '\\036gpu-executor:%s{StageServer.ContainerStopNonce("")}:%d\\n' \"$last_run\" 15 >&2", script);
+        Assert.Contains($"printf '\\036gpu-executor:%s{StageServer.ContainerStopNonce("")}:%d\\n' \"$last_run\" 15 >&4", script);
         Assert.Contains("last_run=\"$nonce\"", script);
     }
 
@@ -121,5 +121,75 @@ public sealed class StageServerProtocolTests
         await copy;
 
         Assert.Equal(script, Encoding.UTF8.GetString(output.ToArray()));
+    }
+
+    [Fact]
+    public async Task The_servers_status_tells_a_running_stage_one_that_replied_and_one_whose_wrapper_a_signal_killed()
+    {
+        // The real server script, in a local bash: `status` needs no container to be checked.
+        var start = new ProcessStartInfo("bash", StageServer.Command.Skip(1))
+        {
+            RedirectStandardInput = true,
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            UseShellExecute = false,
+        };
+        using var server = Process.Start(start)!;
+        var cancellation = TestContext.Current.CancellationToken;
+        var stdout = new StringBuilder();
+        var reading = Task.Run(async () =>
+        {
+            var buffer = new char[4096];
+            int read;
+            while ((read = await server.StandardOutput.ReadAsync(buffer, cancellation)) > 0)
+            {
+                lock (stdout)
+                    stdout.Append(buffer, 0, read);
+            }
+        }, cancellation);
+        async Task<int> AskAsync(byte[] request, string nonce)
+        {
+            await server.StandardInput.BaseStream.WriteAsync(request, cancellation);
+            await server.StandardInput.BaseStream.FlushAsync(cancellation);
+            var reply = $"\u001egpu-executor:{nonce}:";
+            for (var waited = 0; waited < 200; waited++)
+            {
+                lock (stdout)
+                {
+                    var text = stdout.ToString();
+                    var at = text.IndexOf(reply, StringComparison.Ordinal);
+                    if (at >= 0 && text.IndexOf('\n', at) is var end and > 0)
+                        return int.Parse(text[(at + reply.Length)..end], System.Globalization.CultureInfo.InvariantCulture);
+                }
+                await Task.Delay(50, cancellation);
+            }
+            throw new TimeoutException($"no reply to {Encoding.ASCII.GetString(request).Trim()}: {stdout}");
+        }
+        try
+        {
+            // A stage that runs on, one that ends by itself with 3, and one that kills its
+            // wrapper (its parent) the way `kill -9 -1` would.
+            await server.StandardInput.BaseStream.WriteAsync(StageServer.RunRequest("aa01", "sleep 30\n"u8), cancellation);
+            Assert.Equal(3, await AskAsync(StageServer.RunRequest("bb02", "exit 3\n"u8), "bb02"));
+            await server.StandardInput.BaseStream.WriteAsync(StageServer.RunRequest("cc03", "kill -9 $PPID; sleep 0.2\n"u8), cancellation);
+            await Task.Delay(500, cancellation);
+
+            Assert.Equal(StageServer.WrapperRunning, await AskAsync(StageServer.StatusRequest("s1", "aa01"), "s1"));
+            Assert.Equal(0, await AskAsync(StageServer.StatusRequest("s2", "bb02"), "s2"));
+            Assert.Equal(StageServer.KilledBySignal + 9, await AskAsync(StageServer.StatusRequest("s3", "cc03"), "s3"));
+            // Asked again, it says the same: the exit status is kept once waited for.
+            Assert.Equal(StageServer.KilledBySignal + 9, await AskAsync(StageServer.StatusRequest("s4", "cc03"), "s4"));
+            Assert.Equal(StageServer.WrapperUnknown, await AskAsync(StageServer.StatusRequest("s5", "dd04"), "s5"));
+            lock (stdout)
+                Assert.DoesNotContain("cc03:", stdout.ToString());
+        }
+        finally
+        {
+            server.Kill(entireProcessTree: true);
+            await server.WaitForExitAsync(cancellation);
+        }
+        // Only the one stage that replied says so on stderr: the server's own notices (bash's
+        // "Killed" for the wrapper) never reach it.
+        Assert.Equal("\u001egpu-executor:bb02:3\n", await server.StandardError.ReadToEndAsync(cancellation));
     }
 }

@@ -187,6 +187,20 @@ public static partial class ConfigLoader
             ulimits.Add(ParseUlimit(ulimitTable.KeyPath(name), name, ulimitTable.Raw(name)!));
         }
         ulimitTable.RejectUnknownKeys();
+
+        var noNewPrivileges = table.Boolean("no_new_privileges") ?? true;
+        var capabilities = table.Raw("capabilities") is null ? ContainerDefaults.ReviewedCapabilities : ReadCapabilities(table);
+        long? pidsLimit = ContainerDefaults.DefaultPidsLimit;
+        if (table.Raw("pids_limit") is { } pidsRaw)
+        {
+            // The stage server and the runner's script need a few dozen tasks of their own.
+            pidsLimit = pidsRaw is "unlimited" ? null : table.Integer("pids_limit", 0, MinimumPidsLimit, 4_194_304);
+        }
+        foreach (var refused in RefusedContainerKeys)
+        {
+            if (table.Raw(refused.Key) is not null)
+                throw new ConfigurationException(table.KeyPath(refused.Key), refused.Value);
+        }
         table.RejectUnknownKeys();
 
         return new ContainerDefaults
@@ -197,8 +211,51 @@ public static partial class ConfigLoader
             Cpus = cpus,
             MemoryBytes = memory,
             Ulimits = ulimits,
+            NoNewPrivileges = noNewPrivileges,
+            Capabilities = capabilities,
+            PidsLimit = pidsLimit,
         };
     }
+
+    private const long MinimumPidsLimit = 64;
+
+    /// <summary>
+    /// Keys an admin coming from the docker executor may look for, refused with the reason
+    /// instead of "not a known key": each would hand a job the host.
+    /// </summary>
+    private static readonly Dictionary<string, string> RefusedContainerKeys = new(StringComparer.Ordinal)
+    {
+        ["privileged"] = "is not supported: a privileged container can load kernel modules, reach every device and escape to the host, and a job's script is untrusted. Add the one capability a job needs to container.capabilities instead.",
+        ["volumes"] = "is not supported: a job container mounts its builds, cache, dataset and checkpoint directories only, so no job can reach the host's files or the Docker socket. Share data through [datasets] or the cache directory.",
+        ["devices"] = "is not supported: GPUs are given to jobs by the allocator ([gpus]); other host devices are not passed through.",
+    };
+
+    private static IReadOnlyList<string> ReadCapabilities(TableReader table)
+    {
+        var capabilities = new List<string>();
+        foreach (var raw in table.StringList("capabilities"))
+        {
+            var name = raw.StartsWith("CAP_", StringComparison.Ordinal) ? raw[4..] : raw;
+            if (!KnownCapabilities.Contains(name))
+                throw new ConfigurationException(table.KeyPath("capabilities"), $"'{raw}' is not a Linux capability; use names such as {string.Join(", ", ContainerDefaults.ReviewedCapabilities)}.");
+            if (name is "SYS_ADMIN" or "SYS_MODULE" or "SYS_PTRACE" or "SYS_RAWIO" or "DAC_READ_SEARCH" or "SYS_BOOT" or "MAC_ADMIN" or "MAC_OVERRIDE" or "BPF" or "PERFMON" or "SYSLOG")
+                throw new ConfigurationException(table.KeyPath("capabilities"), $"'{raw}' is refused: it lets a process in the container reach the host's kernel, memory or files outside its mounts.");
+            if (!capabilities.Contains(name))
+                capabilities.Add(name);
+        }
+        return capabilities;
+    }
+
+    /// <summary>Linux's capabilities, without the CAP_ prefix (capabilities(7)).</summary>
+    private static readonly HashSet<string> KnownCapabilities = new(StringComparer.Ordinal)
+    {
+        "AUDIT_CONTROL", "AUDIT_READ", "AUDIT_WRITE", "BLOCK_SUSPEND", "BPF", "CHECKPOINT_RESTORE", "CHOWN",
+        "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "IPC_LOCK", "IPC_OWNER", "KILL", "LEASE",
+        "LINUX_IMMUTABLE", "MAC_ADMIN", "MAC_OVERRIDE", "MKNOD", "NET_ADMIN", "NET_BIND_SERVICE", "NET_BROADCAST",
+        "NET_RAW", "PERFMON", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_ADMIN", "SYS_BOOT", "SYS_CHROOT",
+        "SYS_MODULE", "SYS_NICE", "SYS_PACCT", "SYS_PTRACE", "SYS_RAWIO", "SYS_RESOURCE", "SYS_TIME",
+        "SYS_TTY_CONFIG", "SYSLOG", "WAKE_ALARM",
+    };
 
     private static Ulimit ParseUlimit(string key, string name, object raw)
     {

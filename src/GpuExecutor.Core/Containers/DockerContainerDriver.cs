@@ -185,6 +185,58 @@ public sealed class DockerContainerDriver : IContainerDriver
         }
     }
 
+    public async Task<ContainerIncidents> IncidentsSinceAsync(string idOrName, DateTimeOffset since, CancellationToken cancellationToken)
+    {
+        await EnsureReachableAsync($"read the events of container '{idOrName}'", cancellationToken);
+        try
+        {
+            var inspected = await _client.Containers.InspectContainerAsync(idOrName, cancellationToken);
+            var actions = new List<string>();
+            // With an end time the daemon sends what its event buffer holds for the window and
+            // closes the stream; the buffer is the daemon's memory, so a restart empties it.
+            await _client.System.MonitorEventsAsync(
+                new ContainerEventsParameters
+                {
+                    Since = since.ToUnixTimeSeconds().ToString(System.Globalization.CultureInfo.InvariantCulture),
+                    Until = (DateTimeOffset.UtcNow.ToUnixTimeSeconds() + 1).ToString(System.Globalization.CultureInfo.InvariantCulture),
+                    Filters = new Dictionary<string, IDictionary<string, bool>>
+                    {
+                        ["type"] = new Dictionary<string, bool> { ["container"] = true },
+                        ["container"] = new Dictionary<string, bool> { [inspected.ID] = true },
+                    },
+                },
+                new Progress<Message>(message =>
+                {
+                    lock (actions)
+                        actions.Add(message.Action ?? "");
+                }),
+                cancellationToken);
+            // Progress<T> posts to the thread pool: the last events may still be on their way.
+            await Task.Delay(50, cancellationToken);
+            List<string> seen;
+            lock (actions)
+                seen = actions.ToList();
+            var running = inspected.State?.Running ?? false;
+            var pid = running ? (int)(inspected.State?.Pid ?? 0) : 0;
+            return new ContainerIncidents(
+                OutOfMemoryKills: seen.Count(action => action == "oom"),
+                OutsideKills: seen.Count(action => action is "kill" or "stop"),
+                Died: seen.Contains("die") || !running,
+                DiedSeen: seen.Contains("die"),
+                MemoryLimitBytes: inspected.HostConfig?.Memory is > 0 and var memory ? memory : null,
+                PidsLimit: inspected.HostConfig?.PidsLimit is > 0 and var pids ? pids : null,
+                ProcessLimitHits: pid > 0 ? ContainerCgroup.ProcessLimitHits(pid) : 0);
+        }
+        catch (DockerContainerNotFoundException error)
+        {
+            throw new ContainerNotFoundException(idOrName, error);
+        }
+        catch (Exception error) when (IsEngineFailure(error, cancellationToken))
+        {
+            throw Wrap(error, $"read the events of container '{idOrName}'");
+        }
+    }
+
     public async Task<int> WaitUntilStoppedAsync(string idOrName, CancellationToken cancellationToken)
     {
         await EnsureReachableAsync($"wait for container '{idOrName}'", cancellationToken);
@@ -294,7 +346,7 @@ public sealed class DockerContainerDriver : IContainerDriver
         {
             var version = await _client.System.GetVersionAsync(cancellationToken);
             var info = await _client.System.GetSystemInfoAsync(cancellationToken);
-            return new EngineDescription(version.Version ?? "?", version.APIVersion ?? "?", info.LiveRestoreEnabled, info.InitBinary ?? "",
+            return new EngineDescription(version.Version ?? "?", version.APIVersion ?? "?", info.LiveRestoreEnabled,
                 info.Runtimes?.Keys.Order(StringComparer.Ordinal).ToList() ?? []);
         }
         catch (Exception error) when (IsEngineFailure(error, cancellationToken))

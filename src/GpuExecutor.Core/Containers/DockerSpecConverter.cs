@@ -30,8 +30,16 @@ public static class DockerSpecConverter
             StopTimeout = spec.StopTimeout,
             HostConfig = new HostConfig
             {
-                // Docker's init (tini) as PID 1 reaps the orphans that stages leave behind.
-                Init = true,
+                // The stage server itself is PID 1, out of a job's reach: the kernel delivers no
+                // signal to a namespace's init that it does not handle, so `kill -9 -1` or
+                // `kill -9 1` from a stage cannot end it. bash as PID 1 reaps orphans as tini would
+                // (StageServer). Explicit, since a daemon's "init": true would put tini first.
+                Init = false,
+                Privileged = false,
+                // Every capability but the configured ones is dropped (container.capabilities).
+                CapDrop = new List<string> { "ALL" },
+                CapAdd = resources.Capabilities.ToList(),
+                SecurityOpt = resources.NoNewPrivileges ? new List<string> { "no-new-privileges:true" } : new List<string>(),
                 // Stage output also lands in the container's log; rotation keeps a training run
                 // that prints for days from filling the host's disk.
                 LogConfig = new LogConfig
@@ -54,6 +62,8 @@ public static class DockerSpecConverter
                 NetworkMode = resources.NetworkMode ?? "",
                 NanoCPUs = resources.Cpus is { } cpus ? (long)Math.Round(cpus * 1e9) : 0,
                 Memory = resources.MemoryBytes ?? 0,
+                // Docker reads 0 as "keep the daemon's default"; -1 is no limit.
+                PidsLimit = resources.PidsLimit ?? -1,
                 DeviceRequests = spec.GpuDeviceIds.Count == 0
                     ? new List<DeviceRequest>()
                     : new List<DeviceRequest>

@@ -23,6 +23,14 @@ public interface IContainerDriver : IImageStore, IDisposable
     Task<ContainerState?> InspectStateAsync(string idOrName, CancellationToken cancellationToken);
 
     /// <summary>
+    /// What Docker's events and the kernel recorded about a container from <paramref name="since"/>
+    /// on: out-of-memory kills, stops and kills from outside, its end, and its process limit
+    /// reached. Only for telling a job's own doing from the host's, so it is asked once a stage
+    /// has failed, never on the way of one that succeeds.
+    /// </summary>
+    Task<ContainerIncidents> IncidentsSinceAsync(string idOrName, DateTimeOffset since, CancellationToken cancellationToken);
+
+    /// <summary>
     /// Completes, with the main process's exit code, once the container is not running: at once
     /// when it already stopped, else when it stops. Throws <see cref="ContainerNotFoundException"/>
     /// when there is no such container.
@@ -47,9 +55,8 @@ public interface IContainerDriver : IImageStore, IDisposable
 }
 
 /// <summary>The engine's version and the settings jobs depend on.</summary>
-/// <param name="InitBinary">The init the engine starts as PID 1 with init: true (docker-init); empty when it has none.</param>
 /// <param name="Runtimes">The OCI runtimes the engine knows (runc, nvidia, ...).</param>
-public sealed record EngineDescription(string Version, string ApiVersion, bool LiveRestore, string InitBinary, IReadOnlyList<string> Runtimes);
+public sealed record EngineDescription(string Version, string ApiVersion, bool LiveRestore, IReadOnlyList<string> Runtimes);
 
 /// <summary>A container's output, one chunk at a time.</summary>
 public interface IContainerOutput : IDisposable
@@ -85,6 +92,15 @@ public sealed record ContainerSpec(
     /// <summary>How long a stop of the container itself (the daemon's shutdown, say) waits for its processes before SIGKILL; null leaves Docker's default.</summary>
     public TimeSpan? StopTimeout { get; init; }
 }
+
+/// <param name="OutOfMemoryKills">How often the kernel killed a process of the container for its memory limit (Docker's "oom" events).</param>
+/// <param name="OutsideKills">Docker's "kill" and "stop" events: someone outside the container (docker stop, docker kill, docker rm -f, a daemon shutting down) signalled it.</param>
+/// <param name="Died">The container is not running, or Docker recorded its end.</param>
+/// <param name="DiedSeen">Docker's events hold the container's end: when they do not although it ended, the daemon restarted and lost them.</param>
+/// <param name="MemoryLimitBytes">The memory limit the container was created with; null for none.</param>
+/// <param name="PidsLimit">The process limit the container was created with; null for none.</param>
+/// <param name="ProcessLimitHits">How often a fork or thread creation in the container failed at that limit (its cgroup's pids.events); 0 when the container no longer runs.</param>
+public sealed record ContainerIncidents(int OutOfMemoryKills, int OutsideKills, bool Died, bool DiedSeen, long? MemoryLimitBytes, long? PidsLimit, long ProcessLimitHits);
 
 /// <param name="ExitCode">The main process's exit code, once it has exited.</param>
 public sealed record ContainerState(bool Running, int ExitCode);

@@ -22,26 +22,43 @@ namespace GpuExecutor.Containers;
 ///   count NONCE -        reply with how many such processes are alive, so a stop can end as
 ///                        soon as the last one (say, a trainer writing its final checkpoint)
 ///                        has exited, rather than when the grace period runs out.
+///   status NONCE STAGE   reply with the state of the wrapper that runs stage STAGE (by its
+///                        nonce): <see cref="WrapperRunning"/>, <see cref="WrapperUnknown"/>, or
+///                        its exit status once it has ended: 0 when it ended as it should,
+///                        having replied; 128 + N when signal N killed it before it could.
+///
+/// The server is the container's PID 1 (no tini). The kernel delivers a signal from inside the
+/// container to its PID 1 only when PID 1 handles it, and SIGKILL never: a stage that runs
+/// `kill -9 -1` (every process but PID 1 and itself) or `kill -9 1` cannot end the server, and
+/// with it the container, and so cannot pass its own doing off as the host failing. It can
+/// still kill the wrapper of its stage, which would have printed the stage's reply: `run` asks
+/// for the wrapper's `status` every few seconds, and a wrapper killed before its reply ends the
+/// stage as the job's own failure. The one signal the server handles, TERM, is how Docker
+/// stops a container; a stage can send it too, and `run` tells the two apart by Docker's events.
+/// bash as PID 1 reaps orphans: its SIGCHLD handler waits for any child, not only its jobs.
 ///
 /// The server's own diagnostics never reach the job log: a wrapper whose stage was SIGKILLed would
-/// print bash's "line 5: 31 Killed bash &lt; &lt;(printf …)" notice, and a process that exits while
-/// `count` reads its /proc entry would print "No such file or directory". So each wrapper's own
-/// stderr is /dev/null (the stage's stderr is the container's, through fd 3), and the /proc read
-/// silences its redirection error (the 2>/dev/null comes first: redirections apply left to right).
+/// print bash's "line 5: 31 Killed bash &lt; &lt;(printf …)" notice, the server the same of a
+/// wrapper that a job killed, and a process that exits while `count` reads its /proc entry
+/// "No such file or directory". So the server's and each wrapper's own stderr is /dev/null; the
+/// container's stderr is kept on fd 4 for the server's word and given to the stage through fd 3;
+/// and the /proc read silences its redirection error (the 2>/dev/null comes first: redirections
+/// apply left to right).
 ///
-/// Docker's --init (tini) is PID 1 and reaps orphans, which the server, blocked in read, would not.
 /// A stop of the container itself (`docker stop`, or a daemon without live-restore shutting down,
-/// as on a host's reboot) reaches the server through tini as SIGTERM: it passes the signal on to
-/// the stage and waits for it, so a trainer saves its checkpoint as on any stop, within the
-/// container's stop timeout (run.stop_grace_seconds), instead of dying with PID 1.
+/// as on a host's reboot) reaches the server as SIGTERM: it passes the signal on to the stage and
+/// waits for it, so a trainer saves its checkpoint as on any stop, within the container's stop
+/// timeout (run.stop_grace_seconds), instead of dying with PID 1.
 /// If stdin ever closes, the server falls back to idling so the container stays up for cleanup.
 /// A fixed string: nothing from the job reaches it except through the stage script itself.
 /// </summary>
 public static class StageServer
 {
     private const string Script = """
+        exec 4>&2 2>/dev/null
         wrappers=" "
         last_run=""
+        declare -A wrapper_of ended_with
         signal_or_count() {
           local verb="$1" nonce="$2" argument="$3" alive=0 entry pid stat state
           for entry in /proc/[0-9]*; do
@@ -57,7 +74,7 @@ public static class StageServer
           [[ $verb == count ]] && printf '\036gpu-executor:%s:%d\n' "$nonce" "$alive"
         }
         stop_stages() {
-          [[ -n $last_run ]] && printf '\036gpu-executor:%sc0ffee:%d\n' "$last_run" 15 >&2
+          [[ -n $last_run ]] && printf '\036gpu-executor:%sc0ffee:%d\n' "$last_run" 15 >&4
           signal_or_count signal - TERM
           wait
           exit 0
@@ -69,15 +86,25 @@ public static class StageServer
             run)
               IFS= read -r encoded || break
               last_run="$nonce"
-              { bash < <(printf '%b' "$encoded") 2>&3 3>&-; code=$?; printf '\036gpu-executor:%s:%d\n' "$nonce" "$code" >&3; printf '\036gpu-executor:%s:%d\n' "$nonce" "$code"; } 3>&2 2>/dev/null &
+              { bash < <(printf '%b' "$encoded") 2>&3 3>&-; code=$?; printf '\036gpu-executor:%s:%d\n' "$nonce" "$code" >&3; printf '\036gpu-executor:%s:%d\n' "$nonce" "$code"; } 3>&4 4>&- 2>/dev/null &
               wrappers+="$! "
+              wrapper_of[$nonce]=$!
+              ;;
+            status)
+              code=257
+              if [[ -n ${ended_with[$argument]} ]]; then
+                code=${ended_with[$argument]}
+              elif [[ -n ${wrapper_of[$argument]} ]]; then
+                if kill -0 "${wrapper_of[$argument]}" 2>/dev/null; then code=256; else wait "${wrapper_of[$argument]}"; code=$?; ended_with[$argument]=$code; fi
+              fi
+              printf '\036gpu-executor:%s:%d\n' "$nonce" "$code"
               ;;
             signal|count)
               signal_or_count "$verb" "$nonce" "$argument"
               ;;
           esac
         done
-        while :; do bash -c 'exec 3<> <(:); read -r -u 3 _' & wait $!; done
+        while :; do bash -c 'exec 3<> <(:); read -r -u 3 _' 4>&- & wait $!; done
         """;
 
     public static readonly IReadOnlyList<string> Command = ["bash", "-c", Script, "gpu-executor-stage-server"];
@@ -131,6 +158,18 @@ public static class StageServer
 
     /// <param name="signal">A name from the config's fixed allowlist (TERM, USR1, ...) or KILL.</param>
     public static byte[] SignalRequest(string nonce, string signal) => Encoding.ASCII.GetBytes($"signal {nonce} {signal}\n");
+
+    /// <summary>Asks for the state of the wrapper that runs the stage <paramref name="stageNonce"/>.</summary>
+    public static byte[] StatusRequest(string nonce, string stageNonce) => Encoding.ASCII.GetBytes($"status {nonce} {stageNonce}\n");
+
+    /// <summary>`status`: the stage's wrapper is still running.</summary>
+    public const int WrapperRunning = 256;
+
+    /// <summary>`status`: the server never ran that stage (or, in a container from before `status`, no reply comes at all).</summary>
+    public const int WrapperUnknown = 257;
+
+    /// <summary>`status`: a wrapper's exit status from this on means a signal killed it (128 + the signal's number).</summary>
+    public const int KilledBySignal = 128;
 
     /// <summary>Asks how many of the container's processes (other than the server's own) are alive.</summary>
     public static byte[] CountRequest(string nonce) => Encoding.ASCII.GetBytes($"count {nonce} -\n");

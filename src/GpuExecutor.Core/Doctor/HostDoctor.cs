@@ -97,10 +97,6 @@ public sealed class HostDoctor(
             ? new("docker live-restore", DoctorStatus.Pass, "on: a daemon restart leaves running jobs running")
             : new("docker live-restore", DoctorStatus.Warn, "off: a daemon restart kills every running job (each becomes a system failure and resumes from its last checkpoint)",
                 "set \"live-restore\": true in /etc/docker/daemon.json and reload dockerd (systemctl reload docker)"));
-        findings.Add(engine.InitBinary.Length > 0
-            ? new("docker init", DoctorStatus.Pass, $"{engine.InitBinary}: job containers get an init that reaps orphans and forwards signals")
-            : new("docker init", DoctorStatus.Fail, "the daemon has no init binary (docker-init): job containers are created with init: true and would not start",
-                "install docker-init (Debian: the tini package, or docker.io's own), or set \"init-path\" in /etc/docker/daemon.json"));
         return engine;
     }
 

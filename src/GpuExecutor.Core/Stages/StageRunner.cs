@@ -14,7 +14,15 @@ namespace GpuExecutor.Stages;
 /// <param name="Stopped">True when a stop (cancel, timeout, shutdown, or the deadline's signal) ended it.</param>
 /// <param name="Killed">True when the stop had to SIGKILL processes that outlived the grace period.</param>
 /// <param name="StoppedFromOutside">The container itself was being stopped while the stage ran (docker stop, a daemon without live-restore shutting down): the exit code is the stop's, not the job's.</param>
-public sealed record StageResult(int ExitCode, bool Stopped, bool Killed = false, bool StoppedFromOutside = false);
+public sealed record StageResult(int ExitCode, bool Stopped, bool Killed = false, bool StoppedFromOutside = false)
+{
+    /// <summary>
+    /// A signal killed the stage's wrapper in the stage server before it could reply (the job
+    /// signalled every process in its container, as `kill -9 -1` does): the exit code is the
+    /// wrapper's (128 + the signal), not the script's, which is lost.
+    /// </summary>
+    public bool WrapperKilled { get; init; }
+}
 
 /// <summary>
 /// Runs one stage script in a job container through its <see cref="StageServer"/>, streams the
@@ -24,6 +32,9 @@ public sealed record StageResult(int ExitCode, bool Stopped, bool Killed = false
 public sealed class StageRunner(IContainerDriver driver, RunSettings settings, Action<string> log, Action? beforeKill = null)
 {
     private static readonly TimeSpan AttachTimeout = TimeSpan.FromSeconds(60);
+
+    /// <summary>How often the stage's wrapper is checked for having been killed before its reply.</summary>
+    private static readonly TimeSpan WrapperCheckInterval = TimeSpan.FromSeconds(3);
 
     /// <summary>How often a followed stage is checked for having ended unseen.</summary>
     private static readonly TimeSpan FollowCheckInterval = TimeSpan.FromSeconds(2);
@@ -56,7 +67,8 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
 
         // The stage has ended once its reply came on both streams: each stream is ordered, the
         // two are not, so stderr written just before the end may arrive after stdout's reply.
-        var stage = BothAsync(session.Expect(stageNonce), session.ExpectOnStderr(stageNonce));
+        var stdoutReply = session.Expect(stageNonce);
+        var stage = BothAsync(stdoutReply, session.ExpectOnStderr(stageNonce));
         // Following a stage another `run` started (re-attach): it is running already, and only
         // its output from now on, and its reply, come this way.
         if (!follow)
@@ -68,6 +80,8 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
             stage = FollowedAsync(session, stage);
         // Either of these ending first is the outcome: the stream failed, or the container stopped.
         var failure = Task.WhenAny(reading, containerStopped).Unwrap();
+        using var stopChecking = new CancellationTokenSource();
+        var wrapperKilled = WatchTheWrapperAsync(session, stageNonce, stdoutReply, stopChecking.Token);
         try
         {
             // Whichever comes first starts the stop; the other then changes nothing, so a trainer
@@ -76,12 +90,20 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
             await using (signalRequested.Register(() => stop.TrySetResult(StopCause.Deadline)))
             await using (stopRequested.Register(() => stop.TrySetResult(StopCause.Stop)))
             {
-                await Task.WhenAny(stage, failure, stop.Task);
+                await Task.WhenAny(stage, failure, stop.Task, wrapperKilled);
             }
             if (stage.IsCompleted && !stop.Task.IsCompleted)
                 return new StageResult(await stage, Stopped: false, StoppedFromOutside: session.ContainerStopAnnounced);
             if (failure.IsCompleted)
                 await failure;
+            if (wrapperKilled.IsCompletedSuccessfully && !stop.Task.IsCompleted)
+            {
+                var status = await wrapperKilled;
+                log($"Signal {status - StageServer.KilledBySignal} killed the stage server's wrapper of this stage in {container} before the stage ended: the job's script signalled every process in its container (as `kill -9 -1` does). The stage's exit code is lost; its remaining processes get SIG{settings.StopSignal}, and SIGKILL in {settings.StopGracePeriod.TotalSeconds:0} s if any is left.");
+                session.ArmNoticeFilter();
+                var orphaned = await new StopSequence(settings.StopSignal, settings.StopGracePeriod, log, beforeKill).RunAsync(new OrphanedStageProcesses(session, stageNonce, status, failure, log));
+                return new StageResult(status, Stopped: false, orphaned.Killed) { WrapperKilled = true };
+            }
 
             log(await stop.Task == StopCause.Deadline
                 ? $"The job's deadline is near: sending SIG{settings.StopSignal} to the stage's processes in {container} so the trainer can checkpoint before the runner stops the job; SIGKILL in {settings.StopGracePeriod.TotalSeconds:0} s if any is left."
@@ -94,6 +116,8 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
         }
         finally
         {
+            await stopChecking.CancelAsync();
+            await wrapperKilled.ContinueWith(_ => { }, TaskScheduler.Default);
             await stopReading.CancelAsync();
             await stopWatching.CancelAsync();
             await Task.WhenAll(reading, containerStopped).ContinueWith(_ => { }, TaskScheduler.Default);
@@ -114,6 +138,28 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
                 throw new SystemFailureException($"the stage followed in container '{session.Container}' ended before it could be followed, and its exit code with it (it is in the container's log).");
         }
         return await stage;
+    }
+
+    /// <summary>
+    /// Completes, with the wrapper's exit status, only if a signal killed the stage's wrapper
+    /// before it replied; else runs until cancelled. The wrapper prints its stdout reply last, on
+    /// the same stream as the `status` reply, so a reply it gave is always seen first. A server
+    /// from before `status` never answers, and is never taken for a killed one.
+    /// </summary>
+    private static async Task<int> WatchTheWrapperAsync(ServerSession session, string stageNonce, Task<int> stdoutReply, CancellationToken cancellationToken)
+    {
+        while (true)
+        {
+            await Task.WhenAny(stdoutReply, Task.Delay(WrapperCheckInterval, cancellationToken));
+            cancellationToken.ThrowIfCancellationRequested();
+            if (stdoutReply.IsCompleted)
+            {
+                await Task.Delay(Timeout.Infinite, cancellationToken);
+            }
+            var status = await session.AskWrapperStatusAsync(stageNonce, cancellationToken);
+            if (status is >= StageServer.KilledBySignal and < StageServer.WrapperRunning && !stdoutReply.IsCompleted)
+                return status;
+        }
     }
 
     private static async Task<int> BothAsync(Task<int> stdoutReply, Task<int> stderrReply)
@@ -274,6 +320,26 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
     }
 
     /// <summary>
+    /// A stage whose wrapper was killed: no reply will come, so the stage is over when none of its
+    /// processes is left, and its exit code is the wrapper's.
+    /// </summary>
+    private sealed class OrphanedStageProcesses(ServerSession session, string stageNonce, int wrapperStatus, Task failure, Action<string> log) : IStageProcesses
+    {
+        public Task SignalAsync(string signal) => session.SendAsync(StageServer.SignalRequest(stageNonce, signal), log);
+
+        public async Task<bool> AllExitedAsync() => await session.CountSurvivorsAsync(log) == 0;
+
+        public async Task PauseAsync(TimeSpan wait)
+        {
+            await Task.WhenAny(failure, Task.Delay(wait));
+            if (failure.IsCompleted)
+                await failure;
+        }
+
+        public Task<int> ExitCodeAsync(TimeSpan wait) => Task.FromResult(wrapperStatus);
+    }
+
+    /// <summary>
     /// The conversation with the stage server: requests out through the attachment, output and
     /// replies in, from the attachment, or after a daemon restart from the container's log.
     /// </summary>
@@ -327,7 +393,21 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
             return reply.Task;
         }
 
-        public Task WriteAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken) => Volatile.Read(ref _attachment).WriteAsync(data, cancellationToken);
+        /// <summary>Requests go out whole, one at a time: the wrapper check and a stop may both be writing.</summary>
+        private readonly SemaphoreSlim _writing = new(1, 1);
+
+        public async Task WriteAsync(ReadOnlyMemory<byte> data, CancellationToken cancellationToken)
+        {
+            await _writing.WaitAsync(cancellationToken);
+            try
+            {
+                await Volatile.Read(ref _attachment).WriteAsync(data, cancellationToken);
+            }
+            finally
+            {
+                _writing.Release();
+            }
+        }
 
         /// <summary>
         /// After a reconnect: requests go through <paramref name="attachment"/>, and output comes
@@ -353,6 +433,7 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
 
         public void Dispose()
         {
+            _writing.Dispose();
             _attachment.Dispose();
             if (!ReferenceEquals(_output, _attachment))
                 _output.Dispose();
@@ -386,6 +467,23 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
                 _stderrNotices.Flush(held);
             if (held.WrittenCount > 0)
                 await stderr.WriteAsync(held.WrittenMemory);
+        }
+
+        /// <summary>The `status` of the stage's wrapper; <see cref="StageServer.WrapperUnknown"/> when no answer comes.</summary>
+        public async Task<int> AskWrapperStatusAsync(string stageNonce, CancellationToken cancellationToken)
+        {
+            var nonce = StageServer.NewNonce();
+            var reply = Expect(nonce);
+            try
+            {
+                await SendAsync(StageServer.StatusRequest(nonce, stageNonce), _ => { });
+                var answered = await Task.WhenAny(reply, Task.Delay(TimeSpan.FromSeconds(5), cancellationToken));
+                return answered == reply ? await reply : StageServer.WrapperUnknown;
+            }
+            finally
+            {
+                _pending.TryRemove(nonce, out _);
+            }
         }
 
         /// <summary>How many processes besides the server's own are alive; unknown counts as some.</summary>

@@ -11,8 +11,26 @@ namespace GpuExecutor.Stages;
 /// </summary>
 public static class StageServerHandshake
 {
-    /// <summary>tini's exit code when it cannot exec the main command: bash is missing.</summary>
+    /// <summary>The exit code Docker gives a container whose command it cannot find at its start: bash is missing.</summary>
     private const int CommandNotFound = 127;
+
+    /// <summary>
+    /// Starts a job or helper container through <paramref name="start"/>; an image without bash
+    /// fails at the start itself (the stage server is the container's command), which is the
+    /// job's fault when the job chose the image.
+    /// </summary>
+    public static async Task<T> StartAsync<T>(IContainerDriver driver, string container, string image, bool jobChoseImage, Func<Task<T>> start)
+    {
+        try
+        {
+            return await start();
+        }
+        catch (ContainerEngineException error)
+        {
+            await ThrowIfBashIsMissingAsync(driver, container, image, jobChoseImage, error);
+            throw;
+        }
+    }
 
     public static async Task CheckAsync(IContainerDriver driver, string container, string image, bool jobChoseImage, CancellationToken cancellationToken)
     {
@@ -28,13 +46,27 @@ public static class StageServerHandshake
         }
         catch (ContainerEngineException error)
         {
-            var state = await driver.InspectStateAsync(container, CancellationToken.None);
-            if (state is not { Running: false, ExitCode: CommandNotFound })
-                throw;
-            throw ImageAdmission.Fault(
-                jobChoseImage,
-                $"image '{image}' has no 'bash' on its PATH: gpu-executor runs every stage with bash, so the image must contain it (alpine-based images usually do not).",
-                error);
+            await ThrowIfBashIsMissingAsync(driver, container, image, jobChoseImage, error);
+            throw;
         }
+    }
+
+    private static async Task ThrowIfBashIsMissingAsync(IContainerDriver driver, string container, string image, bool jobChoseImage, ContainerEngineException error)
+    {
+        ContainerState? state;
+        try
+        {
+            state = await driver.InspectStateAsync(container, CancellationToken.None);
+        }
+        catch (ContainerEngineException)
+        {
+            return;
+        }
+        if (state is not { Running: false, ExitCode: CommandNotFound })
+            return;
+        throw ImageAdmission.Fault(
+            jobChoseImage,
+            $"image '{image}' has no 'bash' on its PATH: gpu-executor runs every stage with bash, so the image must contain it (alpine-based images usually do not).",
+            error);
     }
 }

@@ -185,7 +185,7 @@ public sealed class PrepareJob(
     private async Task<string> StartAsync(JobIdentity job, JobWorkspace workspace, string role, string image, DateTimeOffset startedAt, IReadOnlyList<string> gpuUuids, IReadOnlyDictionary<string, string> environment, CancellationToken cancellationToken, IReadOnlyDictionary<string, string>? definitionLabels = null)
     {
         var spec = JobContainerSpec.Build(config, job, workspace.Mounts(config), role, image, startedAt, gpuUuids, environment, definitionLabels);
-        var id = await driver.CreateAndStartAsync(spec, cancellationToken);
+        var id = await StageServerHandshake.StartAsync(driver, spec.Name, image, jobChoseImage: role == JobContainerNames.JobRole, () => driver.CreateAndStartAsync(spec, cancellationToken));
         // The short id is also the container's hostname, which is what a job's log shows.
         return $"{spec.Name} ({id[..Math.Min(12, id.Length)]})";
     }

@@ -129,6 +129,13 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
         // Whatever the outcome: a failed or stopped training spent its GPU-hours too.
         if (StagePlacement.IsUserStep(stageName))
             await ReportGpuUsageAsync(streamingJob, checkpoints is null ? null : job.RunKey, lifecycle, projectDir);
+        // A failure the job brought on itself, named: never a system failure GitLab would retry.
+        if (await StageFaults.ExplainAsync(driver, container, stageName, startedAt, outcome, CancellationToken.None) is { } fault)
+        {
+            if (checkpoints is not null)
+                await RecordEndAsync(lifecycle, job, "failed", fault);
+            throw new BuildFailureException(fault, Math.Max(outcome.ExitCode, 1));
+        }
         if (outcome.StoppedFromOutside)
         {
             // The training was signalled and may have saved, but it did not end by itself: the

@@ -86,6 +86,12 @@ public sealed class FakeContainerDriver : IContainerDriver
     public Task<ContainerState?> InspectStateAsync(string idOrName, CancellationToken cancellationToken) =>
         Unreachable ? throw DaemonDown() : Task.FromResult(Find(idOrName) is { } found ? new ContainerState(found.Running, found.Running ? 0 : 137) : null);
 
+    /// <summary>What <see cref="IncidentsSinceAsync"/> reports: nothing happened, unless a test says otherwise.</summary>
+    public ContainerIncidents Incidents { get; set; } = new(0, 0, false, false, null, null, 0);
+
+    public Task<ContainerIncidents> IncidentsSinceAsync(string idOrName, DateTimeOffset since, CancellationToken cancellationToken) =>
+        Unreachable ? throw DaemonDown() : Task.FromResult(Incidents);
+
     public async Task<int> WaitUntilStoppedAsync(string idOrName, CancellationToken cancellationToken)
     {
         var found = Find(idOrName) ?? throw new ContainerNotFoundException(idOrName);
@@ -104,7 +110,7 @@ public sealed class FakeContainerDriver : IContainerDriver
         throw new NotSupportedException("the fake daemon keeps no container log; see DaemonRestartTests for the reconnect against a real dockerd");
 
     /// <summary>An engine as a test bed's dockerd describes itself (live-restore on, docker-init present), or down.</summary>
-    public EngineDescription Description { get; set; } = new("28.0.0", "1.48", LiveRestore: true, "docker-init", ["runc"]);
+    public EngineDescription Description { get; set; } = new("28.0.0", "1.48", LiveRestore: true, ["runc"]);
 
     public Task<EngineDescription> DescribeAsync(CancellationToken cancellationToken) =>
         Unreachable ? throw DaemonDown() : Task.FromResult(Description);
