@@ -171,4 +171,31 @@ public sealed class ContainmentTests
         Assert.Equal("dataset of project a", File.ReadAllText(Path.Combine(dir, "mine.txt")));
         Assert.DoesNotContain(secret, projectA.Log + b.Log);
     }
+
+    [Fact]
+    public void The_secret_search_finds_a_configured_token_in_a_gzipped_step_log_and_a_job_token_in_the_executors_output()
+    {
+        var root = Directory.CreateTempSubdirectory("gpu-executor-hygiene").FullName;
+        try
+        {
+            var config = Path.Combine(root, "config.toml");
+            File.WriteAllText(config, "[continuation]\ntoken = \"glpat-planted-123456\"\n");
+            File.WriteAllText(Path.Combine(root, "job-1.json"), "{\"variables\":{\"MLFLOW_TRACKING_TOKEN\":\"mlflow-planted-987654\"}}");
+            var stepLog = Path.Combine(Directory.CreateDirectory(Path.Combine(root, "state", "job-logs", "job-1")).FullName, "01-build_script.log.gz");
+            using (var gzip = new System.IO.Compression.GZipStream(File.Create(stepLog), System.IO.Compression.CompressionLevel.Fastest))
+                gzip.Write("step output glpat-planted-123456\n"u8);
+
+            var error = Assert.ThrowsAny<Exception>(() => SecretHygiene.AssertNoneLeaked(root, config, [("the executor's stderr", "token mlflow-planted-987654")]));
+
+            Assert.Contains("01-build_script.log.gz", error.Message);
+            Assert.Contains("in the executor's stderr", error.Message);
+            Assert.DoesNotContain("glpat-planted-123456", error.Message);
+            File.Delete(stepLog);
+            SecretHygiene.AssertNoneLeaked(root, config, [("the executor's stderr", "nothing secret")]);
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
 }

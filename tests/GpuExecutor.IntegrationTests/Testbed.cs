@@ -127,7 +127,8 @@ public sealed class ExecutorWorkspace : IDisposable
     /// <param name="hostName">The config's host_name, for tests that model several hosts sharing one store.</param>
     /// <param name="containerNetwork">container.network_mode: "host" lets a job reach a fake server on the host's loopback.</param>
     /// <param name="containerConfig">More [container] keys (memory, pids_limit, ...), one per line.</param>
-    public ExecutorWorkspace(string? dockerEndpoint = null, bool removeBuildsDir = false, string allowed = "\"gpu-executor-test/*\"", int stopGraceSeconds = 3, string? gpus = null, string extraConfig = "", string? hostName = null, int? daemonReconnectSeconds = null, string? containerNetwork = null, string containerConfig = "")
+    /// <param name="buildsHostDir">builds.host_dir, when not the workspace's own (a small filesystem, say).</param>
+    public ExecutorWorkspace(string? dockerEndpoint = null, bool removeBuildsDir = false, string allowed = "\"gpu-executor-test/*\"", int stopGraceSeconds = 3, string? gpus = null, string extraConfig = "", string? hostName = null, int? daemonReconnectSeconds = null, string? containerNetwork = null, string containerConfig = "", string? buildsHostDir = null)
     {
         Testbed.Require();
         Root = Directory.CreateTempSubdirectory("gpu-executor-it").FullName;
@@ -143,7 +144,7 @@ public sealed class ExecutorWorkspace : IDisposable
             pull_policy = "never"
             helper = "{Testbed.TestImage}"
             [builds]
-            host_dir = "{Root}/builds"
+            host_dir = "{buildsHostDir ?? Root + "/builds"}"
             container_dir = "/builds"
             [cache]
             host_dir = "{Root}/cache"
@@ -192,6 +193,7 @@ public sealed class ExecutorWorkspace : IDisposable
             Root,
             onStdoutLine: onLine);
         var log = stdout + stderr;
+        _outputs.Add(($"the simulated job {Path.GetFileName(jobPath)}'s log (the job log and the executor's stderr)", log));
         Assert.True(File.Exists(resultPath), $"the simulator wrote no result (exit {exitCode}); its log:\n{log}");
         JobLogHygiene.AssertClean(log);
         var result = JsonSerializer.Deserialize(await File.ReadAllTextAsync(resultPath), SimulationJsonContext.Default.SimulationResult)!;
@@ -244,10 +246,31 @@ public sealed class ExecutorWorkspace : IDisposable
     }
 
     /// <summary>Runs one protocol verb of the binary directly, with the given environment.</summary>
-    public Task<(int ExitCode, string Stdout, string Stderr)> CallVerbAsync(IReadOnlyDictionary<string, string?> environment, params string[] verb) =>
-        Testbed.RunAsync(Testbed.Binary, ["--config", ConfigPath, .. verb], environment, Root);
+    public async Task<(int ExitCode, string Stdout, string Stderr)> CallVerbAsync(IReadOnlyDictionary<string, string?> environment, params string[] verb)
+    {
+        var (exitCode, stdout, stderr) = await Testbed.RunAsync(Testbed.Binary, ["--config", ConfigPath, .. verb], environment, Root);
+        _outputs.Add(($"the output of `{string.Join(' ', verb)}`", stdout + stderr));
+        return (exitCode, stdout, stderr);
+    }
+
+    /// <summary>What the executor printed in this workspace, for <see cref="SecretHygiene"/>.</summary>
+    private readonly System.Collections.Concurrent.ConcurrentBag<(string Where, string Text)> _outputs = [];
 
     public void Dispose()
+    {
+        try
+        {
+            // Every test that runs the executor in a workspace ends with this search: no secret
+            // it configured may be in anything the executor printed or wrote.
+            SecretHygiene.AssertNoneLeaked(Root, ConfigPath, _outputs);
+        }
+        finally
+        {
+            DeleteRoot();
+        }
+    }
+
+    private void DeleteRoot()
     {
         try
         {

@@ -28,17 +28,17 @@ public sealed partial record CheckpointRequest(string RunKey, bool Restore, long
             case false:
                 return null;
             case null:
-                throw new BuildFailureException($"{EnableVariable}='{variables[EnableVariable]}' is not one of on, off (true, false, 1, 0).");
+                throw new BuildFailureException($"{EnableVariable}='{GpuExecutor.JobLog.Printable.Of(variables[EnableVariable], 80)}' is not one of on, off (true, false, 1, 0).");
         }
 
         // The run key itself is the job identity's (the one place it is decided); a name it
         // could not take is refused here, before the job starts.
         var runKey = job.RunKey;
         if (variables.TryGetValue(RunKeyVariable, out var named) && named.Length > 0 && !JobIdentity.IsRunName(named))
-            throw new BuildFailureException($"{RunKeyVariable}='{named}' is not a run name: use 1 to 100 letters, digits, '.', '_' and '-', starting with a letter or digit.");
+            throw new BuildFailureException($"{RunKeyVariable}='{GpuExecutor.JobLog.Printable.Of(named, 80)}' is not a run name: use 1 to 100 letters, digits, '.', '_' and '-', starting with a letter or digit.");
 
         var continues = JobSwitch.Read(variables, ContinueVariable, unset: true)
-            ?? throw new BuildFailureException($"{ContinueVariable}='{variables[ContinueVariable]}' is not one of on, off (true, false, 1, 0).");
+            ?? throw new BuildFailureException($"{ContinueVariable}='{GpuExecutor.JobLog.Printable.Of(variables[ContinueVariable], 80)}' is not one of on, off (true, false, 1, 0).");
 
         var restoreText = variables.TryGetValue(RestoreVariable, out var restore) ? restore.Trim() : "";
         var request = restoreText.ToLowerInvariant() switch
@@ -47,7 +47,7 @@ public sealed partial record CheckpointRequest(string RunKey, bool Restore, long
             "off" or "false" => new CheckpointRequest(runKey, false, null),
             _ when long.TryParse(restoreText, NumberStyles.None, CultureInfo.InvariantCulture, out var generation) && generation > 0
                 => new CheckpointRequest(runKey, true, generation),
-            _ => throw new BuildFailureException($"{RestoreVariable}='{restore}' is not one of latest, off, or a generation number (1 or more)."),
+            _ => throw new BuildFailureException($"{RestoreVariable}='{GpuExecutor.JobLog.Printable.Of(restore, 80)}' is not one of latest, off, or a generation number (1 or more)."),
         };
         return request with { Continue = continues };
     }

@@ -173,5 +173,6 @@ public static partial class DatasetDeclaration
     private static BuildFailureException Fail(int line, string problem) =>
         new(line == 0 ? $"{Variable} {problem}" : $"{Variable} line {line}: {problem}");
 
-    private static string Shorten(string value) => value.Length > 80 ? value[..80] + "…" : value;
+    /// <summary>A job's own text in an error: cut, and control characters (NUL, escapes, newlines) shown as '?'.</summary>
+    private static string Shorten(string value) => GpuExecutor.JobLog.Printable.Of(value, 80);
 }

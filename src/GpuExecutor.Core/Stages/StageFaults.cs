@@ -16,7 +16,8 @@ public static class StageFaults
     private static readonly TimeSpan StopSettleWait = TimeSpan.FromSeconds(10);
 
     /// <summary>The job's own fault, said for the job log; null when the stage's outcome needs no other word, or the host is to blame.</summary>
-    public static async Task<string?> ExplainAsync(IContainerDriver driver, string container, string stageName, DateTimeOffset stageStart, StageResult result, CancellationToken cancellationToken)
+    /// <param name="buildsHostDir">The job's builds directory on the host: a failure while its filesystem is full says so.</param>
+    public static async Task<string?> ExplainAsync(IContainerDriver driver, string container, string stageName, DateTimeOffset stageStart, StageResult result, CancellationToken cancellationToken, string? buildsHostDir = null)
     {
         if (result.Stopped || (result.ExitCode == 0 && !result.StoppedFromOutside))
             return null;
@@ -37,7 +38,7 @@ public static class StageFaults
                 }
             }
             var incidents = await driver.IncidentsSinceAsync(container, stageStart, cancellationToken);
-            return Explain(stageName, result, incidents);
+            return Explain(stageName, result, incidents) ?? (buildsHostDir is null || result.StoppedFromOutside ? null : FullDisk(stageName, buildsHostDir));
         }
         catch (ContainerEngineException)
         {
@@ -69,17 +70,45 @@ public static class StageFaults
         return null;
     }
 
+    /// <summary>Below this much space left to unprivileged writers, a failed stage is said to have met a full disk.</summary>
+    private const long FullDiskBytes = 1L << 20;
+
+    /// <summary>
+    /// A stage that failed while the filesystem of its builds directory is full: "No space left
+    /// on device" somewhere in a long log is easy to miss, and the host's other jobs share that
+    /// filesystem. Cleanup frees the job's share (cleanup.remove_builds_dir).
+    /// </summary>
+    public static string? FullDisk(string stageName, string buildsHostDir)
+    {
+        long free, size;
+        try
+        {
+            var filesystem = new DriveInfo(buildsHostDir);
+            (free, size) = (filesystem.AvailableFreeSpace, filesystem.TotalSize);
+        }
+        catch (Exception error) when (error is IOException or UnauthorizedAccessException or ArgumentException)
+        {
+            return null;
+        }
+        return free >= FullDiskBytes
+            ? null
+            : $"the job's builds directory is full during stage '{stageName}': {Size(free)} left of {Size(size)} on its filesystem on the host. The job wrote more than that filesystem holds (its checkout, caches and outputs); write less, or write large outputs to the checkpoint directory or an artifact store.";
+    }
+
     private static string OutOfMemory(ContainerIncidents incidents)
     {
         var limit = incidents.MemoryLimitBytes is { } bytes
-            ? $"its container reached its memory limit of {Mebibytes(bytes)} (container.memory)"
+            ? $"its container reached its memory limit of {Size(bytes)} (container.memory)"
             : "the host ran out of memory";
         return $"out of memory: the kernel killed a process of the job ({Times(incidents.OutOfMemoryKills)}) because {limit}. Use less memory (a smaller batch size, fewer DataLoader workers) or a runner with more.";
     }
 
-    private static string Mebibytes(long bytes) => bytes % (1L << 30) == 0
-        ? $"{(bytes >> 30).ToString(CultureInfo.InvariantCulture)} GiB"
-        : $"{(bytes / 1048576.0).ToString("0.#", CultureInfo.InvariantCulture)} MiB";
+    private static string Size(long bytes) => bytes switch
+    {
+        < 1L << 20 => $"{bytes.ToString(CultureInfo.InvariantCulture)} bytes",
+        _ when bytes % (1L << 30) == 0 => $"{(bytes >> 30).ToString(CultureInfo.InvariantCulture)} GiB",
+        _ => $"{(bytes / 1048576.0).ToString("0.#", CultureInfo.InvariantCulture)} MiB",
+    };
 
     private static string Times(long count) => count == 1 ? "once" : $"{count.ToString(CultureInfo.InvariantCulture)} times";
 }

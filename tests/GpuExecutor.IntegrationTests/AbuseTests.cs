@@ -1,0 +1,128 @@
+namespace GpuExecutor.IntegrationTests;
+
+/// <summary>
+/// The abuse cases of issue 18, end to end on the test bed: each is refused with a clear build
+/// failure or passes through inertly, and leaves nothing behind on the host.
+/// </summary>
+public sealed class AbuseTests
+{
+    [Fact]
+    public async Task Run_keys_and_dataset_lines_with_dot_dot_nul_or_ten_thousand_characters_are_build_failures_naming_the_variable()
+    {
+        var bucket = "abuse-" + Guid.NewGuid().ToString("N")[..8];
+        using var workspace = new ExecutorWorkspace(extraConfig: S3Testbed.StoreConfig("s3", S3Testbed.Endpoint, $"\"{bucket}\""));
+        var longText = new string('a', 10_000);
+        var cases = new (string Variable, string Value, string Said)[]
+        {
+            ("CHECKPOINT_RUN_KEY", "../other-project", "CHECKPOINT_RUN_KEY='../other-project' is not a run name"),
+            ("CHECKPOINT_RUN_KEY", "run\0key", "CHECKPOINT_RUN_KEY='run?key' is not a run name"),
+            ("CHECKPOINT_RUN_KEY", longText, "CHECKPOINT_RUN_KEY='" + new string('a', 80) + "…' is not a run name"),
+            ("DATASETS", $"s3://{bucket}/../x/ -> /data/x", "DATASETS line 1: source key"),
+            ("DATASETS", $"s3://{bucket}/x/ -> /data/../../etc", "DATASETS line 1: container path"),
+            ("DATASETS", $"s3://{bucket}/x\0y/ -> /data/x", "has an empty, '.' or '..' segment, or a control character"),
+            ("DATASETS", $"s3://{bucket}/{longText}/ -> /data/x", "DATASETS line 1: source key 'aaaa"),
+        };
+        var jobId = 9601L;
+        foreach (var (variable, value, said) in cases)
+        {
+            var variables = new Dictionary<string, string> { ["CHECKPOINTS"] = "on", [variable] = value };
+            var run = await workspace.SimulateAsync(new { job_id = jobId, image = Testbed.TestImage, variables, script = new[] { "echo must not run" } });
+
+            Assert.True(run.Result.Outcome == "failed", $"{variable}={value[..Math.Min(40, value.Length)]}: {run.Log}");
+            Assert.True(run.Log.Contains(said, StringComparison.Ordinal), $"not said: {said}\n{run.Log}");
+            Assert.DoesNotContain("\0", run.Log);
+            Assert.DoesNotContain(longText, run.Log);
+            Assert.DoesNotContain("$ echo must not run", run.Log);
+            Assert.Equal("", (await Testbed.JobContainersAsync(jobId)).Trim());
+            jobId++;
+        }
+        // Nothing was made outside the executor's directories, nor beside them.
+        Assert.False(Directory.Exists(Path.Combine(workspace.Root, "other-project")));
+        Assert.False(Directory.Exists("/etc/x"));
+    }
+
+    [Fact]
+    public async Task An_image_whose_entrypoint_exits_at_once_runs_its_job_as_any_other()
+    {
+        const string image = "gpu-executor-test/exits-at-once:1";
+        var created = (await Testbed.DockerAsync("create", Testbed.TestImage, "true")).Trim();
+        try
+        {
+            await Testbed.DockerAsync("commit", "--change", "ENTRYPOINT [\"/bin/false\"]", "--change", "CMD [\"exit 3\"]", created, image);
+        }
+        finally
+        {
+            await Testbed.DockerAsync("rm", created);
+        }
+        using var workspace = new ExecutorWorkspace();
+
+        var run = await workspace.SimulateAsync(new { job_id = 9611, image, script = new[] { "echo the job ran" } });
+
+        Assert.True(run.Result.Outcome == "success", run.Log);
+        Assert.Contains("\nthe job ran\n", run.Log);
+    }
+
+    [Fact]
+    public async Task A_job_that_fills_its_builds_directory_fails_saying_the_disk_is_full_and_cleanup_frees_it()
+    {
+        // A small filesystem of its own for the builds directories, as a full host disk would be.
+        var small = Directory.CreateTempSubdirectory("gpu-executor-small-disk").FullName;
+        var (mounted, _, mountError) = await Testbed.RunAsync("mount", ["-t", "tmpfs", "-o", "size=16m", "tmpfs", small], null, small);
+        if (mounted != 0)
+        {
+            Testbed.Missing($"mounting a 16 MiB tmpfs needs root: {mountError.Trim()}");
+            return;
+        }
+        try
+        {
+            using var workspace = new ExecutorWorkspace(removeBuildsDir: true, buildsHostDir: small);
+
+            var run = await workspace.SimulateAsync(new { job_id = 9612, image = Testbed.TestImage, script = new[] { "head -c 64m /dev/zero > outputs.bin", "echo not reached" } });
+
+            Assert.True(run.Result.Outcome == "failed", run.Log);
+            // BusyBox's head says only "I/O error": the executor's word names the cause.
+            Assert.Contains("ERROR: the job's builds directory is full during stage 'build_script': 0 bytes left of 16 MiB on its filesystem on the host.", run.Log);
+            // Cleanup removed the job's builds directory, and with it the space it took.
+            Assert.True(new DriveInfo(small).AvailableFreeSpace > 15L << 20, "cleanup left the small disk full");
+        }
+        finally
+        {
+            await Testbed.RunAsync("umount", ["-l", small], null, "/");
+            Directory.Delete(small, recursive: true);
+        }
+    }
+
+    [Fact]
+    public async Task A_gigabyte_on_one_line_streams_through_cut_in_the_job_log_whole_on_the_host_and_with_bounded_memory()
+    {
+        using var workspace = new ExecutorWorkspace(extraConfig: "[logs]\njob_log_budget = \"1m\"");
+        const long jobId = 9613;
+        const long size = 1L << 30;
+
+        var run = await workspace.SimulateAsync(new
+        {
+            job_id = jobId,
+            image = Testbed.TestImage,
+            script = new[] { $"head -c {size} /dev/zero | tr '\\0' x; echo; echo the line ended" },
+        });
+
+        Assert.True(run.Result.Outcome == "success", run.Log);
+        Assert.Contains("the line ended", run.Log);
+        Assert.True(run.Log.Length < 2 << 20, $"the job log holds {run.Log.Length} characters");
+        // The host's copy holds the line whole (counted as it streams: it is too big to hold here).
+        var (counted, xs, countError) = await Testbed.RunAsync("bash", ["-c", "\"$0\" --config \"$1\" logs \"$2\" | tr -cd x | wc -c", Testbed.Binary, workspace.ConfigPath, jobId.ToString(System.Globalization.CultureInfo.InvariantCulture)], null, workspace.Root);
+        Assert.True(counted == 0, countError);
+        // (The runner's echo of the command holds one more.)
+        Assert.Equal(size + 1, long.Parse(xs.Trim(), System.Globalization.CultureInfo.InvariantCulture));
+        // The executor's memory stayed bounded: the run call that streamed the line, against a quiet one.
+        var events = await workspace.CallVerbAsync(new Dictionary<string, string?>(), "events", "--job", jobId.ToString(System.Globalization.CultureInfo.InvariantCulture), "--json");
+        var peaks = events.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Select(line => System.Text.Json.JsonDocument.Parse(line).RootElement)
+            .Where(line => line.GetProperty("verb").GetString() == "run")
+            .ToDictionary(line => line.GetProperty("stage").GetString()!, line => line.GetProperty("peak_rss_kib").GetInt64());
+        var report = $"peak RSS of the run verb streaming one {size >> 20} MiB line: {peaks["build_script"]} KiB; the job's quiet stages at most {peaks.Where(pair => pair.Key != "build_script").Max(pair => pair.Value)} KiB";
+        var reports = Directory.CreateDirectory(Path.Combine(Testbed.RepositoryRoot, "artifacts", "test-reports")).FullName;
+        await File.WriteAllTextAsync(Path.Combine(reports, "one-line-peak-rss.txt"), report + "\n", TestContext.Current.CancellationToken);
+        Assert.True(peaks["build_script"] < peaks.Where(pair => pair.Key != "build_script").Max(pair => pair.Value) + 48 * 1024, report);
+    }
+}
