@@ -144,7 +144,7 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
     /// Completes, with the wrapper's exit status, only if a signal killed the stage's wrapper
     /// before it replied; else runs until cancelled. The wrapper prints its stdout reply last, on
     /// the same stream as the `status` reply, so a reply it gave is always seen first. A server
-    /// from before `status` never answers, and is never taken for a killed one.
+    /// from before `status` never answers, is never taken for a killed one, and is asked once.
     /// </summary>
     private static async Task<int> WatchTheWrapperAsync(ServerSession session, string stageNonce, Task<int> stdoutReply, CancellationToken cancellationToken)
     {
@@ -157,8 +157,14 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
                 await Task.Delay(Timeout.Infinite, cancellationToken);
             }
             var status = await session.AskWrapperStatusAsync(stageNonce, cancellationToken);
+            if (status is null)
+            {
+                // No answer: a server from before `status` (a container an older executor made),
+                // or one too busy to answer. Asking on could only fill the job log with late replies.
+                await Task.Delay(Timeout.Infinite, cancellationToken);
+            }
             if (status is >= StageServer.KilledBySignal and < StageServer.WrapperRunning && !stdoutReply.IsCompleted)
-                return status;
+                return status.Value;
         }
     }
 
@@ -469,21 +475,20 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
                 await stderr.WriteAsync(held.WrittenMemory);
         }
 
-        /// <summary>The `status` of the stage's wrapper; <see cref="StageServer.WrapperUnknown"/> when no answer comes.</summary>
-        public async Task<int> AskWrapperStatusAsync(string stageNonce, CancellationToken cancellationToken)
+        /// <summary>
+        /// The `status` of the stage's wrapper; null when no answer comes in time. Then the nonce
+        /// stays expected, so that a late answer is still taken out of the output, not shown.
+        /// </summary>
+        public async Task<int?> AskWrapperStatusAsync(string stageNonce, CancellationToken cancellationToken)
         {
             var nonce = StageServer.NewNonce();
             var reply = Expect(nonce);
-            try
-            {
-                await SendAsync(StageServer.StatusRequest(nonce, stageNonce), _ => { });
-                var answered = await Task.WhenAny(reply, Task.Delay(TimeSpan.FromSeconds(5), cancellationToken));
-                return answered == reply ? await reply : StageServer.WrapperUnknown;
-            }
-            finally
-            {
-                _pending.TryRemove(nonce, out _);
-            }
+            await SendAsync(StageServer.StatusRequest(nonce, stageNonce), _ => { });
+            var answered = await Task.WhenAny(reply, Task.Delay(TimeSpan.FromSeconds(5), cancellationToken));
+            if (answered != reply)
+                return null;
+            _pending.TryRemove(nonce, out _);
+            return await reply;
         }
 
         /// <summary>How many processes besides the server's own are alive; unknown counts as some.</summary>
