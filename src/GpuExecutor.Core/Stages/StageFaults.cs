@@ -16,8 +16,8 @@ public static class StageFaults
     private static readonly TimeSpan StopSettleWait = TimeSpan.FromSeconds(10);
 
     /// <summary>The job's own fault, said for the job log; null when the stage's outcome needs no other word, or the host is to blame.</summary>
-    /// <param name="buildsHostDir">The job's builds directory on the host: a failure while its filesystem is full says so.</param>
-    public static async Task<string?> ExplainAsync(IContainerDriver driver, string container, string stageName, DateTimeOffset stageStart, StageResult result, CancellationToken cancellationToken, string? buildsHostDir = null)
+    /// <param name="writableDirectories">The job's writable directories on the host, by what the job calls them ("builds directory", "checkpoint directory"): a failure while one's filesystem is full says so.</param>
+    public static async Task<string?> ExplainAsync(IContainerDriver driver, string container, string stageName, DateTimeOffset stageStart, StageResult result, CancellationToken cancellationToken, IReadOnlyList<(string What, string HostPath)>? writableDirectories = null)
     {
         if (result.Stopped || (result.ExitCode == 0 && !result.StoppedFromOutside))
             return null;
@@ -38,7 +38,8 @@ public static class StageFaults
                 }
             }
             var incidents = await driver.IncidentsSinceAsync(container, stageStart, cancellationToken);
-            return Explain(stageName, result, incidents) ?? (buildsHostDir is null || result.StoppedFromOutside ? null : FullDisk(stageName, buildsHostDir));
+            return Explain(stageName, result, incidents)
+                ?? (result.StoppedFromOutside ? null : (writableDirectories ?? []).Select(directory => FullDisk(stageName, directory.What, directory.HostPath)).FirstOrDefault(fault => fault is not null));
         }
         catch (ContainerEngineException)
         {
@@ -74,16 +75,16 @@ public static class StageFaults
     private const long FullDiskBytes = 1L << 20;
 
     /// <summary>
-    /// A stage that failed while the filesystem of its builds directory is full: "No space left
-    /// on device" somewhere in a long log is easy to miss, and the host's other jobs share that
-    /// filesystem. Cleanup frees the job's share (cleanup.remove_builds_dir).
+    /// A stage that failed while the filesystem of one of its writable directories is full: "No
+    /// space left on device" somewhere in a long log is easy to miss (BusyBox says only "I/O
+    /// error"), and the host's other jobs share that filesystem.
     /// </summary>
-    public static string? FullDisk(string stageName, string buildsHostDir)
+    public static string? FullDisk(string stageName, string what, string hostPath)
     {
         long free, size;
         try
         {
-            var filesystem = new DriveInfo(buildsHostDir);
+            var filesystem = new DriveInfo(hostPath);
             (free, size) = (filesystem.AvailableFreeSpace, filesystem.TotalSize);
         }
         catch (Exception error) when (error is IOException or UnauthorizedAccessException or ArgumentException)
@@ -92,7 +93,7 @@ public static class StageFaults
         }
         return free >= FullDiskBytes
             ? null
-            : $"the job's builds directory is full during stage '{stageName}': {Size(free)} left of {Size(size)} on its filesystem on the host. The job wrote more than that filesystem holds (its checkout, caches and outputs); write less, or write large outputs to the checkpoint directory or an artifact store.";
+            : $"the job's {what} is full during stage '{stageName}': {Size(free)} left of {Size(size)} on its filesystem on the host. The job wrote more than that filesystem holds; write less, or ask the admin for more room there.";
     }
 
     private static string OutOfMemory(ContainerIncidents incidents)

@@ -130,7 +130,10 @@ public sealed class RunStage(ExecutorConfig config, IContainerDriver driver, IOb
         if (StagePlacement.IsUserStep(stageName))
             await ReportGpuUsageAsync(streamingJob, checkpoints is null ? null : job.RunKey, lifecycle, projectDir);
         // A failure the job brought on itself, named: never a system failure GitLab would retry.
-        if (await StageFaults.ExplainAsync(driver, container, stageName, startedAt, outcome, CancellationToken.None, JobWorkspace.For(config, streamingJob).BuildsHostDir) is { } fault)
+        List<(string, string)> writable = [("builds directory", JobWorkspace.For(config, streamingJob).BuildsHostDir)];
+        if (directories is not null)
+            writable.Add(("checkpoint directory", directories.Work));
+        if (await StageFaults.ExplainAsync(driver, container, stageName, startedAt, outcome, CancellationToken.None, writable) is { } fault)
         {
             if (checkpoints is not null)
                 await RecordEndAsync(lifecycle, job, "failed", fault);
