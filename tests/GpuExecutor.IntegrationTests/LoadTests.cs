@@ -39,7 +39,7 @@ public sealed class LoadTests
         File.AppendAllText(workspace.ConfigPath, $"mode = \"none\"\nnvidia_smi = \"{fake}\"\ndefault_count = 1\nmax_count = 4\nwait_timeout_seconds = 600\n");
 
         using var watching = new CancellationTokenSource();
-        var ledger = new LedgerWatch();
+        var ledger = new LedgerWatch(Gpus);
         var processes = new ProcessWatch(workspace.ConfigPath);
         var watcher = Task.Run(async () =>
         {
@@ -104,8 +104,11 @@ public sealed class LoadTests
         Assert.True(processes.AgentsSeen >= 20, report);
     }
 
-    /// <summary>The GPU ledger, read from Docker's API (the CLI would take longer than 100 ms per read on these cores).</summary>
-    private sealed class LedgerWatch
+    /// <summary>
+    /// The GPU ledger, read from Docker's API (the CLI would take longer than 100 ms per read on
+    /// these cores). Only this host's GPUs count: other tests share the daemon, with GPUs of their own.
+    /// </summary>
+    private sealed class LedgerWatch(IReadOnlyCollection<string> hostGpus)
     {
         private readonly HttpClient _docker = new(new SocketsHttpHandler
         {
@@ -137,6 +140,7 @@ public sealed class LoadTests
             Samples++;
             var held = containers.EnumerateArray()
                 .Select(container => (Name: container.GetProperty("Names")[0].GetString(), Gpus: container.GetProperty("Labels").GetProperty("io.gpu-executor.gpus").GetString()!.Split(',')))
+                .Where(container => container.Gpus.Any(hostGpus.Contains))
                 .ToList();
             var all = held.SelectMany(container => container.Gpus).ToList();
             MostGpusHeld = Math.Max(MostGpusHeld, all.Count);

@@ -159,6 +159,9 @@ public static class StageServer
     /// <param name="signal">A name from the config's fixed allowlist (TERM, USR1, ...) or KILL.</param>
     public static byte[] SignalRequest(string nonce, string signal) => Encoding.ASCII.GetBytes($"signal {nonce} {signal}\n");
 
+    /// <summary>The nonce of every `status` reply about one stage: derived from the stage's, which no job knows.</summary>
+    public static string StatusNonce(string stageNonce) => stageNonce + "57a705";
+
     /// <summary>Asks for the state of the wrapper that runs the stage <paramref name="stageNonce"/>.</summary>
     public static byte[] StatusRequest(string nonce, string stageNonce) => Encoding.ASCII.GetBytes($"status {nonce} {stageNonce}\n");
 

@@ -476,19 +476,19 @@ public sealed class StageRunner(IContainerDriver driver, RunSettings settings, A
         }
 
         /// <summary>
-        /// The `status` of the stage's wrapper; null when no answer comes in time. Then the nonce
-        /// stays expected, so that a late answer is still taken out of the output, not shown.
+        /// The `status` of the stage's wrapper; null when no answer comes in time. Every ask of a
+        /// stage uses one nonce (<see cref="StageServer.StatusNonce"/>), expected for as long as
+        /// the session lasts: a late answer, or one replayed from the container's log after a
+        /// daemon restart, is taken out of the output like any other, never shown. Such a stale
+        /// answer can only say "running": a killed wrapper is reported once, at the end.
         /// </summary>
         public async Task<int?> AskWrapperStatusAsync(string stageNonce, CancellationToken cancellationToken)
         {
-            var nonce = StageServer.NewNonce();
+            var nonce = StageServer.StatusNonce(stageNonce);
             var reply = Expect(nonce);
             await SendAsync(StageServer.StatusRequest(nonce, stageNonce), _ => { });
             var answered = await Task.WhenAny(reply, Task.Delay(TimeSpan.FromSeconds(5), cancellationToken));
-            if (answered != reply)
-                return null;
-            _pending.TryRemove(nonce, out _);
-            return await reply;
+            return answered == reply ? await reply : null;
         }
 
         /// <summary>How many processes besides the server's own are alive; unknown counts as some.</summary>
