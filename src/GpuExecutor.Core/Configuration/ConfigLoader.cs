@@ -444,15 +444,17 @@ public static partial class ConfigLoader
         var budget = table.Raw("job_log_budget") is { } raw ? table.Size("job_log_budget", raw) : defaults.JobLogBudgetBytes;
         if (budget < 64 * 1024)
             throw new ConfigurationException(table.KeyPath("job_log_budget"), "must be at least 64k: the job log needs room for the live output and the notices.");
-        var patterns = new List<System.Text.RegularExpressions.Regex>();
-        var patternTexts = table.Raw("keep_patterns") is null ? LogSettings.DefaultKeepPatterns : table.StringList("keep_patterns");
-        foreach (var pattern in patternTexts)
+        // The defaults are known to compile; an admin's own patterns are tried here, so that a bad
+        // one fails at load, naming the key, not in the middle of a job.
+        var configured = table.Raw("keep_patterns") is not null;
+        var patterns = configured ? table.StringList("keep_patterns") : LogSettings.DefaultKeepPatterns;
+        foreach (var pattern in configured ? patterns : [])
         {
             try
             {
                 if (pattern.Length is 0 or > 200)
                     throw new ArgumentException("1 to 200 characters");
-                patterns.Add(LogSettings.Compile(pattern));
+                _ = LogSettings.Compile(pattern);
             }
             catch (Exception error) when (error is ArgumentException or NotSupportedException)
             {

@@ -17,8 +17,13 @@ public sealed record LogSettings
     /// <summary>Past the live part, one line in this many reaches the job log (besides the matching ones).</summary>
     public int SampleOneIn { get; init; } = 100;
 
-    /// <summary>Past the live part, every line that matches one of these reaches the job log, as long as the budget lasts.</summary>
-    public IReadOnlyList<Regex> KeepPatterns { get; init; } = DefaultKeepPatterns.Select(Compile).ToList();
+    /// <summary>
+    /// Past the live part, every line that matches one of these reaches the job log, as long as
+    /// the budget lasts. Kept as text: a NonBacktracking regex costs milliseconds to build, and
+    /// only a user step's `run` needs them (JobLog.StepOutputLog compiles them as one); every
+    /// other verb would pay for them at each config load.
+    /// </summary>
+    public IReadOnlyList<string> KeepPatterns { get; init; } = DefaultKeepPatterns;
 
     /// <summary>How often the throttled view says how much it held back and where the whole log is.</summary>
     public TimeSpan HeldBackNoticeInterval { get; init; } = TimeSpan.FromMinutes(5);
