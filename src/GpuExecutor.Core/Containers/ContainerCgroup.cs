@@ -13,13 +13,15 @@ public static class ContainerCgroup
     private const string CgroupRoot = "/sys/fs/cgroup";
 
     /// <summary>How often a new task failed at the pids limit ("max" in pids.events); 0 when unknown.</summary>
-    public static long ProcessLimitHits(int mainProcessId)
+    /// <param name="mainProcessId">The container's main process, as the daemon sees it.</param>
+    /// <param name="containerId">The container's full id: its cgroup's path must hold it, or the pid is not the container's here (an executor in a PID namespace other than the daemon's).</param>
+    public static long ProcessLimitHits(int mainProcessId, string containerId)
     {
         try
         {
             var membership = File.ReadAllLines($"/proc/{mainProcessId.ToString(CultureInfo.InvariantCulture)}/cgroup");
             var directory = PidsDirectory(membership);
-            return directory is null ? 0 : CountOf(File.ReadAllLines(Path.Join(directory, "pids.events")), "max");
+            return directory is null || !directory.Contains(containerId, StringComparison.Ordinal) ? 0 : CountOf(File.ReadAllLines(Path.Join(directory, "pids.events")), "max");
         }
         catch (Exception error) when (error is IOException or UnauthorizedAccessException)
         {

@@ -225,7 +225,7 @@ public sealed class DockerContainerDriver : IContainerDriver
                 DiedSeen: seen.Contains("die"),
                 MemoryLimitBytes: inspected.HostConfig?.Memory is > 0 and var memory ? memory : null,
                 PidsLimit: inspected.HostConfig?.PidsLimit is > 0 and var pids ? pids : null,
-                ProcessLimitHits: pid > 0 ? ContainerCgroup.ProcessLimitHits(pid) : 0);
+                ProcessLimitHits: pid > 0 ? ContainerCgroup.ProcessLimitHits(pid, inspected.ID) : 0);
         }
         catch (DockerContainerNotFoundException error)
         {
