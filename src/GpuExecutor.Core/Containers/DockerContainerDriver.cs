@@ -191,7 +191,7 @@ public sealed class DockerContainerDriver : IContainerDriver
         try
         {
             var inspected = await _client.Containers.InspectContainerAsync(idOrName, cancellationToken);
-            var actions = new List<string>();
+            var seen = new EventActions();
             // With an end time the daemon sends what its event buffer holds for the window and
             // closes the stream; the buffer is the daemon's memory, so a restart empties it.
             await _client.System.MonitorEventsAsync(
@@ -205,17 +205,8 @@ public sealed class DockerContainerDriver : IContainerDriver
                         ["container"] = new Dictionary<string, bool> { [inspected.ID] = true },
                     },
                 },
-                new Progress<Message>(message =>
-                {
-                    lock (actions)
-                        actions.Add(message.Action ?? "");
-                }),
+                seen,
                 cancellationToken);
-            // Progress<T> posts to the thread pool: the last events may still be on their way.
-            await Task.Delay(50, cancellationToken);
-            List<string> seen;
-            lock (actions)
-                seen = actions.ToList();
             var running = inspected.State?.Running ?? false;
             var pid = running ? (int)(inspected.State?.Pid ?? 0) : 0;
             return new ContainerIncidents(
@@ -421,5 +412,21 @@ public sealed class DockerContainerDriver : IContainerDriver
     {
         _client.Dispose();
         _configuration.Dispose();
+    }
+
+    /// <summary>
+    /// Collects each event's action as the stream delivers it, on the reading call itself:
+    /// Progress&lt;T&gt; would post them to the thread pool, where the last could arrive after the
+    /// call had returned.
+    /// </summary>
+    private sealed class EventActions : IProgress<Message>
+    {
+        private readonly List<string> _actions = [];
+
+        public void Report(Message value) => _actions.Add(value.Action ?? "");
+
+        public int Count(Func<string, bool> predicate) => _actions.Count(predicate);
+
+        public bool Contains(string action) => _actions.Contains(action);
     }
 }
