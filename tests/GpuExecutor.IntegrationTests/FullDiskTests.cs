@@ -8,29 +8,6 @@ namespace GpuExecutor.IntegrationTests;
 /// </summary>
 public sealed class FullDiskTests
 {
-    /// <summary>A tmpfs of <paramref name="mebibytes"/> MiB mounted at <paramref name="directory"/> for the test's length.</summary>
-    private sealed class SmallDisk : IAsyncDisposable
-    {
-        public string Directory { get; }
-
-        private SmallDisk(string directory) => Directory = directory;
-
-        public static async Task<SmallDisk?> MountAsync(string directory, int mebibytes)
-        {
-            System.IO.Directory.CreateDirectory(directory);
-            var (status, _, error) = await Testbed.RunAsync("mount", ["-t", "tmpfs", "-o", $"size={mebibytes}m", "tmpfs", directory], null, "/");
-            if (status == 0)
-                return new SmallDisk(directory);
-            Testbed.Missing($"mounting a {mebibytes} MiB tmpfs needs root: {error.Trim()}");
-            return null;
-        }
-
-        /// <summary>Gives the filesystem room again: what a full host's admin would do.</summary>
-        public Task GrowAsync(int mebibytes) => Testbed.RunAsync("mount", ["-o", $"remount,size={mebibytes}m", Directory], null, "/");
-
-        public async ValueTask DisposeAsync() => await Testbed.RunAsync("umount", ["-l", Directory], null, "/");
-    }
-
     private static async Task<string> SeedBucketAsync(int objects, int mebibytesEach)
     {
         var bucket = "full-" + Guid.NewGuid().ToString("N")[..8];
