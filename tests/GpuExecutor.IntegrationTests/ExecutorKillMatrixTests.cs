@@ -82,24 +82,10 @@ public sealed class ExecutorKillMatrixTests
     {
         while (!cancellationToken.IsCancellationRequested)
         {
-            foreach (var directory in Directory.EnumerateDirectories("/proc"))
+            foreach (var (pid, _, call) in ExecutorProcesses.Of(configPath))
             {
-                if (!int.TryParse(Path.GetFileName(directory), out var pid))
-                    continue;
-                string[] arguments;
-                try
-                {
-                    arguments = File.ReadAllText(Path.Combine(directory, "cmdline")).Split('\0');
-                }
-                catch (IOException)
-                {
-                    continue;
-                }
-                var config = Array.IndexOf(arguments, configPath);
-                if (config < 0 || arguments[0] != Testbed.Binary || config + 1 >= arguments.Length)
-                    continue;
-                var call = arguments[config + 1];
-                var matches = call == stage || (call == "run" && config + 3 < arguments.Length && arguments[config + 3] == stage);
+                // `run SCRIPT STAGE`, or a verb of its own.
+                var matches = call[0] == stage || (call[0] == "run" && call.Length > 2 && call[2] == stage);
                 if (!matches)
                     continue;
                 // Into the script's sleep, and past prepare's start-up; cleanup and after_script

@@ -106,7 +106,8 @@ public sealed class LoadTests
 
     /// <summary>
     /// The GPU ledger, read from Docker's API (the CLI would take longer than 100 ms per read on
-    /// these cores). Only this host's GPUs count: other tests share the daemon, with GPUs of their own.
+    /// these cores), and not through the executor's own GpuLedger, whose map by GPU could not show
+    /// one held twice. Only this host's GPUs count: other tests share the daemon, with GPUs of their own.
     /// </summary>
     private sealed class LedgerWatch(IReadOnlyCollection<string> hostGpus)
     {
@@ -166,18 +167,12 @@ public sealed class LoadTests
         {
             var agents = 0;
             var agentsRss = 0L;
-            foreach (var directory in Directory.EnumerateDirectories("/proc"))
+            foreach (var (pid, directory, call) in ExecutorProcesses.Of(configPath))
             {
-                if (!int.TryParse(Path.GetFileName(directory), out var pid))
-                    continue;
+                // Detached verbs have two words: "checkpoints agent", "gpus sample", "datasets stream".
+                var verb = call[0] is "checkpoints" or "gpus" or "datasets" && call.Length > 1 ? call[0] + " " + call[1] : call[0];
                 try
                 {
-                    var arguments = File.ReadAllText(Path.Combine(directory, "cmdline")).Split('\0');
-                    var config = Array.IndexOf(arguments, configPath);
-                    if (config < 0 || arguments[0] != Testbed.Binary || config + 1 >= arguments.Length)
-                        continue;
-                    // Detached verbs have two words: "checkpoints agent", "gpus sample", "datasets stream".
-                    var verb = arguments[config + 1] is "checkpoints" or "gpus" or "datasets" && config + 2 < arguments.Length ? arguments[config + 1] + " " + arguments[config + 2] : arguments[config + 1];
                     var status = File.ReadAllLines(Path.Combine(directory, "status"));
                     long Field(string name) => status.Where(line => line.StartsWith(name, StringComparison.Ordinal)).Select(line => long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture)).FirstOrDefault();
                     var (peak, rss) = (Field("VmHWM:"), Field("VmRSS:"));
