@@ -9,7 +9,10 @@ namespace GpuExecutor.IntegrationTests;
 /// from outside, as a crash or the host's service manager would. For each cell: the job's
 /// outcome class, no container left once cleanup or `gc` has run, the GPU free for the next
 /// job, and the run's committed generation there for the next job to resume from.
+/// Runs alone: its `gc` (grace 0) removes every managed container on the test bed's daemon whose
+/// deadline has passed, another test's short-timeout job still being stopped included.
 /// </summary>
+[Collection(nameof(ExecutorKillMatrixTests))]
 public sealed class ExecutorKillMatrixTests
 {
     private const string Gpu0 = "GPU-c0000000-0000-0000-0000-000000000000";
@@ -106,3 +109,7 @@ public sealed class ExecutorKillMatrixTests
         return false;
     }
 }
+
+/// <summary>The kill matrix's collection: no other test runs beside it (see the class).</summary>
+[CollectionDefinition(nameof(ExecutorKillMatrixTests), DisableParallelization = true)]
+public sealed class ExecutorKillMatrixCollection;

@@ -187,6 +187,36 @@ public sealed class ProtocolVerbTests
     }
 
     [Fact]
+    public async Task Gc_keeps_a_container_past_its_deadline_while_a_run_of_its_job_still_holds_the_lease()
+    {
+        using var workspace = new ExecutorWorkspace();
+        var suffix = Guid.NewGuid().ToString("N")[..8];
+        var stopping = $"gc-stopping-{suffix}";
+        var stateDir = Path.Combine(workspace.Root, "state");
+        const long jobId = 9104;
+        await Testbed.DockerAsync("create", "--name", stopping, "--label", "io.gpu-executor.managed=true", "--label", "io.gpu-executor.deadline=1000", "--label", $"io.gpu-executor.job.id={jobId}", Testbed.TestImage, "true");
+        try
+        {
+            // This test process stands for a `run` still in its stop sequence: it holds the lease.
+            using (await GpuExecutor.Jobs.RunLease.HoldAsync(stateDir, jobId, TestContext.Current.CancellationToken))
+            {
+                var whileHeld = await workspace.CallVerbAsync(new Dictionary<string, string?>(), "gc");
+                Assert.Equal(0, whileHeld.ExitCode);
+                Assert.Contains($"kept container {stopping}: run of job {jobId} is still stopping", whileHeld.Stdout);
+                Assert.Contains(stopping, await Testbed.DockerAsync("ps", "-a", "--format", "{{.Names}}"));
+            }
+
+            var afterRun = await workspace.CallVerbAsync(new Dictionary<string, string?>(), "gc");
+            Assert.Equal(0, afterRun.ExitCode);
+            Assert.Contains($"removed container {stopping}", afterRun.Stdout);
+        }
+        finally
+        {
+            await Testbed.RunAsync("docker", ["--host", Testbed.DockerHost, "rm", "-f", stopping], null, null);
+        }
+    }
+
+    [Fact]
     public async Task Gc_removes_managed_containers_past_their_deadline_and_keeps_live_ones()
     {
         using var workspace = new ExecutorWorkspace();

@@ -23,6 +23,20 @@ public static class RunLease
         HostLock.AcquireAsync(PathFor(stateDir, jobId), cancellationToken);
 
     /// <summary>
+    /// Whether a `run` of the job on this host holds the lease now: it is still stopping its stage
+    /// or committing, whatever the job's deadline says. False when no `run` ever took it.
+    /// </summary>
+    public static bool IsHeld(string stateDir, long jobId)
+    {
+        var path = PathFor(stateDir, jobId);
+        if (!File.Exists(path))
+            return false;
+        using var free = HostLock.TryAcquire(path);
+        // A file deleted between the two calls (cleanup just took it) reads as held: the safe side.
+        return free is null;
+    }
+
+    /// <summary>
     /// Waits, up to <paramref name="limit"/>, until no `run` of the job holds the lease, then removes
     /// its file. True when it was free in time; false when a `run` still holds it (cleanup then
     /// goes on: it must end, and its removals stop what is left).

@@ -37,10 +37,20 @@ public sealed class CollectGarbage(ExecutorConfig config, IContainerDriver drive
             if (adoptedUntil.TryGetValue(container.Name, out var adoptedDeadline) && adoptedDeadline > deadline)
                 deadline = adoptedDeadline;
             var expiry = deadline + config.Cleanup.GcGracePeriod;
+            long? jobId = container.Labels.TryGetValue(JobLabels.JobId, out var jobIdText) && long.TryParse(jobIdText, out var parsed) ? parsed : null;
             if (now < expiry)
             {
-                if (container.Labels.TryGetValue(JobLabels.JobId, out var jobIdText) && long.TryParse(jobIdText, out var jobId))
-                    liveJobIds.Add(jobId);
+                if (jobId is { } live)
+                    liveJobIds.Add(live);
+                continue;
+            }
+            // A `run` may outlive the deadline by its stop's grace and final commit (the runner
+            // calls cleanup then, which waits for it); with a short gc_grace_seconds, removing the
+            // container under it would kill a trainer writing its last checkpoint.
+            if (jobId is { } stopping && RunLease.IsHeld(config.StateDir, stopping))
+            {
+                liveJobIds.Add(stopping);
+                stdout.WriteLine($"kept container {container.Name}: run of job {stopping} is still stopping its stage or committing");
                 continue;
             }
             await driver.RemoveAsync(container.Id, cancellationToken);
