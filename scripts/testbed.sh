@@ -51,6 +51,8 @@ install_packages() {
   [ -e /usr/lib/x86_64-linux-gnu/libz.so ] || missing+=(zlib1g-dev)
   # The metrics textfile is checked with Prometheus' own promtool.
   command -v promtool >/dev/null || missing+=(prometheus)
+  # The clock-jump tests move the executor's wall clock (not its monotonic one) with libfaketime.
+  [ -e /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1 ] || missing+=(libfaketime)
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing ${missing[*]}"
   # Installing docker.io must not start a system daemon that would take docker0 and

@@ -189,7 +189,7 @@ public sealed class ExecutorWorkspace : IDisposable
         var (exitCode, stdout, stderr) = await Testbed.RunAsync(
             Testbed.Binary,
             ["--config", ConfigPath, "simulate", jobPath, "--result", resultPath, "--prepare-retry-delay", "0.2", .. options],
-            null,
+            ExecutorEnvironment,
             Root,
             onStdoutLine: onLine);
         var log = stdout + stderr;
@@ -245,10 +245,20 @@ public sealed class ExecutorWorkspace : IDisposable
         return script;
     }
 
-    /// <summary>Runs one protocol verb of the binary directly, with the given environment.</summary>
+    /// <summary>
+    /// Set for every process of the executor this workspace starts (the simulator, whose stage
+    /// calls and detached processes inherit it, and verbs called directly), on top of the test's
+    /// own environment: the clock-jump tests give the executor a wall clock of their own.
+    /// </summary>
+    public Dictionary<string, string?> ExecutorEnvironment { get; } = new();
+
+    /// <summary>Runs one protocol verb of the binary directly, with the given environment (and <see cref="ExecutorEnvironment"/>).</summary>
     public async Task<(int ExitCode, string Stdout, string Stderr)> CallVerbAsync(IReadOnlyDictionary<string, string?> environment, params string[] verb)
     {
-        var (exitCode, stdout, stderr) = await Testbed.RunAsync(Testbed.Binary, ["--config", ConfigPath, .. verb], environment, Root);
+        var merged = new Dictionary<string, string?>(ExecutorEnvironment);
+        foreach (var (key, value) in environment)
+            merged[key] = value;
+        var (exitCode, stdout, stderr) = await Testbed.RunAsync(Testbed.Binary, ["--config", ConfigPath, .. verb], merged, Root);
         _outputs.Add(($"the output of `{string.Join(' ', verb)}`", stdout + stderr));
         return (exitCode, stdout, stderr);
     }

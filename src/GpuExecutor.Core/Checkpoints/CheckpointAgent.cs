@@ -3,6 +3,7 @@ using GpuExecutor.HostFiles;
 using GpuExecutor.Jobs;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Storage;
+using GpuExecutor.Clocks;
 
 namespace GpuExecutor.Checkpoints;
 
@@ -73,6 +74,12 @@ public sealed class CheckpointAgent(
     /// <summary>The container's labels (its deadline) are read once, on the first look that reaches the daemon.</summary>
     private bool _labelsRead;
 
+    /// <summary>The job's deadline from its labels, which moves with a jump of the wall clock.</summary>
+    private HostDeadline? _deadline;
+
+    /// <summary>The job's deadline in the wall clock's present terms (from the status of a predecessor that died, until the labels are read).</summary>
+    private DateTimeOffset? Deadline => _deadline?.Current ?? _status.CurrentDeadline;
+
     public async Task RunAsync(CancellationToken cancellationToken)
     {
         Directory.CreateDirectory(directories.Snapshots);
@@ -88,26 +95,26 @@ public sealed class CheckpointAgent(
             log($"started again after this job's agent died; generation {before} is the newest it committed");
         }
         var seen = committed;
-        var changedAt = DateTime.UtcNow;
+        var changedAt = Monotonic.Now;
         var markerMode = false;
         CheckpointSnapshot? pending = null;
         DirectoryFingerprint? pendingFingerprint = null;
-        var retryAt = DateTime.MinValue;
+        var retryAt = TimeSpan.MinValue;
         var failures = 0;
-        DateTime? goneAt = null;
-        DateTime? unreachableSince = null;
+        TimeSpan? goneAt = null;
+        TimeSpan? unreachableSince = null;
         string endReason = "";
         var hardEnd = false;
         var polls = 0L;
-        var renewLeaseAt = DateTime.MinValue;
-        DateTime? unfollowedStopAt = null;
+        var renewLeaseAt = TimeSpan.MinValue;
+        TimeSpan? unfollowedStopAt = null;
         WriteStatus();
 
         while (true)
         {
-            if (lease is not null && DateTime.UtcNow >= renewLeaseAt)
+            if (lease is not null && Monotonic.Now >= renewLeaseAt)
             {
-                renewLeaseAt = DateTime.UtcNow + lease.RenewEvery;
+                renewLeaseAt = Monotonic.Now + lease.RenewEvery;
                 if (await LeaseLostAsync(lease, sameHostTakerWaits: goneAt is not null, cancellationToken) is { } taker)
                 {
                     await StopTrainingForAsync(taker, pending, cancellationToken);
@@ -120,35 +127,35 @@ public sealed class CheckpointAgent(
                 switch (await ContainerPresenceAsync(cancellationToken))
                 {
                     case ContainerPresence.Gone:
-                        goneAt = DateTime.UtcNow;
+                        goneAt = Monotonic.Now;
                         endReason = $"the job's container {container} is gone";
                         break;
                     case ContainerPresence.DaemonUnreachable:
                         if (unreachableSince is null)
                             log($"the Docker daemon does not answer; commits go on, and after {timing.DaemonLostAfter.TotalSeconds:0} s without an answer the container counts as gone (checkpoints.agent_daemon_lost_seconds)");
-                        unreachableSince ??= DateTime.UtcNow;
-                        if (DateTime.UtcNow - unreachableSince >= timing.DaemonLostAfter)
+                        unreachableSince ??= Monotonic.Now;
+                        if (Monotonic.Now - unreachableSince >= timing.DaemonLostAfter)
                         {
-                            goneAt = DateTime.UtcNow;
-                            endReason = $"the Docker daemon has not answered for {(DateTime.UtcNow - unreachableSince.Value).TotalSeconds:0} s (checkpoints.agent_daemon_lost_seconds), so the container counts as gone";
+                            goneAt = Monotonic.Now;
+                            endReason = $"the Docker daemon has not answered for {(Monotonic.Now - unreachableSince.Value).TotalSeconds:0} s (checkpoints.agent_daemon_lost_seconds), so the container counts as gone";
                         }
                         break;
                     default:
                         if (unreachableSince is not null)
-                            log($"the Docker daemon answers again after {(DateTime.UtcNow - unreachableSince.Value).TotalSeconds:0} s; the container is still running");
+                            log($"the Docker daemon answers again after {(Monotonic.Now - unreachableSince.Value).TotalSeconds:0} s; the container is still running");
                         unreachableSince = null;
                         if (unfollowedStopAt is null && UnfollowedPastStopTime())
                         {
                             log($"no runner follows the training in {container} and its job's deadline is {timing.StopBeforeDeadline.TotalSeconds:0} s away or less: it is asked to stop, as `run` would have (checkpoints.deadline_margin_seconds), so that it saves and the run's next job can take over");
-                            unfollowedStopAt = DateTime.UtcNow + (await SignalTrainingAsync(cancellationToken) ? timing.StopGrace : TimeSpan.Zero);
+                            unfollowedStopAt = Monotonic.Now + (await SignalTrainingAsync(cancellationToken) ? timing.StopGrace : TimeSpan.Zero);
                             endReason = "no runner followed the training at its job's deadline; it was stopped after its save";
                         }
-                        else if (unfollowedStopAt is { } stopAt && DateTime.UtcNow >= stopAt)
+                        else if (unfollowedStopAt is { } stopAt && Monotonic.Now >= stopAt)
                         {
                             // Commits go on until here: what the training saved on the signal is taken like any checkpoint.
                             NoteWriterKilled(directories, jobId);
                             await RemoveContainerAsync(cancellationToken);
-                            goneAt = DateTime.UtcNow;
+                            goneAt = Monotonic.Now;
                         }
                         break;
                 }
@@ -156,7 +163,7 @@ public sealed class CheckpointAgent(
             if (EndsAt() is { } end && DateTimeOffset.UtcNow >= end)
             {
                 // A hard end: whatever the daemon says, and even with a commit still failing.
-                goneAt ??= DateTime.UtcNow;
+                goneAt ??= Monotonic.Now;
                 endReason = $"the job's deadline plus cleanup.gc_grace_seconds passed at {end:yyyy-MM-dd HH:mm:ss} UTC";
                 hardEnd = true;
             }
@@ -167,7 +174,7 @@ public sealed class CheckpointAgent(
             if (!fingerprint.SameAs(seen))
             {
                 seen = fingerprint;
-                changedAt = DateTime.UtcNow;
+                changedAt = Monotonic.Now;
             }
             var markerMadeAt = snapshotter.MarkerModifiedNanoseconds;
             var marker = markerMadeAt is not null;
@@ -177,10 +184,10 @@ public sealed class CheckpointAgent(
             var writerKilled = File.Exists(directories.WriterKilledNotice(jobId));
             var writerExitedByItself = finalRequest > 0 && !writerKilled;
             var quietRuleHolds = !markerMode && changed && !writerKilled
-                && ((finalPass && writerExitedByItself) || (goneAt is null && timing.QuietPeriod > TimeSpan.Zero && DateTime.UtcNow - changedAt >= timing.QuietPeriod));
+                && ((finalPass && writerExitedByItself) || (goneAt is null && timing.QuietPeriod > TimeSpan.Zero && Monotonic.Now - changedAt >= timing.QuietPeriod));
             var due = (marker && !changedAfterMarker) || quietRuleHolds;
 
-            if (due || (pending is not null && DateTime.UtcNow >= retryAt))
+            if (due || (pending is not null && Monotonic.Now >= retryAt))
             {
                 if (due)
                 {
@@ -215,9 +222,10 @@ public sealed class CheckpointAgent(
                     {
                         failures++;
                         // Back off up to a minute between attempts; the trainer goes on meanwhile.
-                        retryAt = DateTime.UtcNow + TimeSpan.FromSeconds(Math.Min(60, 2 << Math.Min(failures, 5)));
+                        var backOff = TimeSpan.FromSeconds(Math.Min(60, 2 << Math.Min(failures, 5)));
+                        retryAt = Monotonic.Now + backOff;
                         _status = _status with { FailingSince = _status.FailingSince ?? DateTimeOffset.UtcNow, LastError = error.Message };
-                        log($"commit failed (attempt {failures}), retrying at {retryAt:HH:mm:ss}: {error.Message}");
+                        log($"commit failed (attempt {failures}), retrying in {backOff.TotalSeconds:0} s: {error.Message}");
                         if (afterCommitAttempt is not null)
                             await afterCommitAttempt(null);
                     }
@@ -237,7 +245,7 @@ public sealed class CheckpointAgent(
                 _status = _status with { FinalPassDone = finalRequest };
                 WriteStatus();
             }
-            if (goneAt is not null && (pending is null || DateTime.UtcNow - goneAt > timing.GiveUpAfterJob || hardEnd))
+            if (goneAt is not null && (pending is null || Monotonic.Now - goneAt > timing.GiveUpAfterJob || hardEnd))
             {
                 log($"agent done: {endReason}" + (pending is null ? "" : $"; the last complete checkpoint was NOT committed ({_status.LastError})"));
                 await ReleaseLeaseAsync(cancellationToken);
@@ -328,7 +336,7 @@ public sealed class CheckpointAgent(
     /// </summary>
     private bool UnfollowedPastStopTime()
     {
-        if (nobodyFollows is null || _status.Deadline is not { } own || DateTimeOffset.UtcNow < own - timing.StopBeforeDeadline)
+        if (nobodyFollows is null || Deadline is not { } own || DateTimeOffset.UtcNow < own - timing.StopBeforeDeadline)
             return false;
         var deadline = adoptedUntil?.Invoke() is { } adopted && adopted > own ? adopted : own;
         return DateTimeOffset.UtcNow >= deadline - timing.StopBeforeDeadline && nobodyFollows();
@@ -391,7 +399,8 @@ public sealed class CheckpointAgent(
             if (!_labelsRead && (await driver.FindAsync(JobLabels.SelectJob(jobId), cancellationToken)).FirstOrDefault(found => found.Name == container) is { } labelled)
             {
                 _labelsRead = true;
-                _status = _status with { Deadline = JobLabels.ReadDeadline(labelled.Labels) };
+                _deadline = JobLabels.ReadHostDeadline(labelled.Labels);
+                _status = _status with { Deadline = _deadline?.WallTime, DeadlineOnBootClock = _deadline?.OnBootClock?.ToString() };
                 WriteStatus();
             }
             return ContainerPresence.Running;
@@ -411,13 +420,16 @@ public sealed class CheckpointAgent(
     /// </summary>
     private DateTimeOffset? EndsAt()
     {
-        var own = _status.Deadline + timing.EndAfterDeadline;
+        var own = Deadline + timing.EndAfterDeadline;
         if (own is not null && DateTimeOffset.UtcNow < own)
             return own;
         return adoptedUntil?.Invoke() + timing.EndAfterDeadline is { } adopted && (own is null || adopted > own) ? adopted : own;
     }
 
-    private long ReadFinalRequest()
+    private long ReadFinalRequest() => ReadFinalPassRequest(directories, jobId);
+
+    /// <summary>The number of the newest final pass that `run` asked the agent of <paramref name="jobId"/> for; 0 when none.</summary>
+    public static long ReadFinalPassRequest(RunDirectories directories, long jobId)
     {
         try
         {

@@ -30,6 +30,15 @@ public sealed record CheckpointAgentStatus(
     [JsonPropertyName("deadline")]
     public DateTimeOffset? Deadline { get; init; }
 
+    /// <summary>The same deadline on the host's boot clock (a <see cref="GpuExecutor.Clocks.BootInstant"/>), which a wall-clock jump does not move.</summary>
+    [JsonPropertyName("deadline_boot")]
+    public string? DeadlineOnBootClock { get; init; }
+
+    /// <summary>The deadline in the wall clock's present terms.</summary>
+    [JsonIgnore]
+    public DateTimeOffset? CurrentDeadline =>
+        Deadline is { } wallTime ? new GpuExecutor.Clocks.HostDeadline(wallTime, GpuExecutor.Clocks.BootInstant.Parse(DeadlineOnBootClock)).Current : null;
+
     /// <summary>Who took the run's lease from this job, once another job did; the agent then stopped the training.</summary>
     [JsonPropertyName("lease_lost_to")]
     public string? LeaseLostTo { get; init; }

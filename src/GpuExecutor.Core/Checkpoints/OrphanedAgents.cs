@@ -28,7 +28,7 @@ public static class OrphanedAgents
                     continue;
                 if (status.Exited)
                     orphans.Add(new Orphan(jobId, Path.GetFileName(runDirectory), status.Pid, "its status says it exited, yet it still runs"));
-                else if (status.Deadline is { } deadline && now > deadline + grace)
+                else if (status.CurrentDeadline is { } deadline && now > deadline + grace)
                     orphans.Add(new Orphan(jobId, Path.GetFileName(runDirectory), status.Pid, $"its job's deadline passed at {deadline:yyyy-MM-dd HH:mm:ss} UTC, more than cleanup.gc_grace_seconds ago"));
             }
         }

@@ -5,6 +5,7 @@ using GpuExecutor.Configuration;
 using GpuExecutor.Containers;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Storage;
+using GpuExecutor.Clocks;
 
 namespace GpuExecutor.Checkpoints;
 
@@ -118,7 +119,8 @@ public sealed class TrainingLease(CheckpointRepository repository, string host, 
     /// </summary>
     public async Task<LeaseAcquisition> AcquireAsync(long jobId, string container, Func<TrainingLeaseRecord, Task<bool>> goneFromThisHost, TimeSpan wait, CancellationToken cancellationToken)
     {
-        var giveUpAt = DateTimeOffset.UtcNow + wait;
+        // The wait is this process's (monotonic); the lease's times are shared with other hosts, so wall-clock.
+        var giveUpAt = Monotonic.Now + wait;
         var announced = false;
         while (true)
         {
@@ -145,7 +147,7 @@ public sealed class TrainingLease(CheckpointRepository repository, string host, 
                 continue; // another job wrote after us: it holds the run now
             }
             var holder = current!;
-            if (now >= giveUpAt)
+            if (Monotonic.Now >= giveUpAt)
                 throw new SystemFailureException(
                     $"run '{repository.RunKey}' is being trained by {holder.Holder} (container {holder.Container}), whose lease was renewed at {holder.RenewedAt.UtcDateTime:HH:mm:ss} UTC and runs to {holder.ExpiresAt.UtcDateTime:HH:mm:ss} UTC; " +
                     $"this job waited {wait.TotalSeconds:0} s (checkpoints.lease_wait_seconds) so that two trainers never write one run. Retry it once that job has ended, or stop that job.");
@@ -155,7 +157,7 @@ public sealed class TrainingLease(CheckpointRepository repository, string host, 
                 announced = true;
             }
             var untilExpiry = holder.ExpiresAt + clockSkew - now;
-            var pause = new[] { LongestPoll, giveUpAt - now, untilExpiry }.Where(span => span > TimeSpan.Zero).DefaultIfEmpty(TimeSpan.FromMilliseconds(100)).Min();
+            var pause = new[] { LongestPoll, giveUpAt - Monotonic.Now, untilExpiry }.Where(span => span > TimeSpan.Zero).DefaultIfEmpty(TimeSpan.FromMilliseconds(100)).Min();
             await Task.Delay(pause, cancellationToken);
         }
     }

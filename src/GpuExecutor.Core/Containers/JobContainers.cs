@@ -1,4 +1,5 @@
 using System.Globalization;
+using GpuExecutor.Clocks;
 using GpuExecutor.Protocol;
 
 namespace GpuExecutor.Containers;
@@ -18,6 +19,9 @@ public static class JobLabels
     public const string RunKey = Prefix + "run-key";
     public const string StartedAt = Prefix + "started-at";
     public const string Deadline = Prefix + "deadline";
+
+    /// <summary>The same deadline on the host's boot clock (<see cref="BootInstant"/>): what a wall-clock jump does not move.</summary>
+    public const string DeadlineOnBootClock = Prefix + "deadline.boot";
     public const string Role = Prefix + "role";
 
     /// <summary>The UUIDs of the GPUs the job holds, comma-separated; absent when it holds none.</summary>
@@ -34,7 +38,15 @@ public static class JobLabels
             [StartedAt] = startedAt.ToUnixTimeSeconds().ToString(CultureInfo.InvariantCulture),
             [Deadline] = (startedAt + job.Timeout).ToUnixTimeSeconds().ToString(CultureInfo.InvariantCulture),
             [Role] = role,
-        };
+        }.WithBootClockDeadline(startedAt + job.Timeout);
+
+    private static Dictionary<string, string> WithBootClockDeadline(this Dictionary<string, string> labels, DateTimeOffset deadline)
+    {
+        // Placed on the boot clock from now: prepare's start was seconds ago, on the same clock.
+        if (HostDeadline.In(deadline - DateTimeOffset.UtcNow).OnBootClock is { } onBootClock)
+            labels[DeadlineOnBootClock] = onBootClock.ToString();
+        return labels;
+    }
 
     public static IReadOnlyDictionary<string, string> SelectJob(long jobId) =>
         new Dictionary<string, string>
@@ -46,7 +58,17 @@ public static class JobLabels
     public static IReadOnlyDictionary<string, string> SelectManaged() =>
         new Dictionary<string, string> { [Managed] = "true" };
 
-    public static DateTimeOffset? ReadDeadline(IReadOnlyDictionary<string, string> labels) => ReadTime(labels, Deadline);
+    /// <summary>The job's deadline in the wall clock's present terms (see <see cref="ReadHostDeadline"/>).</summary>
+    public static DateTimeOffset? ReadDeadline(IReadOnlyDictionary<string, string> labels) => ReadHostDeadline(labels)?.Current;
+
+    /// <summary>
+    /// The job's deadline as prepare wrote it: on the host's boot clock too, so that a process
+    /// that keeps it (the agent, the fetcher) sees it move with a jump of the wall clock.
+    /// </summary>
+    public static HostDeadline? ReadHostDeadline(IReadOnlyDictionary<string, string> labels) =>
+        ReadTime(labels, Deadline) is { } wallTime
+            ? new HostDeadline(wallTime, BootInstant.Parse(labels.GetValueOrDefault(DeadlineOnBootClock)))
+            : null;
 
     /// <summary>When prepare began, which the runner's clock for the job's timeout counts from.</summary>
     public static DateTimeOffset? ReadStartedAt(IReadOnlyDictionary<string, string> labels) => ReadTime(labels, StartedAt);

@@ -1,5 +1,6 @@
 using GpuExecutor.Checkpoints;
 using GpuExecutor.Configuration;
+using GpuExecutor.Clocks;
 
 namespace GpuExecutor.Continuation;
 
@@ -11,11 +12,11 @@ public sealed class JobContinuer(IGitLabJobs gitLab, CheckpointRepository reposi
 {
     public async Task<long?> ContinueAsync(ContinuationRequest request, CancellationToken cancellationToken)
     {
-        var giveUp = DateTime.UtcNow + settings.JobEndWait;
+        var giveUp = Monotonic.Now + settings.JobEndWait;
         GitLabJob job;
         while (!(job = await gitLab.GetJobAsync(request.ProjectId, request.JobId, cancellationToken)).HasEnded)
         {
-            if (DateTime.UtcNow >= giveUp)
+            if (Monotonic.Now >= giveUp)
             {
                 log($"continuation: job {request.JobId} is still '{job.Status}' after {settings.JobEndWait.TotalMinutes:0} min; not continued.");
                 return null;

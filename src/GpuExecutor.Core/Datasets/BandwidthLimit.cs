@@ -1,16 +1,20 @@
+using GpuExecutor.Clocks;
+
 namespace GpuExecutor.Datasets;
 
 /// <summary>
 /// A cap on the bytes per second of every fetch that shares it (datasets.stream_max_rate): each
 /// chunk read books its share of the time line, and waits until then. Idle time is not saved up
-/// beyond one second, so a fetch after a pause bursts for at most a second's worth.
+/// beyond one second, so a fetch after a pause bursts for at most a second's worth. The time line
+/// is monotonic: with the wall clock, a jump back by an hour would hold every fetch for an hour.
 /// </summary>
-public sealed class BandwidthLimit(long bytesPerSecond, Func<DateTime>? clock = null)
+/// <param name="clock">Time on a monotonic line (<see cref="Monotonic.Now"/> unless a test gives its own).</param>
+public sealed class BandwidthLimit(long bytesPerSecond, Func<TimeSpan>? clock = null)
 {
     private static readonly TimeSpan LongestBurst = TimeSpan.FromSeconds(1);
-    private readonly Func<DateTime> _now = clock ?? (() => DateTime.UtcNow);
+    private readonly Func<TimeSpan> _now = clock ?? (() => Monotonic.Now);
     private readonly Lock _lock = new();
-    private DateTime _bookedUntil = DateTime.MinValue;
+    private TimeSpan? _bookedUntil;
 
     /// <summary>Books <paramref name="bytes"/>; returns how long the caller must wait before going on.</summary>
     public TimeSpan Reserve(long bytes)
@@ -18,10 +22,10 @@ public sealed class BandwidthLimit(long bytesPerSecond, Func<DateTime>? clock = 
         lock (_lock)
         {
             var now = _now();
-            if (_bookedUntil < now - LongestBurst)
-                _bookedUntil = now - LongestBurst;
-            _bookedUntil += TimeSpan.FromSeconds((double)bytes / bytesPerSecond);
-            return _bookedUntil > now ? _bookedUntil - now : TimeSpan.Zero;
+            var bookedUntil = _bookedUntil is { } booked && booked >= now - LongestBurst ? booked : now - LongestBurst;
+            bookedUntil += TimeSpan.FromSeconds((double)bytes / bytesPerSecond);
+            _bookedUntil = bookedUntil;
+            return bookedUntil > now ? bookedUntil - now : TimeSpan.Zero;
         }
     }
 

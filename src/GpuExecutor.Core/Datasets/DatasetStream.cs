@@ -6,6 +6,7 @@ using GpuExecutor.Containers;
 using GpuExecutor.HostFiles;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Storage;
+using GpuExecutor.Clocks;
 
 namespace GpuExecutor.Datasets;
 
@@ -180,12 +181,12 @@ public sealed class DatasetStreamer(ExecutorConfig config, IContainerDriver driv
         var done = 0;
         long bytes = 0;
         var dirty = false;
-        var lastWrite = DateTime.MinValue;
+        var lastWrite = TimeSpan.MinValue;
         void WriteIndexes(bool complete, string? failed, bool force)
         {
             lock (indexLock)
             {
-                if (!force && (!dirty || DateTime.UtcNow - lastWrite < IndexInterval))
+                if (!force && (!dirty || Monotonic.Now - lastWrite < IndexInterval))
                     return;
                 try
                 {
@@ -203,7 +204,7 @@ public sealed class DatasetStreamer(ExecutorConfig config, IContainerDriver driv
                     // The views went (cleanup, gc) between the look and the write: nobody reads them now.
                 }
                 dirty = false;
-                lastWrite = DateTime.UtcNow;
+                lastWrite = Monotonic.Now;
             }
         }
 
@@ -273,8 +274,8 @@ public sealed class DatasetStreamer(ExecutorConfig config, IContainerDriver driv
     private async Task WatchJobAsync(long jobId, Action<string> ended, CancellationTokenSource ending)
     {
         var container = JobContainerNames.For(jobId, JobContainerNames.JobRole);
-        DateTimeOffset? deadline = null;
-        DateTime? unreachableSince = null;
+        HostDeadline? deadline = null;
+        TimeSpan? unreachableSince = null;
         while (!ending.IsCancellationRequested)
         {
             try
@@ -291,13 +292,13 @@ public sealed class DatasetStreamer(ExecutorConfig config, IContainerDriver driv
                 if (await driver.InspectStateAsync(container, ending.Token) is not { Running: true })
                     reason = $"the job's container {container} is gone";
                 else
-                    deadline ??= (await driver.FindAsync(JobLabels.SelectJob(jobId), ending.Token)).Select(found => JobLabels.ReadDeadline(found.Labels)).FirstOrDefault(found => found is not null);
+                    deadline ??= (await driver.FindAsync(JobLabels.SelectJob(jobId), ending.Token)).Select(found => JobLabels.ReadHostDeadline(found.Labels)).FirstOrDefault(found => found is not null);
                 unreachableSince = null;
             }
             catch (ContainerEngineException)
             {
-                unreachableSince ??= DateTime.UtcNow;
-                if (DateTime.UtcNow - unreachableSince >= config.Checkpoints.AgentDaemonLost)
+                unreachableSince ??= Monotonic.Now;
+                if (Monotonic.Now - unreachableSince >= config.Checkpoints.AgentDaemonLost)
                     reason = "the Docker daemon has not answered for checkpoints.agent_daemon_lost_seconds";
             }
             catch (OperationCanceledException)
@@ -305,7 +306,7 @@ public sealed class DatasetStreamer(ExecutorConfig config, IContainerDriver driv
                 return;
             }
             // A job that adopted this job's training (re-attach) keeps its stream to its own deadline.
-            if (reason is null && deadline + config.Cleanup.GcGracePeriod is { } end && DateTimeOffset.UtcNow >= end
+            if (reason is null && deadline?.Current + config.Cleanup.GcGracePeriod is { } end && DateTimeOffset.UtcNow >= end
                 && !(adoptedUntil(jobId) + config.Cleanup.GcGracePeriod > DateTimeOffset.UtcNow))
                 reason = "the job's deadline (or its adopter's) plus cleanup.gc_grace_seconds passed";
             if (reason is not null && !ending.IsCancellationRequested)

@@ -4,6 +4,7 @@ using GpuExecutor.Containers;
 using GpuExecutor.HostFiles;
 using GpuExecutor.Jobs;
 using GpuExecutor.Outcomes;
+using GpuExecutor.Clocks;
 
 namespace GpuExecutor.Gpus;
 
@@ -45,8 +46,8 @@ public sealed class GpuAllocator(IContainerDriver driver, IGpuInventory nvidiaSm
             return [];
         }
 
-        var waitEnds = DateTime.UtcNow + settings.WaitTimeout;
-        var nextMessage = DateTime.UtcNow;
+        var waitEnds = Monotonic.Now + settings.WaitTimeout;
+        var nextMessage = Monotonic.Now;
         GpuTopology? topology = null;
         // A wait for GPUs (not for the job's own datasets) is on record for the metrics while it lasts.
         using var waiting = waitReporting is { } reporting ? new GpuWaits.Registration(stateDir, reporting.JobId) : null;
@@ -76,7 +77,7 @@ public sealed class GpuAllocator(IContainerDriver driver, IGpuInventory nvidiaSm
                 {
                     // Enough GPUs, but the datasets are still arriving: take nothing yet, and do
                     // not count this against the GPU wait.
-                    waitEnds = DateTime.UtcNow + settings.WaitTimeout;
+                    waitEnds = Monotonic.Now + settings.WaitTimeout;
                     waitingFor = "the GPUs are free; waiting for the datasets to arrive.";
                 }
                 else if (free.Count >= request.Count)
@@ -92,18 +93,18 @@ public sealed class GpuAllocator(IContainerDriver driver, IGpuInventory nvidiaSm
                     if (waiting is { Begun: false })
                     {
                         waiting.Begin(DateTimeOffset.UtcNow);
-                        nextMessage = DateTime.UtcNow;
+                        nextMessage = Monotonic.Now;
                     }
                 }
             }
 
-            if (DateTime.UtcNow >= waitEnds)
+            if (Monotonic.Now >= waitEnds)
                 // The host is busy, not the job wrong: a system failure, which the runner retries.
                 throw new SystemFailureException($"no GPUs freed up within gpus.wait_timeout_seconds ({settings.WaitTimeout.TotalSeconds:0} s). {waitingFor}");
-            if (DateTime.UtcNow >= nextMessage)
+            if (Monotonic.Now >= nextMessage)
             {
                 log($"Waiting for {request}: {waitingFor}");
-                nextMessage = DateTime.UtcNow + WaitingMessageInterval;
+                nextMessage = Monotonic.Now + WaitingMessageInterval;
                 if (waiting is { Begun: true })
                     await waitReporting!.Value.Changed();
             }

@@ -1,5 +1,6 @@
 using System.IO.Compression;
 using GpuExecutor.HostFiles;
+using GpuExecutor.Clocks;
 
 namespace GpuExecutor.JobLog;
 
@@ -28,8 +29,8 @@ public static class StepLogReader
             if (next is null && follow && done.Count > 0)
             {
                 // Between two steps: the next one may be about to begin.
-                var giveUp = DateTime.UtcNow + NextStepWait;
-                while (next is null && DateTime.UtcNow < giveUp)
+                var giveUp = Monotonic.Now + NextStepWait;
+                while (next is null && Monotonic.Now < giveUp)
                 {
                     await Task.Delay(FollowPoll, cancellationToken);
                     next = NextStep();

@@ -1,5 +1,6 @@
 using System.Globalization;
 using GpuExecutor.HostFiles;
+using GpuExecutor.Clocks;
 
 namespace GpuExecutor.Jobs;
 
@@ -44,7 +45,7 @@ public static class RunLease
     public static async Task<bool> WaitUntilReleasedAsync(string stateDir, long jobId, TimeSpan limit, Action<string> log)
     {
         var path = PathFor(stateDir, jobId);
-        var giveUp = DateTime.UtcNow + limit;
+        var giveUp = Monotonic.Now + limit;
         var told = false;
         while (true)
         {
@@ -57,7 +58,7 @@ public static class RunLease
                     return true;
                 }
             }
-            if (DateTime.UtcNow >= giveUp)
+            if (Monotonic.Now >= giveUp)
             {
                 log($"WARNING: run of job {jobId} is still stopping its stage or committing after {limit.TotalSeconds:0} s; removing the job's containers anyway.");
                 return false;

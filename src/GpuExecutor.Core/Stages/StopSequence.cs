@@ -1,3 +1,5 @@
+using GpuExecutor.Clocks;
+
 namespace GpuExecutor.Stages;
 
 /// <summary>The processes of one running stage, as a stop sees them.</summary>
@@ -43,12 +45,12 @@ public sealed class StopSequence(string signal, TimeSpan grace, Action<string> l
     {
         await stage.SignalAsync(signal);
 
-        var graceEnds = DateTime.UtcNow + grace;
-        while (DateTime.UtcNow < graceEnds)
+        var graceEnds = Monotonic.Now + grace;
+        while (Monotonic.Now < graceEnds)
         {
             if (await stage.AllExitedAsync())
                 return new StopOutcome(await stage.ExitCodeAsync(TimeSpan.Zero), Killed: false);
-            var left = graceEnds - DateTime.UtcNow;
+            var left = graceEnds - Monotonic.Now;
             await stage.PauseAsync(left < SurvivorPollInterval ? (left > TimeSpan.Zero ? left : TimeSpan.Zero) : SurvivorPollInterval);
         }
 

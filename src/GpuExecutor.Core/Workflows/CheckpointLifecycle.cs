@@ -7,6 +7,7 @@ using GpuExecutor.HostFiles;
 using GpuExecutor.JobLog;
 using GpuExecutor.Protocol;
 using GpuExecutor.Storage;
+using GpuExecutor.Clocks;
 
 namespace GpuExecutor.Workflows;
 
@@ -349,18 +350,27 @@ public sealed class CheckpointLifecycle(ExecutorConfig config, IContainerDriver 
     }
 
     /// <summary>
+    /// The number of the next final pass to ask <paramref name="jobId"/>'s agent for: the time, but
+    /// always above every earlier request and every pass the agent has done, even after the wall
+    /// clock went back. The agent counts a pass as done once its number reaches the request, so a
+    /// smaller number would be answered at once, before the last checkpoint is committed.
+    /// </summary>
+    public static long NextFinalPassRequest(RunDirectories directories, long jobId) =>
+        Math.Max(DateTime.UtcNow.Ticks, Math.Max(CheckpointAgent.ReadFinalPassRequest(directories, jobId), CheckpointAgent.ReadStatus(directories, jobId)?.FinalPassDone ?? 0) + 1);
+
+    /// <summary>
     /// Asks the agent for its final pass (the trainer has exited, so the directory holds its last
     /// checkpoint) and waits for it, then says in one line what was committed, or why nothing was.
     /// </summary>
     public async Task AwaitFinalCommitAsync(RunDirectories directories, long jobId)
     {
         var wait = config.Checkpoints.FinalCommitWait;
-        var request = DateTime.UtcNow.Ticks;
+        var request = NextFinalPassRequest(directories, jobId);
         File.WriteAllText(directories.FinalPassRequest(jobId), request.ToString(CultureInfo.InvariantCulture));
-        var giveUp = DateTime.UtcNow + wait;
+        var giveUp = Monotonic.Now + wait;
         CheckpointAgentStatus? status = null;
         var agentGone = false;
-        while (DateTime.UtcNow < giveUp)
+        while (Monotonic.Now < giveUp)
         {
             status = CheckpointAgent.ReadStatus(directories, jobId);
             if (status is not null && (status.FinalPassDone >= request || status.Exited))

@@ -5,6 +5,7 @@ using GpuExecutor.HostFiles;
 using GpuExecutor.Outcomes;
 using GpuExecutor.Protocol;
 using GpuExecutor.Telemetry;
+using GpuExecutor.Clocks;
 
 namespace GpuExecutor.Workflows;
 
@@ -38,12 +39,12 @@ public sealed class GpuSampler(ExecutorConfig config, IContainerDriver driver, I
             writer.WriteLine(GpuSample.CsvHeader);
 
         IReadOnlyList<string>? uuids = null;
-        DateTimeOffset? deadline = null;
-        DateTimeOffset? unanswered = null;
+        HostDeadline? deadline = null;
+        TimeSpan? unanswered = null;
         log($"sampling every {interval.TotalSeconds:0} s into {path}");
         while (!stop.IsCancellationRequested)
         {
-            var now = DateTimeOffset.UtcNow;
+            var now = Monotonic.Now;
             try
             {
                 var container = (await driver.FindAsync(JobLabels.SelectJob(jobId), stop))
@@ -54,7 +55,7 @@ public sealed class GpuSampler(ExecutorConfig config, IContainerDriver driver, I
                     return;
                 }
                 uuids ??= container.Labels.GetValueOrDefault(JobLabels.Gpus, "").Split(',', StringSplitOptions.RemoveEmptyEntries);
-                deadline ??= JobLabels.ReadDeadline(container.Labels);
+                deadline ??= JobLabels.ReadHostDeadline(container.Labels);
                 unanswered = null;
             }
             catch (SystemFailureException error)
@@ -75,7 +76,7 @@ public sealed class GpuSampler(ExecutorConfig config, IContainerDriver driver, I
                 log("the job holds no GPU: nothing to sample.");
                 return;
             }
-            if (deadline is { } end && now > end + config.Cleanup.GcGracePeriod)
+            if (deadline is { } end && DateTimeOffset.UtcNow > end.Current + config.Cleanup.GcGracePeriod)
             {
                 log("the job's deadline and gc's grace have passed: sampling ends.");
                 return;
