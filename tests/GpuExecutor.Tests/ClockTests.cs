@@ -21,6 +21,7 @@ public sealed class ClockTests
     [InlineData("boot@-1")]
     [InlineData("boot@NaN")]
     [InlineData("boot@12@13")]
+    [InlineData("boot@1e300")]
     public void A_boot_clock_label_that_is_not_boot_id_at_seconds_is_ignored(string text) =>
         Assert.Null(BootInstant.Parse(text));
 

@@ -5,6 +5,9 @@ namespace GpuExecutor.Clocks;
 /// <summary>An instant on one boot's clock: seconds since that boot.</summary>
 public readonly record struct BootInstant(string BootId, double SecondsSinceBoot)
 {
+    /// <summary>A century: any uptime past it is a corrupt label, and would overflow a TimeSpan in arithmetic.</summary>
+    private const double LongestUptimeSeconds = 100 * 365.25 * 86_400;
+
     /// <summary>The label form: "BOOT-ID@SECONDS".</summary>
     public override string ToString() =>
         string.Create(CultureInfo.InvariantCulture, $"{BootId}@{SecondsSinceBoot:0.000}");
@@ -12,7 +15,7 @@ public readonly record struct BootInstant(string BootId, double SecondsSinceBoot
     public static BootInstant? Parse(string? text)
     {
         if (text is null || text.Split('@') is not [var bootId, var seconds] || bootId.Length is 0 or > 64
-            || !double.TryParse(seconds, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) || !double.IsFinite(value) || value < 0)
+            || !double.TryParse(seconds, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) || value is not (>= 0 and <= LongestUptimeSeconds))
             return null;
         return new BootInstant(bootId, value);
     }

@@ -181,12 +181,12 @@ public sealed class DatasetStreamer(ExecutorConfig config, IContainerDriver driv
         var done = 0;
         long bytes = 0;
         var dirty = false;
-        var lastWrite = TimeSpan.MinValue;
+        TimeSpan? lastWrite = null;
         void WriteIndexes(bool complete, string? failed, bool force)
         {
             lock (indexLock)
             {
-                if (!force && (!dirty || Monotonic.Now - lastWrite < IndexInterval))
+                if (!force && (!dirty || (lastWrite is { } last && Monotonic.Now - last < IndexInterval)))
                     return;
                 try
                 {
