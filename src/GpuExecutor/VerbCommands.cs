@@ -88,11 +88,12 @@ public sealed class VerbCommands
 
     private IEnumerable<Command> AdminVerbs()
     {
+        var gcJob = new Option<string?>("--job") { Description = "only what this job left behind (its containers once past its deadline, its directories, its agent)", HelpName = "JOB_ID" };
         yield return Verb("gc", """
             Remove managed containers and builds directories whose jobs are long gone.
             The package runs it hourly (gpu-executor-gc.timer).
-            Example: gpu-executor gc
-            """, [], (_, context) => GcVerb.RunAsync(context, _stdout));
+            Example: gpu-executor gc --job 4242
+            """, [gcJob], (parse, context) => GcVerb.RunAsync(context, parse.GetValue(gcJob), _stdout));
 
         var logsTarget = new Argument<string>("JOB|RUN") { Description = "a job id (its logs on this host) or a run key (its jobs' logs in the store)" };
         var followStep = new Option<bool>("--follow", "-f") { Description = "follow a job's step while it prints, until the step ends" };

@@ -62,14 +62,19 @@ public sealed class ClockJumpTests
         // The jump comes while the training runs, after its first checkpoint and before its last:
         // with the deadline on the wall clock, the agent would see the job's deadline plus gc's
         // grace long past and end before the last one.
+        var jumped = false;
         var first = await workspace.SimulateAsync(
             Job(jobId, "echo one > \"$CHECKPOINT_DIR/state.txt\"; echo jump-now; sleep 5; echo two > \"$CHECKPOINT_DIR/state.txt\"; sleep 1"),
             line =>
             {
                 if (line == "jump-now")
+                {
                     clock.Shift(Jump);
+                    jumped = true;
+                }
             });
 
+        Assert.True(jumped, $"the script never said jump-now:\n{first.Log}");
         Assert.True(first.Result.Outcome == "success", first.Log);
         Assert.Equal("", (await Testbed.JobContainersAsync(jobId)).Trim());
         var agentLogs = Directory.EnumerateFiles(Path.Combine(workspace.Root, "state"), "agent*.log", SearchOption.AllDirectories).Select(File.ReadAllText).ToList();
@@ -93,7 +98,7 @@ public sealed class ClockJumpTests
         using var workspace = new ExecutorWorkspace(stopGraceSeconds: 6);
         var clock = new ShiftedWallClock(workspace);
         const long jobId = 9302;
-        var stopSeen = DateTime.UtcNow;
+        DateTime? stopSeen = null;
 
         var run = await workspace.SimulateAsync(new
         {
@@ -110,11 +115,12 @@ public sealed class ClockJumpTests
             }
         }, "--timeout-cleanup-wait", "2", "--graceful-kill-timeout", "60");
 
+        Assert.True(stopSeen is not null, $"the stop was never seen, so the clock never jumped:\n{run.Log}");
         Assert.Equal("timeout", run.Result.Outcome);
         var killed = run.Log.IndexOf("still running after 6 s: sending SIGKILL", StringComparison.Ordinal);
         var removed = run.Log.IndexOf($"Removed gpu-executor-{jobId}-job", StringComparison.Ordinal);
         Assert.True(killed >= 0 && removed > killed, $"the stop's grace did not end in SIGKILL before cleanup removed the container:\n{run.Log}");
-        Assert.True(DateTime.UtcNow - stopSeen < TimeSpan.FromSeconds(60), $"the job took {(DateTime.UtcNow - stopSeen).TotalSeconds:0} s after the stop began\n{run.Log}");
+        Assert.True(DateTime.UtcNow - stopSeen < TimeSpan.FromSeconds(60), $"the job took {(DateTime.UtcNow - stopSeen.Value).TotalSeconds:0} s after the stop began\n{run.Log}");
         Assert.Equal("", await Testbed.JobContainersAsync(jobId));
     }
 
@@ -134,8 +140,9 @@ public sealed class ClockJumpTests
 
             // Between the job's calls (no `run` holds it), the wall clock says the job's
             // 600 s timeout and gc's hour of grace are long over; the host's boot clock does not.
+            // (--job: other tests' containers are not this test's to judge.)
             clock.Shift(Jump);
-            var gc = await workspace.CallVerbAsync(new Dictionary<string, string?>(), "gc");
+            var gc = await workspace.CallVerbAsync(new Dictionary<string, string?>(), "gc", "--job", jobId.ToString(CultureInfo.InvariantCulture));
 
             Assert.True(gc.ExitCode == 0, gc.Stdout + gc.Stderr);
             Assert.DoesNotContain("removed container", gc.Stdout);

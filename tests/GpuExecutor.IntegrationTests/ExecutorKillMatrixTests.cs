@@ -9,10 +9,9 @@ namespace GpuExecutor.IntegrationTests;
 /// from outside, as a crash or the host's service manager would. For each cell: the job's
 /// outcome class, no container left once cleanup or `gc` has run, the GPU free for the next
 /// job, and the run's committed generation there for the next job to resume from.
-/// Runs alone: its `gc` (grace 0) removes every managed container on the test bed's daemon whose
-/// deadline has passed, another test's short-timeout job still being stopped included.
+/// Its `gc` (grace 0) is `gc --job`: a plain one would remove every managed container on the
+/// test bed's daemon whose deadline has passed, another test's short-timeout job included.
 /// </summary>
-[Collection(nameof(ExecutorKillMatrixTests))]
 public sealed class ExecutorKillMatrixTests
 {
     private const string Gpu0 = "GPU-c0000000-0000-0000-0000-000000000000";
@@ -68,7 +67,7 @@ public sealed class ExecutorKillMatrixTests
             var wait = started.AddSeconds(timeoutSeconds + 1) - DateTimeOffset.UtcNow;
             if (wait > TimeSpan.Zero)
                 await Task.Delay(wait, TestContext.Current.CancellationToken);
-            var gc = await workspace.CallVerbAsync(new Dictionary<string, string?>(), "gc");
+            var gc = await workspace.CallVerbAsync(new Dictionary<string, string?>(), "gc", "--job", jobId.ToString(CultureInfo.InvariantCulture));
             Assert.True(gc.ExitCode == 0, gc.Stdout + gc.Stderr);
         }
         Assert.Equal("", (await Testbed.JobContainersAsync(jobId)).Trim());
@@ -109,7 +108,3 @@ public sealed class ExecutorKillMatrixTests
         return false;
     }
 }
-
-/// <summary>The kill matrix's collection: no other test runs beside it (see the class).</summary>
-[CollectionDefinition(nameof(ExecutorKillMatrixTests), DisableParallelization = true)]
-public sealed class ExecutorKillMatrixCollection;

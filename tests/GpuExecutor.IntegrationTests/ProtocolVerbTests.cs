@@ -217,6 +217,35 @@ public sealed class ProtocolVerbTests
     }
 
     [Fact]
+    public async Task Gc_with_job_removes_only_that_jobs_expired_container_and_refuses_a_job_id_that_is_not_one()
+    {
+        using var workspace = new ExecutorWorkspace();
+        var suffix = Guid.NewGuid().ToString("N")[..8];
+        var named = $"gc-named-{suffix}";
+        var other = $"gc-other-{suffix}";
+        await Testbed.DockerAsync("create", "--name", named, "--label", "io.gpu-executor.managed=true", "--label", "io.gpu-executor.deadline=1000", "--label", "io.gpu-executor.job.id=9105", Testbed.TestImage, "true");
+        await Testbed.DockerAsync("create", "--name", other, "--label", "io.gpu-executor.managed=true", "--label", "io.gpu-executor.deadline=1000", "--label", "io.gpu-executor.job.id=9106", Testbed.TestImage, "true");
+        try
+        {
+            var refused = await workspace.CallVerbAsync(new Dictionary<string, string?>(), "gc", "--job", "../9105");
+            Assert.NotEqual(0, refused.ExitCode);
+            Assert.Contains("gc --job: '../9105' is not a job id", refused.Stderr);
+
+            var gc = await workspace.CallVerbAsync(new Dictionary<string, string?>(), "gc", "--job", "9105");
+
+            Assert.True(gc.ExitCode == 0, gc.Stdout + gc.Stderr);
+            Assert.Contains($"removed container {named}", gc.Stdout);
+            var remaining = await Testbed.DockerAsync("ps", "-a", "--format", "{{.Names}}");
+            Assert.DoesNotContain(named, remaining);
+            Assert.Contains(other, remaining);
+        }
+        finally
+        {
+            await Testbed.RunAsync("docker", ["--host", Testbed.DockerHost, "rm", "-f", named, other], null, null);
+        }
+    }
+
+    [Fact]
     public async Task Gc_removes_managed_containers_past_their_deadline_and_keeps_live_ones()
     {
         using var workspace = new ExecutorWorkspace();

@@ -17,10 +17,12 @@ public sealed class CollectGarbage(ExecutorConfig config, IContainerDriver drive
     private static readonly TimeSpan FallbackMaximumAge = TimeSpan.FromDays(31);
 
     /// <summary>Removes what is long gone; says each removal on <paramref name="stdout"/>.</summary>
-    public async Task RunAsync(TextWriter stdout, CancellationToken cancellationToken)
+    /// <param name="onlyJob">Only what this job left behind (`gc --job`): the daemon's containers are every executor's on the host, and an admin may want one job's leftovers gone without touching the rest.</param>
+    public async Task RunAsync(TextWriter stdout, CancellationToken cancellationToken, long? onlyJob = null)
     {
         var now = DateTimeOffset.UtcNow;
-        var managed = await driver.FindAsync(JobLabels.SelectManaged(), cancellationToken);
+        bool Concerns(long jobId) => onlyJob is null || onlyJob == jobId;
+        var managed = await driver.FindAsync(onlyJob is { } job ? JobLabels.SelectJob(job) : JobLabels.SelectManaged(), cancellationToken);
 
         // A container another job adopted (re-attach) lives to that job's deadline, which its
         // labels, written for the job that died, do not know.
@@ -63,7 +65,7 @@ public sealed class CollectGarbage(ExecutorConfig config, IContainerDriver drive
         {
             foreach (var directory in new DirectoryInfo(config.Builds.HostDir).EnumerateDirectories())
             {
-                if (JobWorkspace.JobIdOfDirectoryName(directory.Name) is not { } jobId || liveJobIds.Contains(jobId))
+                if (JobWorkspace.JobIdOfDirectoryName(directory.Name) is not { } jobId || liveJobIds.Contains(jobId) || !Concerns(jobId))
                     continue;
                 if (now - directory.LastWriteTimeUtc < config.Cleanup.GcGracePeriod)
                     continue;
@@ -86,7 +88,7 @@ public sealed class CollectGarbage(ExecutorConfig config, IContainerDriver drive
         var cache = new DatasetCache(config.StateDir, _ => { });
         foreach (var view in cache.Views())
         {
-            if (JobWorkspace.JobIdOfDirectoryName(view) is not { } jobId || jobId == 0 || liveJobIds.Contains(jobId))
+            if (JobWorkspace.JobIdOfDirectoryName(view) is not { } jobId || jobId == 0 || liveJobIds.Contains(jobId) || !Concerns(jobId))
                 continue;
             var directory = new DirectoryInfo(cache.ViewsOf(jobId));
             if (now - directory.LastWriteTimeUtc < config.Cleanup.GcGracePeriod)
@@ -102,7 +104,7 @@ public sealed class CollectGarbage(ExecutorConfig config, IContainerDriver drive
         {
             foreach (var directory in new DirectoryInfo(logsRoot).EnumerateDirectories())
             {
-                if (JobWorkspace.JobIdOfDirectoryName(directory.Name) is not { } jobId || liveJobIds.Contains(jobId))
+                if (JobWorkspace.JobIdOfDirectoryName(directory.Name) is not { } jobId || liveJobIds.Contains(jobId) || !Concerns(jobId))
                     continue;
                 if (now - directory.LastWriteTimeUtc < config.Logs.HostKeep)
                     continue;
@@ -115,7 +117,7 @@ public sealed class CollectGarbage(ExecutorConfig config, IContainerDriver drive
         // Adoptions whose adopting job is long past its deadline: nothing follows them any more.
         foreach (var (file, adopted) in adoptions)
         {
-            if (now < adopted.Deadline + config.Cleanup.GcGracePeriod)
+            if (now < adopted.Deadline + config.Cleanup.GcGracePeriod || !Concerns(adopted.JobId))
                 continue;
             File.Delete(file);
             stdout.WriteLine($"removed the record of job {adopted.JobId}'s adopted training ({Path.GetFileName(file)})");
@@ -123,7 +125,7 @@ public sealed class CollectGarbage(ExecutorConfig config, IContainerDriver drive
         }
 
         // Agents that outlived their job (they end by themselves; this is the net under that).
-        foreach (var orphan in OrphanedAgents.Find(config.StateDir, config.Cleanup.GcGracePeriod, now))
+        foreach (var orphan in OrphanedAgents.Find(config.StateDir, config.Cleanup.GcGracePeriod, now).Where(orphan => Concerns(orphan.JobId)))
         {
             OrphanedAgents.Stop(orphan);
             stdout.WriteLine($"stopped the checkpoint agent of job {orphan.JobId} (run {orphan.RunKey}, pid {orphan.Pid}): {orphan.Why}");
