@@ -152,6 +152,16 @@ public sealed class ProtocolVerbTests
         }
     }
 
+    /// <summary>A stopped container labelled as the executor's, as a job's would be, for gc to judge.</summary>
+    /// <param name="deadline">The deadline label, in Unix seconds ("1000": long past).</param>
+    private static Task<string> CreateManagedContainerAsync(string name, string deadline, long? jobId = null) =>
+        Testbed.DockerAsync(
+        [
+            "create", "--name", name, "--label", "io.gpu-executor.managed=true", "--label", $"io.gpu-executor.deadline={deadline}",
+            .. jobId is { } id ? new[] { "--label", $"io.gpu-executor.job.id={id}" } : [],
+            Testbed.TestImage, "true",
+        ]);
+
     [Fact]
     public async Task Gc_keeps_an_adopted_container_until_the_adopting_jobs_deadline()
     {
@@ -162,7 +172,7 @@ public sealed class ProtocolVerbTests
         // Both were labelled for a job whose deadline passed long ago; each was adopted by a
         // later job (re-attach), one still within its own deadline, one long past it.
         foreach (var name in new[] { followed, abandoned })
-            await Testbed.DockerAsync("create", "--name", name, "--label", "io.gpu-executor.managed=true", "--label", "io.gpu-executor.deadline=1000", Testbed.TestImage, "true");
+            await CreateManagedContainerAsync(name, "1000");
         var adopted = Path.Combine(workspace.Root, "state", "adopted");
         Directory.CreateDirectory(adopted);
         var tomorrow = DateTimeOffset.UtcNow.AddDays(1).ToString("O");
@@ -194,7 +204,7 @@ public sealed class ProtocolVerbTests
         var stopping = $"gc-stopping-{suffix}";
         var stateDir = Path.Combine(workspace.Root, "state");
         const long jobId = 9104;
-        await Testbed.DockerAsync("create", "--name", stopping, "--label", "io.gpu-executor.managed=true", "--label", "io.gpu-executor.deadline=1000", "--label", $"io.gpu-executor.job.id={jobId}", Testbed.TestImage, "true");
+        await CreateManagedContainerAsync(stopping, "1000", jobId);
         try
         {
             // This test process stands for a `run` still in its stop sequence: it holds the lease.
@@ -223,8 +233,8 @@ public sealed class ProtocolVerbTests
         var suffix = Guid.NewGuid().ToString("N")[..8];
         var named = $"gc-named-{suffix}";
         var other = $"gc-other-{suffix}";
-        await Testbed.DockerAsync("create", "--name", named, "--label", "io.gpu-executor.managed=true", "--label", "io.gpu-executor.deadline=1000", "--label", "io.gpu-executor.job.id=9105", Testbed.TestImage, "true");
-        await Testbed.DockerAsync("create", "--name", other, "--label", "io.gpu-executor.managed=true", "--label", "io.gpu-executor.deadline=1000", "--label", "io.gpu-executor.job.id=9106", Testbed.TestImage, "true");
+        await CreateManagedContainerAsync(named, "1000", 9105);
+        await CreateManagedContainerAsync(other, "1000", 9106);
         try
         {
             var refused = await workspace.CallVerbAsync(new Dictionary<string, string?>(), "gc", "--job", "../9105");
@@ -253,8 +263,8 @@ public sealed class ProtocolVerbTests
         var expired = $"gc-expired-{suffix}";
         var live = $"gc-live-{suffix}";
         var farFuture = DateTimeOffset.UtcNow.AddDays(1).ToUnixTimeSeconds().ToString();
-        await Testbed.DockerAsync("create", "--name", expired, "--label", "io.gpu-executor.managed=true", "--label", "io.gpu-executor.deadline=1000", Testbed.TestImage, "true");
-        await Testbed.DockerAsync("create", "--name", live, "--label", "io.gpu-executor.managed=true", "--label", $"io.gpu-executor.deadline={farFuture}", Testbed.TestImage, "true");
+        await CreateManagedContainerAsync(expired, "1000");
+        await CreateManagedContainerAsync(live, farFuture);
         try
         {
             var gc = await workspace.CallVerbAsync(new Dictionary<string, string?>(), "gc");

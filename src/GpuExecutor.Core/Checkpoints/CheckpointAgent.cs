@@ -167,7 +167,7 @@ public sealed class CheckpointAgent(
                 endReason = $"the job's deadline plus cleanup.gc_grace_seconds passed at {end:yyyy-MM-dd HH:mm:ss} UTC";
                 hardEnd = true;
             }
-            var finalRequest = ReadFinalRequest();
+            var finalRequest = ReadFinalPassRequest(directories, jobId);
             var finalPass = goneAt is not null || finalRequest > _status.FinalPassDone;
 
             var fingerprint = snapshotter.Fingerprint();
@@ -425,8 +425,6 @@ public sealed class CheckpointAgent(
             return own;
         return adoptedUntil?.Invoke() + timing.EndAfterDeadline is { } adopted && (own is null || adopted > own) ? adopted : own;
     }
-
-    private long ReadFinalRequest() => ReadFinalPassRequest(directories, jobId);
 
     /// <summary>The number of the newest final pass that `run` asked the agent of <paramref name="jobId"/> for; 0 when none.</summary>
     public static long ReadFinalPassRequest(RunDirectories directories, long jobId)
